@@ -1,0 +1,377 @@
+//! Request extractors whose rejections are `ApiError`s: JSON bodies that name the bad field,
+//! query parameters, the authenticated caller, `If-Match` and `Idempotency-Key`.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::user::Principal;
+use crate::service::{Idempotency, Precondition};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Fields clients may see but never send.
+const READ_ONLY: &[&str] = &[
+    "id",
+    "created_at",
+    "updated_at",
+    "version",
+    "score",
+    "first_touch_at",
+    "last_activity_at",
+    "merged",
+    "has_password",
+];
+
+/// A JSON body parsed into `T`, with the raw bytes kept for idempotency fingerprints.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Parses JSON bytes into `T`, turning serde's error into a 400 (not JSON) or a 422 naming
+/// the field.
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(raw);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let inner = e.inner();
+            use serde_json::error::Category;
+            match inner.classify() {
+                Category::Syntax | Category::Eof | Category::Io => Err(ApiError::Malformed(
+                    format!("the body is not valid JSON: {inner}"),
+                )),
+                Category::Data => {
+                    let path = e.path().to_string();
+                    let path = if path == "." { String::new() } else { path };
+                    let msg = inner.to_string();
+                    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+                    let named = msg.split('`').nth(1).map(str::to_owned);
+                    let join = |name: &str| {
+                        if path == name || path.ends_with(&format!(".{name}")) {
+                            path.clone()
+                        } else if path.is_empty() {
+                            name.to_owned()
+                        } else {
+                            format!("{path}.{name}")
+                        }
+                    };
+                    let (field, message) = match named {
+                        Some(name) if msg.starts_with("unknown field") => {
+                            if READ_ONLY.contains(&name.as_str()) && join(&name) == name {
+                                (name.clone(), "is read-only".to_owned())
+                            } else {
+                                (join(&name), "unknown field".to_owned())
+                            }
+                        }
+                        Some(name) if msg.starts_with("missing field") => {
+                            (join(&name), "is required".to_owned())
+                        }
+                        _ => (
+                            if path.is_empty() {
+                                "body".to_owned()
+                            } else {
+                                path
+                            },
+                            msg,
+                        ),
+                    };
+                    Err(ApiError::field(&field, message))
+                }
+            }
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "send the body as application/json".into(),
+            ));
+        }
+        let raw = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(state.config.http.max_body_bytes)
+            } else {
+                ApiError::Malformed(format!("could not read the body: {rej}"))
+            }
+        })?;
+        Ok(JsonBody {
+            value: parse_json(&raw)?,
+            raw,
+        })
+    }
+}
+
+/// Query parameters, taken one by one so each error names its parameter and unknown ones
+/// are refused rather than ignored.
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::Malformed(format!("malformed query string: {e}")))?;
+        Ok(Params { pairs })
+    }
+}
+
+impl Params {
+    /// The value of `name`, if given (the last one wins); an empty value counts as absent.
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        let mut found = None;
+        self.pairs.retain(|(k, v)| {
+            if k == name {
+                found = Some(v.clone());
+                false
+            } else {
+                true
+            }
+        });
+        found.filter(|v| !v.is_empty())
+    }
+
+    pub fn parse<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v) => parse(&v).map(Some).map_err(|m| ApiError::field(name, m)),
+        }
+    }
+
+    /// Refuses parameters nobody took.
+    pub fn finish(self) -> Result<(), ApiError> {
+        match self.pairs.first() {
+            None => Ok(()),
+            Some((k, _)) => Err(ApiError::field(k, "unknown query parameter")),
+        }
+    }
+
+    /// `limit`, 1..=max, default 50.
+    pub fn limit(&mut self, max: u64) -> Result<usize, ApiError> {
+        let limit = self.parse("limit", |s| {
+            s.parse::<u64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| format!("must be a whole number from 1 to {max}"))
+        })?;
+        Ok(usize::try_from(limit.unwrap_or(50)).unwrap_or(50))
+    }
+
+    /// `cursor`, as issued by an earlier page.
+    pub fn cursor(&mut self) -> Result<Option<(i64, u128)>, ApiError> {
+        self.parse("cursor", decode_cursor)
+    }
+}
+
+pub fn encode_cursor(pos: (i64, u128)) -> String {
+    use base64::Engine;
+    let mut b = Vec::with_capacity(24);
+    b.extend_from_slice(&pos.0.to_be_bytes());
+    b.extend_from_slice(&pos.1.to_be_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+pub fn decode_cursor(s: &str) -> Result<(i64, u128), String> {
+    use base64::Engine;
+    let bad = || "is not a cursor issued by this server".to_owned();
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| bad())?;
+    let sort: [u8; 8] = b.get(..8).and_then(|s| s.try_into().ok()).ok_or_else(bad)?;
+    let id: [u8; 16] = b
+        .get(8..24)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(bad)?;
+    if b.len() != 24 {
+        return Err(bad());
+    }
+    Ok((i64::from_be_bytes(sort), u128::from_be_bytes(id)))
+}
+
+/// The authenticated caller.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
+        Ok(Auth(state.service.authenticate(token)?))
+    }
+}
+
+/// The `If-Match` precondition.
+pub struct IfMatch(pub Precondition);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(IfMatch(Precondition::None));
+        };
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::field("If-Match", "must be ASCII"))?
+            .trim();
+        if v == "*" {
+            return Ok(IfMatch(Precondition::Any));
+        }
+        // Unparseable tags simply never match, as RFC 9110 says: the answer is 412.
+        let versions = v
+            .split(',')
+            .filter_map(|t| {
+                t.trim()
+                    .trim_start_matches("W/")
+                    .trim_matches('"')
+                    .parse::<u64>()
+                    .ok()
+            })
+            .collect();
+        Ok(IfMatch(Precondition::Versions(versions)))
+    }
+}
+
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The `Idempotency-Key` header, with the fingerprint of the request it came with.
+pub fn idempotency(
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::field(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+        })?;
+    let mut h = Sha256::new();
+    h.update(method.as_str().as_bytes());
+    h.update([0]);
+    h.update(path.as_bytes());
+    h.update([0]);
+    h.update(body);
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        fingerprint: h.finalize().into(),
+    }))
+}
+
+/// Parses an id from the path; a malformed id is just an unknown one.
+pub fn path_id(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(what))
+}
+
+pub fn parse_uuid(s: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(s).map_err(|_| "must be a UUID".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct T {
+        a: u32,
+        b: Option<Inner>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        c: String,
+    }
+
+    fn field_of(r: Result<T, ApiError>) -> String {
+        match r {
+            Err(ApiError::Validation { errors, .. }) => errors[0].field.clone(),
+            other => panic!("expected 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        assert!(matches!(parse_json::<T>(b"{"), Err(ApiError::Malformed(_))));
+        assert_eq!(field_of(parse_json(br#"{"a":"x"}"#)), "a");
+        assert_eq!(field_of(parse_json(br#"{"a":1,"zz":2}"#)), "zz");
+        assert_eq!(field_of(parse_json(br#"{"a":1,"b":{"c":1}}"#)), "b.c");
+        assert_eq!(
+            field_of(parse_json(br#"{"a":1,"b":{"d":"x","c":"y"}}"#)),
+            "b.d"
+        );
+        assert_eq!(field_of(parse_json(br#"{}"#)), "a");
+        match parse_json::<T>(br#"{"a":1,"id":"x"}"#) {
+            Err(ApiError::Validation { errors, .. }) => {
+                assert_eq!(errors[0].message, "is read-only")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = encode_cursor((-5, 42));
+        assert_eq!(decode_cursor(&c), Ok((-5, 42)));
+        assert!(decode_cursor("nope!").is_err());
+        assert!(decode_cursor("AAAA").is_err());
+    }
+}

@@ -1,0 +1,469 @@
+//! `/v1/leads`: create (single, batch), list, read, patch, erase, export.
+
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{
+    Auth, IfMatch, JsonBody, Params, encode_cursor, etag, idempotency, parse_json, parse_uuid,
+    path_id,
+};
+use super::{AppState, replay};
+use crate::domain::activity::{ActivityView, LeadEvent, TimelineItem};
+use crate::domain::lead::{LeadInput, LeadPatch, LeadView, Stage, Status};
+use crate::domain::time::parse_rfc3339;
+use crate::service::{BatchItem, CreateOutcome, ListParams, Written};
+use crate::store::IdempotentResponse;
+use crate::store::lead_index::SortKey;
+use crate::store::query::LeadFilter;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_lead, list_leads))
+        .routes(routes!(create_leads_batch))
+        .routes(routes!(get_lead, patch_lead, delete_lead))
+        .routes(routes!(export_lead))
+}
+
+/// A lead with whether this create merged into an existing one.
+#[derive(Serialize, ToSchema)]
+pub struct LeadCreated {
+    #[serde(flatten)]
+    pub lead: LeadView,
+    /// True when the email or phone matched an existing lead, which absorbed this one.
+    pub merged: bool,
+}
+
+fn lead_location(id: Uuid) -> String {
+    format!("/v1/leads/{id}")
+}
+
+/// A JSON response with `ETag` and, optionally, `Location`.
+pub(super) fn json_with(
+    status: StatusCode,
+    body: &impl Serialize,
+    version: Option<u64>,
+    location: Option<String>,
+) -> Response {
+    let mut res = (status, Json(body)).into_response();
+    if let Some(v) = version
+        && let Ok(h) = HeaderValue::from_str(&etag(v))
+    {
+        res.headers_mut().insert(header::ETAG, h);
+    }
+    if let Some(l) = location
+        && let Ok(h) = HeaderValue::from_str(&l)
+    {
+        res.headers_mut().insert(header::LOCATION, h);
+    }
+    res
+}
+
+fn created_response(o: &CreateOutcome) -> (StatusCode, LeadCreated) {
+    let status = if o.merged {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (
+        status,
+        LeadCreated {
+            lead: LeadView::from(&o.lead),
+            merged: o.merged,
+        },
+    )
+}
+
+/// Create a lead, or merge it into the lead with the same email or phone.
+#[utoipa::path(post, path = "/v1/leads", tag = "leads",
+    request_body = LeadInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses(
+        (status = 201, description = "Created", body = LeadCreated),
+        (status = 200, description = "Merged into an existing lead", body = LeadCreated),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, description = "Matches a lead the caller may not see", body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn create_lead(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<LeadInput>,
+) -> ApiResult<Response> {
+    let idem = idempotency(&headers, &method, "/v1/leads", &body.raw)?;
+    let new = body
+        .value
+        .validate(state.service.rules())
+        .map_err(ApiError::validation)?;
+    let idem = idem.map(|i| {
+        let render: crate::service::Render<CreateOutcome> = Box::new(|o, now| {
+            let (status, view) = created_response(o);
+            (
+                IdempotentResponse {
+                    fingerprint: Vec::new(),
+                    status: status.as_u16(),
+                    location: Some(lead_location(o.lead.id)),
+                    etag: Some(etag(o.lead.version)),
+                    body: serde_json::to_vec(&view).unwrap_or_default(),
+                    created_at: now,
+                },
+                vec![o.lead.id],
+            )
+        });
+        (i, render)
+    });
+    match state.service.create_lead(&p, new, idem).await? {
+        Written::Fresh(o) => {
+            let (status, view) = created_response(&o);
+            Ok(json_with(
+                status,
+                &view,
+                Some(o.lead.version),
+                Some(lead_location(o.lead.id)),
+            ))
+        }
+        Written::Replayed(r) => Ok(replay(r)),
+    }
+}
+
+/// The body of `POST /v1/leads/batch`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchInput {
+    /// At most 1000 leads, each as for `POST /v1/leads`.
+    #[schema(value_type = Vec<LeadInput>)]
+    pub leads: Vec<serde_json::Value>,
+}
+
+/// One result of a batch create, in request order.
+#[derive(Serialize, ToSchema)]
+pub struct BatchResult {
+    pub index: usize,
+    /// 201 created, 200 merged, or the error status of this item.
+    pub status: u16,
+    pub id: Option<Uuid>,
+    pub merged: bool,
+    pub lead: Option<LeadView>,
+    pub error: Option<Problem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub items: Vec<BatchResult>,
+}
+
+pub const MAX_BATCH: usize = 1000;
+
+fn batch_response(items: &[BatchItem]) -> BatchResponse {
+    BatchResponse {
+        items: items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| match item {
+                BatchItem::Done(o) => BatchResult {
+                    index,
+                    status: if o.merged { 200 } else { 201 },
+                    id: Some(o.lead.id),
+                    merged: o.merged,
+                    lead: Some(LeadView::from(&o.lead)),
+                    error: None,
+                },
+                BatchItem::Failed(e) => {
+                    let problem = ApiError::from(e.clone()).to_problem();
+                    BatchResult {
+                        index,
+                        status: problem.status,
+                        id: None,
+                        merged: false,
+                        lead: None,
+                        error: Some(problem),
+                    }
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Create up to 1000 leads in one durable transaction; each item succeeds or fails alone.
+#[utoipa::path(post, path = "/v1/leads/batch", tag = "leads",
+    request_body = BatchInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 200, body = BatchResponse), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn create_leads_batch(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<BatchInput>,
+) -> ApiResult<Response> {
+    let idem = idempotency(&headers, &method, "/v1/leads/batch", &body.raw)?;
+    let leads = body.value.leads;
+    if leads.is_empty() || leads.len() > MAX_BATCH {
+        return Err(ApiError::field(
+            "leads",
+            format!("must hold 1 to {MAX_BATCH} leads"),
+        ));
+    }
+    let rules = state.service.rules().clone();
+    let items = leads
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let raw = serde_json::to_vec(&v).unwrap_or_default();
+            let prefix = |mut errs: Vec<crate::domain::FieldError>| {
+                for e in &mut errs {
+                    e.field = format!("leads[{i}].{}", e.field);
+                }
+                errs
+            };
+            match parse_json::<LeadInput>(&raw) {
+                Ok(input) => input.validate(&rules).map_err(prefix),
+                Err(ApiError::Validation { errors, .. }) => Err(prefix(errors)),
+                Err(other) => Err(prefix(vec![crate::domain::FieldError::new(
+                    "",
+                    other.to_string(),
+                )])),
+            }
+        })
+        .collect();
+    let idem = idem.map(|i| {
+        let render: crate::service::Render<Vec<BatchItem>> = Box::new(|items, now| {
+            let ids = items
+                .iter()
+                .filter_map(|i| match i {
+                    BatchItem::Done(o) => Some(o.lead.id),
+                    BatchItem::Failed(_) => None,
+                })
+                .collect();
+            (
+                IdempotentResponse {
+                    fingerprint: Vec::new(),
+                    status: 200,
+                    location: None,
+                    etag: None,
+                    body: serde_json::to_vec(&batch_response(items)).unwrap_or_default(),
+                    created_at: now,
+                },
+                ids,
+            )
+        });
+        (i, render)
+    });
+    match state.service.create_leads_batch(&p, items, idem).await? {
+        Written::Fresh(items) => Ok(json_with(
+            StatusCode::OK,
+            &batch_response(&items),
+            None,
+            None,
+        )),
+        Written::Replayed(r) => Ok(replay(r)),
+    }
+}
+
+fn parse_stage(s: &str) -> Result<Stage, String> {
+    Stage::parse(s)
+        .ok_or_else(|| "must be lead, mql, sql, opportunity, customer or disqualified".into())
+}
+
+fn parse_status(s: &str) -> Result<Status, String> {
+    Status::parse(s).ok_or_else(|| {
+        "must be new, attempting, connected, nurturing, unqualified or converted".into()
+    })
+}
+
+fn parse_score(s: &str) -> Result<i32, String> {
+    s.parse().map_err(|_| "must be a whole number".into())
+}
+
+/// List leads the caller may see, filtered and sorted, a page at a time.
+#[utoipa::path(get, path = "/v1/leads", tag = "leads",
+    params(
+        ("stage" = Option<String>, Query), ("status" = Option<String>, Query),
+        ("owner_id" = Option<String>, Query, description = "A user id, or `none` for unowned leads"),
+        ("pool_id" = Option<Uuid>, Query), ("source" = Option<String>, Query), ("channel" = Option<String>, Query),
+        ("campaign_id" = Option<Uuid>, Query), ("tag" = Option<String>, Query),
+        ("min_score" = Option<i32>, Query), ("max_score" = Option<i32>, Query),
+        ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
+        ("updated_after" = Option<String>, Query),
+        ("sort" = Option<String>, Query, description = "created_at|-created_at|score|-score|updated_at|-updated_at (default -created_at)"),
+        ("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = LeadPage), (status = 401, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn list_leads(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    mut q: Params,
+) -> ApiResult<Response> {
+    let filter = LeadFilter {
+        stage: q.parse("stage", parse_stage)?,
+        status: q.parse("status", parse_status)?,
+        owner: q.parse("owner_id", |s| {
+            if s == "none" {
+                Ok(None)
+            } else {
+                parse_uuid(s).map(Some)
+            }
+        })?,
+        pool_id: q.parse("pool_id", parse_uuid)?,
+        source: q.take("source").map(|s| s.trim().to_lowercase()),
+        channel: q.take("channel").map(|s| s.trim().to_lowercase()),
+        campaign_id: q.parse("campaign_id", parse_uuid)?,
+        tag: q.take("tag").map(|s| s.trim().to_lowercase()),
+        min_score: q.parse("min_score", parse_score)?,
+        max_score: q.parse("max_score", parse_score)?,
+        created_after: q.parse("created_after", parse_rfc3339)?,
+        created_before: q.parse("created_before", parse_rfc3339)?,
+        updated_after: q.parse("updated_after", parse_rfc3339)?,
+    };
+    let (sort, descending) = q
+        .parse("sort", |s| match s {
+            "created_at" => Ok((SortKey::Created, false)),
+            "-created_at" => Ok((SortKey::Created, true)),
+            "score" => Ok((SortKey::Score, false)),
+            "-score" => Ok((SortKey::Score, true)),
+            "updated_at" => Ok((SortKey::Updated, false)),
+            "-updated_at" => Ok((SortKey::Updated, true)),
+            _ => Err(
+                "must be created_at, -created_at, score, -score, updated_at or -updated_at"
+                    .to_owned(),
+            ),
+        })?
+        .unwrap_or((SortKey::Created, true));
+    let limit = q.limit(state.config.http.max_page_size)?;
+    let after = q.cursor()?;
+    q.finish()?;
+    let page = state.service.list_leads(
+        &p,
+        ListParams {
+            filter,
+            sort,
+            descending,
+            limit,
+            after,
+        },
+    )?;
+    Ok(Json(LeadPage {
+        items: page.items.iter().map(LeadView::from).collect::<Vec<_>>(),
+        next_cursor: page.next.map(encode_cursor),
+    })
+    .into_response())
+}
+
+/// A page of leads.
+#[derive(Serialize, ToSchema)]
+pub struct LeadPage {
+    pub items: Vec<LeadView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Read one lead.
+#[utoipa::path(get, path = "/v1/leads/{id}", tag = "leads",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = LeadView, headers(("ETag" = String))), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn get_lead(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let lead = state.service.get_lead(&p, path_id(&id, "lead")?)?;
+    Ok(json_with(
+        StatusCode::OK,
+        &LeadView::from(&lead),
+        Some(lead.version),
+        None,
+    ))
+}
+
+/// Update a lead with a JSON merge patch (RFC 7396). Honours `If-Match`.
+#[utoipa::path(patch, path = "/v1/leads/{id}", tag = "leads",
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The ETag you last saw")),
+    request_body(content = LeadPatch, content_type = "application/merge-patch+json"),
+    responses((status = 200, body = LeadView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 412, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn patch_lead(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    IfMatch(pre): IfMatch,
+    body: JsonBody<LeadPatch>,
+) -> ApiResult<Response> {
+    let id = path_id(&id, "lead")?;
+    let patch = body
+        .value
+        .validate(state.service.rules())
+        .map_err(ApiError::validation)?;
+    let lead = state.service.patch_lead(&p, id, pre, patch).await?;
+    Ok(json_with(
+        StatusCode::OK,
+        &LeadView::from(&lead),
+        Some(lead.version),
+        None,
+    ))
+}
+
+/// Erase a lead with its activities and index entries (GDPR erasure). Honours `If-Match`.
+#[utoipa::path(delete, path = "/v1/leads/{id}", tag = "leads",
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Erased"), (status = 401, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem)),
+    security(("bearer" = [])))]
+async fn delete_lead(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    IfMatch(pre): IfMatch,
+) -> ApiResult<StatusCode> {
+    state
+        .service
+        .delete_lead(&p, path_id(&id, "lead")?, pre)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Everything held about the person behind a lead.
+#[derive(Serialize, ToSchema)]
+pub struct LeadExportView {
+    pub lead: LeadView,
+    pub activities: Vec<ActivityView>,
+    pub events: Vec<TimelineItem>,
+}
+
+/// Export all data held about a lead (GDPR access).
+#[utoipa::path(get, path = "/v1/leads/{id}/export", tag = "leads",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = LeadExportView), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn export_lead(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let e = state.service.export_lead(&p, path_id(&id, "lead")?)?;
+    let view = LeadExportView {
+        lead: LeadView::from(&e.lead),
+        activities: e.activities.iter().map(ActivityView::from).collect(),
+        events: e
+            .events
+            .iter()
+            .map(|ev: &LeadEvent| TimelineItem::from_event(ev))
+            .collect(),
+    };
+    let mut res = Json(view).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"lead-export.json\""),
+    );
+    Ok(res)
+}

@@ -1,0 +1,153 @@
+//! The HTTP layer: thin axum handlers that parse, authorize, call the service and render.
+//! Every error leaves as RFC 9457 problem+json, including the ones axum and tower produce.
+
+pub mod activities;
+pub mod error;
+pub mod extract;
+pub mod leads;
+pub mod ops;
+pub mod users;
+
+use crate::config::Config;
+use crate::service::Service;
+use crate::store::IdempotentResponse;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Response as HttpResponse, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use error::{ApiError, PROBLEM_JSON};
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+/// What every handler gets. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub config: Arc<Config>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Leadline", description = "The Leadline lead server REST API (v1)."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "leads"), (name = "activities"), (name = "users"), (name = "auth"),
+        (name = "integration"), (name = "ops")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document generated from them.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(leads::router())
+        .merge(activities::router())
+        .merge(users::router())
+        .merge(ops::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+/// The complete application: routes, `/openapi.json`, fallbacks and middleware.
+pub fn app(state: AppState) -> Router {
+    let (router, doc) = routes();
+    let doc = Arc::new(doc);
+    let max_body = usize::try_from(state.config.http.max_body_bytes).unwrap_or(usize::MAX);
+    let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(axum::middleware::map_response(problem_for_bare_errors))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Gives error responses made outside our handlers (body limit, timeout) a problem body.
+async fn problem_for_bare_errors(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    if is_problem {
+        return res;
+    }
+    let err = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(0),
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
+            ApiError::Unavailable("the request took too long".into())
+        }
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::NOT_FOUND => ApiError::NotFound("route"),
+        s if s.is_client_error() => {
+            ApiError::Malformed(s.canonical_reason().unwrap_or("bad request").into())
+        }
+        _ => ApiError::Internal(format!("bare {status} response")),
+    };
+    let mut out = err.into_response();
+    // keep the status the layer chose (e.g. 413 without a known limit, 408)
+    *out.status_mut() = status;
+    out
+}
+
+/// Rebuilds the stored first response to an idempotent create.
+pub(crate) fn replay(r: IdempotentResponse) -> Response {
+    let mut res = HttpResponse::new(Body::from(r.body));
+    *res.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    if let Some(l) = r.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        h.insert(header::LOCATION, l);
+    }
+    if let Some(e) = r.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::ETAG, e);
+    }
+    res
+}

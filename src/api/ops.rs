@@ -1,0 +1,115 @@
+//! The change feed and operational endpoints: `/v1/changes`, `/healthz`, `/readyz`.
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{Auth, Params};
+use crate::domain::time::to_rfc3339;
+use crate::store::{Entity, Op};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(changes))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChangeView {
+    pub seq: u64,
+    pub entity: Entity,
+    pub id: Uuid,
+    pub op: Op,
+    pub at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChangesView {
+    pub items: Vec<ChangeView>,
+    /// Pass as `since` next time.
+    pub next: u64,
+}
+
+/// Changes after `since`, limited to what the caller may see.
+#[utoipa::path(get, path = "/v1/changes", tag = "integration",
+    params(("since" = Option<u64>, Query, description = "Last seq you have seen (default 0)"),
+        ("limit" = Option<u32>, Query, description = "1 to 500, default 50")),
+    responses((status = 200, body = ChangesView), (status = 401, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn changes(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    mut q: Params,
+) -> ApiResult<Json<ChangesView>> {
+    let since = q
+        .parse("since", |s| {
+            s.parse::<u64>()
+                .map_err(|_| "must be a whole number".to_owned())
+        })?
+        .unwrap_or(0);
+    let limit = q.limit(state.config.http.max_page_size)?;
+    q.finish()?;
+    let page = state.service.changes(&p, since, limit)?;
+    Ok(Json(ChangesView {
+        items: page
+            .items
+            .into_iter()
+            .map(|(seq, e)| ChangeView {
+                seq,
+                entity: e.entity,
+                id: e.id,
+                op: e.op,
+                at: to_rfc3339(e.at),
+            })
+            .collect(),
+        next: page.next,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    pub storage: &'static str,
+    /// Seq of the newest durable change.
+    pub changelog_seq: u64,
+    pub leads: u64,
+}
+
+/// Storage is open and the writer is running.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, body = Readiness), (status = 503, body = Problem)))]
+async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
+    let store = state.service.store();
+    if !store.writer_alive() {
+        return Err(ApiError::Unavailable(
+            "the storage writer is not running".into(),
+        ));
+    }
+    let snap = store.read()?;
+    let body = Readiness {
+        status: "ready",
+        storage: "ok",
+        changelog_seq: *store.committed_seq().borrow(),
+        leads: snap.lead_count()?,
+    };
+    Ok((StatusCode::OK, Json(body)).into_response())
+}

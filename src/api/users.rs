@@ -1,0 +1,211 @@
+//! `/v1/users`, `/v1/me`, `/v1/auth/login` and `/v1/auth/logout`.
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{Auth, IfMatch, JsonBody, Params, path_id};
+use super::leads::json_with;
+use crate::domain::time::to_rfc3339;
+use crate::domain::user::{UserInput, UserPatch, UserView};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, patch_user, delete_user))
+        .routes(routes!(create_user_token))
+        .routes(routes!(me))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserList {
+    pub items: Vec<UserView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Users the caller may see: admins all, managers their team, reps themselves.
+#[utoipa::path(get, path = "/v1/users", tag = "users",
+    responses((status = 200, body = UserList), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+async fn list_users(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    q: Params,
+) -> ApiResult<Response> {
+    q.finish()?;
+    let users = state.service.list_users(&p)?;
+    Ok(Json(UserList {
+        items: users.iter().map(UserView::from).collect(),
+        next_cursor: None,
+    })
+    .into_response())
+}
+
+/// Create a user (admin only).
+#[utoipa::path(post, path = "/v1/users", tag = "users",
+    request_body = UserInput,
+    responses((status = 201, body = UserView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn create_user(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    body: JsonBody<UserInput>,
+) -> ApiResult<Response> {
+    if !p.is_admin() {
+        return Err(ApiError::Forbidden("only an admin may create users".into()));
+    }
+    let new = body.value.validate().map_err(ApiError::validation)?;
+    let user = state.service.create_user(Some(&p), new).await?;
+    Ok(json_with(
+        StatusCode::CREATED,
+        &UserView::from(&user),
+        Some(user.version),
+        Some(format!("/v1/users/{}", user.id)),
+    ))
+}
+
+/// Read a user.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = UserView), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn get_user(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let user = state.service.get_user(&p, path_id(&id, "user")?)?;
+    Ok(json_with(
+        StatusCode::OK,
+        &UserView::from(&user),
+        Some(user.version),
+        None,
+    ))
+}
+
+/// Update a user (admins: anything; others: their own name, email and password).
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    request_body(content = UserPatch, content_type = "application/merge-patch+json"),
+    responses((status = 200, body = UserView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn patch_user(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    IfMatch(pre): IfMatch,
+    body: JsonBody<UserPatch>,
+) -> ApiResult<Response> {
+    let id = path_id(&id, "user")?;
+    let patch = body.value.validate().map_err(ApiError::validation)?;
+    let user = state.service.patch_user(&p, id, pre, patch).await?;
+    Ok(json_with(
+        StatusCode::OK,
+        &UserView::from(&user),
+        Some(user.version),
+        None,
+    ))
+}
+
+/// Delete a user who owns no leads (admin only).
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem)),
+    security(("bearer" = [])))]
+async fn delete_user(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    IfMatch(pre): IfMatch,
+) -> ApiResult<StatusCode> {
+    state
+        .service
+        .delete_user(&p, path_id(&id, "user")?, pre)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    /// Shown once; only its hash is stored.
+    pub token: String,
+    pub user_id: Uuid,
+}
+
+/// Issue a long-lived API token for a user (admin only).
+#[utoipa::path(post, path = "/v1/users/{id}/tokens", tag = "users",
+    params(("id" = Uuid, Path)),
+    responses((status = 201, body = TokenView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn create_user_token(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    if !p.is_admin() {
+        return Err(ApiError::Forbidden("only an admin may issue tokens".into()));
+    }
+    let user_id = path_id(&id, "user")?;
+    let token = state.service.issue_token(user_id).await?;
+    Ok((StatusCode::CREATED, Json(TokenView { token, user_id })).into_response())
+}
+
+/// The caller.
+#[utoipa::path(get, path = "/v1/me", tag = "users",
+    responses((status = 200, body = UserView), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+async fn me(Auth(p): Auth) -> Json<UserView> {
+    Json(UserView::from(&p.user))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginInput {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginView {
+    pub token: String,
+    pub expires_at: String,
+}
+
+/// Exchange an email and password for a session token.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth",
+    request_body = LoginInput,
+    responses((status = 200, body = LoginView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 422, body = Problem)))]
+async fn login(
+    State(state): State<AppState>,
+    body: JsonBody<LoginInput>,
+) -> ApiResult<Json<LoginView>> {
+    let out = state
+        .service
+        .login(&body.value.email, &body.value.password)
+        .await?;
+    Ok(Json(LoginView {
+        token: out.token,
+        expires_at: to_rfc3339(out.expires_at),
+    }))
+}
+
+/// Revoke the token this request carries.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth",
+    responses((status = 204), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+async fn logout(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<StatusCode> {
+    state.service.logout(&p).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

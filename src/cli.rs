@@ -1,0 +1,348 @@
+//! The `leadline` command line: `serve`, `token create`, `user create`, `bench ingest`.
+
+use crate::bench::{IngestOptions, drive_ingest};
+use crate::clock::SystemClock;
+use crate::config::{Config, LogFormat, Overrides};
+use crate::domain::user::{NewUser, Role};
+use crate::startup::{Application, open_service, shutdown_signal};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Leadline: a lead server in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "leadline", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (with no configuration: 127.0.0.1:8080, data in ./data).
+    Serve(ServeArgs),
+    /// Manage API tokens (works on a stopped server's data directory).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage users (works on a stopped server's data directory).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Measure performance.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// Config file (default: ./leadline.toml if it exists; also LEADLINE_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./data; also LEADLINE_DATA_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Address to listen on (default 127.0.0.1:8080; also LEADLINE_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Plugins directory (default ./plugins; also LEADLINE_PLUGINS_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// Log format (default pretty; also LEADLINE_LOG_FORMAT). Filter with LEADLINE_LOG=debug.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a user and print it (the only time it is shown).
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The user's name.
+        #[arg(long)]
+        user: String,
+        /// Create the user with this role if they do not exist (admin, manager, rep).
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        name: String,
+        /// admin, manager or rep.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        /// Read a password (for `POST /v1/auth/login`) from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Durable single-lead POSTs over keep-alive HTTP against a fresh server.
+    Ingest {
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Leads to create.
+        #[arg(long, default_value_t = 200_000)]
+        leads: usize,
+        /// Where to put the temporary data directory (default: the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "must be admin, manager or rep".into())
+}
+
+fn env_map() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("LEADLINE_"))
+        .collect()
+}
+
+fn load(args: &ConfigArgs, extra: Overrides) -> anyhow::Result<Config> {
+    let overrides = Overrides {
+        config: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+        ..extra
+    };
+    let loaded = Config::load(&overrides, &env_map())?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(loaded.config)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LEADLINE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Token(TokenCommand::Create { config, user, role }) => {
+                token_create(config, user, role).await
+            }
+            Command::User(UserCommand::Create {
+                config,
+                name,
+                role,
+                email,
+                team,
+                password_stdin,
+            }) => user_create(config, name, role, email, team, password_stdin).await,
+            Command::Bench(BenchCommand::Ingest {
+                clients,
+                leads,
+                dir,
+            }) => bench_ingest(clients, leads, dir).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load(
+        &args.config,
+        Overrides {
+            listen: args.listen,
+            plugins_dir: args.plugins_dir,
+            log_format: args.log_format,
+            ..Overrides::default()
+        },
+    )?;
+    init_logging(config.log_format);
+    let app = Application::build(config.clone(), Arc::new(SystemClock)).await?;
+    if let Some(token) = app.admin_token() {
+        println!("Created user `admin`. Its API token is shown only this once:");
+        println!("LEADLINE_ADMIN_TOKEN={token}");
+    }
+    tracing::info!(addr = %app.local_addr(), data_dir = %config.data_dir.display(), "leadline is listening");
+    app.run_until_stopped(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token_create(
+    args: ConfigArgs,
+    user: String,
+    role: Option<Role>,
+) -> anyhow::Result<ExitCode> {
+    let config = load(&args, Overrides::default())?;
+    let service = open_service(&config, Arc::new(SystemClock))?;
+    let user_id = match service.find_user_by_name(&user)? {
+        Some(u) => {
+            if let Some(r) = role
+                && r != u.role
+            {
+                bail!(
+                    "user `{user}` exists with role {}, not {}",
+                    u.role.as_str(),
+                    r.as_str()
+                );
+            }
+            u.id
+        }
+        None => {
+            let Some(role) = role else {
+                bail!("there is no user `{user}`; pass --role to create one");
+            };
+            service
+                .create_user(None, new_user(user.clone(), role, None, None, None))
+                .await?
+                .id
+        }
+    };
+    let token = service.issue_token(user_id).await?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_user(
+    name: String,
+    role: Role,
+    email: Option<String>,
+    team: Option<String>,
+    password: Option<String>,
+) -> NewUser {
+    NewUser {
+        name,
+        email,
+        role,
+        team,
+        manager_id: None,
+        territories: vec![],
+        product_lines: vec![],
+        capacity: 50,
+        active: true,
+        senior: false,
+        password,
+    }
+}
+
+async fn user_create(
+    args: ConfigArgs,
+    name: String,
+    role: Role,
+    email: Option<String>,
+    team: Option<String>,
+    password_stdin: bool,
+) -> anyhow::Result<ExitCode> {
+    let password = if password_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the password from stdin")?;
+        Some(s.trim_end_matches(['\n', '\r']).to_owned())
+    } else {
+        None
+    };
+    let input = crate::domain::user::UserInput {
+        name,
+        email,
+        role,
+        team,
+        manager_id: None,
+        territories: None,
+        product_lines: None,
+        capacity: None,
+        active: None,
+        senior: None,
+        password,
+    };
+    let new = input.validate().map_err(|errs| {
+        anyhow::anyhow!(
+            "{}",
+            errs.iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let config = load(&args, Overrides::default())?;
+    let service = open_service(&config, Arc::new(SystemClock))?;
+    let user = service.create_user(None, new).await?;
+    println!("{}", user.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_ingest(
+    clients: usize,
+    leads: usize,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    init_logging(LogFormat::Pretty);
+    let tmp = match dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .context("creating a temporary data directory")?;
+    let config = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: tmp.path().to_path_buf(),
+        plugins_dir: tmp.path().join("plugins"),
+        ..Config::default()
+    };
+    let app = Application::build(config, Arc::new(SystemClock)).await?;
+    let token = app
+        .admin_token()
+        .map(str::to_owned)
+        .context("a fresh store should have created an admin token")?;
+    let addr = app.local_addr();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+    println!(
+        "bench ingest: {leads} leads, {clients} clients, durable POST /v1/leads to {addr} (data in {})",
+        tmp.path().display()
+    );
+    let report = drive_ingest(IngestOptions {
+        addr,
+        token,
+        clients,
+        leads,
+        run_id: "bench".into(),
+    })
+    .await?;
+    println!("{report}");
+    let _ = stop_tx.send(());
+    server.await.context("server task")??;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,499 @@
+//! Configuration, in layers: built-in defaults → `leadline.toml` (or `--config`) →
+//! `LEADLINE_*` environment variables → command-line flags. A misspelled key in the file is an
+//! error naming the key; a misspelled `LEADLINE_*` variable is reported with the closest name.
+
+use crate::domain::email::DEFAULT_PERSONAL_DOMAINS;
+use crate::domain::lead::NormalizeRules;
+use crate::domain::phone::parse_region;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use toml::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Every setting. `leadline.example.toml` lists each with its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port the HTTP server listens on.
+    pub listen: String,
+    /// Directory holding the database (created if missing).
+    pub data_dir: PathBuf,
+    /// Directory of Rhai plugins (optional).
+    pub plugins_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// Region used to read phone numbers written without a country code (ISO 3166, e.g. CN).
+    pub default_region: String,
+    /// Email domains flagged as free/personal mail.
+    pub personal_email_domains: Vec<String>,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    /// A request still unanswered after this many seconds gets 503.
+    pub request_timeout_secs: u64,
+    /// Largest `limit` a list accepts.
+    pub max_page_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a token from `POST /v1/auth/login` lasts.
+    pub session_ttl_hours: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Most writes grouped into one durable transaction.
+    pub max_batch: u64,
+    /// Most index entries one list page may examine before it returns early with a cursor.
+    pub list_scan_budget: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "./data".into(),
+            plugins_dir: "./plugins".into(),
+            log_format: LogFormat::Pretty,
+            default_region: "CN".into(),
+            personal_email_domains: DEFAULT_PERSONAL_DOMAINS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            max_page_size: 500,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_hours: 24 * 7,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_batch: 1024,
+            list_scan_budget: 20_000,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub plugins_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Environment variables read outside the config table.
+const OTHER_ENV: &[&str] = &["LEADLINE_CONFIG", "LEADLINE_LOG"];
+
+/// The outcome of loading: the config and what the operator should be told.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+    pub file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads every layer. `env` is passed in (not read here) so tests can give their own.
+    pub fn load(
+        overrides: &Overrides,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Loaded, ConfigError> {
+        let mut warnings = Vec::new();
+        let defaults = Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+            key: "<defaults>".into(),
+            message: e.to_string(),
+        })?;
+        let mut merged = defaults.clone();
+
+        let explicit = overrides
+            .config
+            .clone()
+            .or_else(|| env.get("LEADLINE_CONFIG").map(PathBuf::from));
+        let file = match explicit {
+            Some(p) => Some(p),
+            None => Some(PathBuf::from("leadline.toml")).filter(|p| p.exists()),
+        };
+        if let Some(path) = &file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let table: Value = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            // Deserializing the file alone names a misspelled key precisely.
+            Config::deserialize(table.clone()).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            merge(&mut merged, table);
+        }
+
+        let mut leaves = BTreeMap::new();
+        collect_leaves(&defaults, "", &mut leaves);
+        for (var, raw) in env {
+            let Some(rest) = var.strip_prefix("LEADLINE_") else {
+                continue;
+            };
+            if OTHER_ENV.contains(&var.as_str()) {
+                continue;
+            }
+            let key = rest.to_lowercase();
+            let Some((path, default)) = leaves.iter().find(|(p, _)| p.replace('.', "_") == key)
+            else {
+                let hint = closest(&key, leaves.keys())
+                    .map(|k| {
+                        format!(
+                            " (did you mean LEADLINE_{}?)",
+                            k.replace('.', "_").to_uppercase()
+                        )
+                    })
+                    .unwrap_or_default();
+                warnings.push(format!(
+                    "unknown environment variable {var} is ignored{hint}"
+                ));
+                continue;
+            };
+            let value = parse_env(raw, default).map_err(|message| ConfigError::Env {
+                var: var.clone(),
+                message,
+            })?;
+            set_path(&mut merged, path, value);
+        }
+
+        let mut config = Config::deserialize(merged).map_err(|e| ConfigError::Invalid {
+            key: "<merged>".into(),
+            message: e.to_string(),
+        })?;
+        if let Some(v) = &overrides.listen {
+            config.listen = v.clone();
+        }
+        if let Some(v) = &overrides.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &overrides.plugins_dir {
+            config.plugins_dir = v.clone();
+        }
+        if let Some(v) = overrides.log_format {
+            config.log_format = v;
+        }
+        config.validate()?;
+        Ok(Loaded {
+            config,
+            warnings,
+            file,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        self.listen_addr()?;
+        parse_region(&self.default_region).map_err(|m| invalid("default_region", m))?;
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid(
+                "http.max_body_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.http.request_timeout_secs == 0 {
+            return Err(invalid(
+                "http.request_timeout_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.http.max_page_size == 0 {
+            return Err(invalid("http.max_page_size", "must be at least 1".into()));
+        }
+        if self.store.max_batch == 0 || self.store.list_scan_budget == 0 {
+            return Err(invalid(
+                "store",
+                "max_batch and list_scan_budget must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen".into(),
+            message: format!("`{}` is not an address such as 127.0.0.1:8080", self.listen),
+        })
+    }
+
+    pub fn normalize_rules(&self) -> NormalizeRules {
+        NormalizeRules {
+            // validate() checked the region; CN is the documented default if it somehow fails.
+            default_region: parse_region(&self.default_region)
+                .unwrap_or(phonenumber::country::Id::CN),
+            personal_domains: self
+                .personal_email_domains
+                .iter()
+                .map(|d| d.trim().to_lowercase())
+                .collect(),
+        }
+    }
+
+    pub fn data_path(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Table(b), Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn collect_leaves(v: &Value, path: &str, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Table(t) => {
+            for (k, child) in t {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                collect_leaves(child, &p, out);
+            }
+        }
+        leaf => {
+            out.insert(path.to_owned(), leaf.clone());
+        }
+    }
+}
+
+fn set_path(root: &mut Value, path: &str, value: Value) {
+    let mut cur = root;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let Value::Table(t) = cur else { return };
+        if i == parts.len() - 1 {
+            t.insert((*part).to_owned(), value);
+            return;
+        }
+        cur = t
+            .entry((*part).to_owned())
+            .or_insert_with(|| Value::Table(Default::default()));
+    }
+}
+
+fn parse_env(raw: &str, like: &Value) -> Result<Value, String> {
+    match like {
+        Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| format!("`{raw}` is not a whole number")),
+        Value::Boolean(_) => match raw.trim().to_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(Value::Boolean(true)),
+            "0" | "false" | "no" | "off" => Ok(Value::Boolean(false)),
+            _ => Err(format!("`{raw}` is not true or false")),
+        },
+        Value::Array(_) => Ok(Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_owned()))
+                .collect(),
+        )),
+        _ => Ok(Value::String(raw.to_owned())),
+    }
+}
+
+/// The known key nearest to a misspelling (by edit distance), if any is near.
+fn closest<'a>(wrong: &str, known: impl Iterator<Item = &'a String>) -> Option<String> {
+    known
+        .map(|k| (edit_distance(wrong, &k.replace('.', "_")), k))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.clone())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let l = Config::load(&Overrides::default(), &env(&[])).unwrap();
+        assert_eq!(l.config.listen, "127.0.0.1:8080");
+        assert_eq!(l.config.data_dir, PathBuf::from("./data"));
+        assert!(l.warnings.is_empty());
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leadline.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndefault_region = \"US\"\n[http]\nmax_body_bytes = 2048\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let l = Config::load(
+            &o,
+            &env(&[
+                ("LEADLINE_LISTEN", "127.0.0.1:9100"),
+                ("LEADLINE_HTTP_REQUEST_TIMEOUT_SECS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(l.config.listen, "127.0.0.1:9100");
+        assert_eq!(l.config.default_region, "US");
+        assert_eq!(l.config.http.max_body_bytes, 2048);
+        assert_eq!(l.config.http.request_timeout_secs, 5);
+        assert_eq!(l.config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn misspelled_file_key_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        let o = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = Config::load(&o, &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn misspelled_env_var_is_reported_with_a_hint() {
+        let l = Config::load(&Overrides::default(), &env(&[("LEADLINE_LISTNE", "x")])).unwrap();
+        assert_eq!(l.warnings.len(), 1);
+        assert!(
+            l.warnings[0].contains("LEADLINE_LISTEN"),
+            "{}",
+            l.warnings[0]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(
+            Config::load(
+                &Overrides::default(),
+                &env(&[("LEADLINE_HTTP_MAX_BODY_BYTES", "lots")])
+            )
+            .is_err()
+        );
+        assert!(
+            Config::load(
+                &Overrides::default(),
+                &env(&[("LEADLINE_DEFAULT_REGION", "XX1")])
+            )
+            .is_err()
+        );
+        let o = Overrides {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(&o, &env(&[])).is_err());
+    }
+
+    #[test]
+    fn env_lists_are_comma_separated() {
+        let l = Config::load(
+            &Overrides::default(),
+            &env(&[("LEADLINE_PERSONAL_EMAIL_DOMAINS", "a.com, b.com")]),
+        )
+        .unwrap();
+        assert_eq!(l.config.personal_email_domains, vec!["a.com", "b.com"]);
+    }
+}

@@ -1,0 +1,24 @@
+//! Leadline: a lead server in one binary. It captures, cleans, dedupes, scores, routes and
+//! converts sales leads, stores everything in an embedded redb file and serves a REST API.
+//!
+//! # Layout
+//! - [`domain`]: pure types and rules (leads, activities, users, emails, phones). No I/O.
+//! - [`store`]: redb tables, the group-commit writer, read snapshots, list queries, changelog.
+//! - [`service`]: the lifecycle operations, run as jobs on the writer.
+//! - [`api`]: the HTTP layer (axum): extractors, problem+json errors, one router per resource,
+//!   the generated OpenAPI document.
+//! - [`config`]: layered configuration (defaults → file → environment → flags).
+//! - [`clock`]: injected time.
+//! - [`startup`]: building and running the server (used by the binary and by tests).
+//! - [`cli`]: the `leadline` command line.
+//! - [`bench`]: load generators for `leadline bench`.
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod service;
+pub mod startup;
+pub mod store;

@@ -1,0 +1,340 @@
+//! Lead operations: create with dedupe by email or phone, batch create, read, list, patch,
+//! erase and export.
+
+use super::{Idempotency, Precondition, Render, Service, ServiceError, ServiceResult, Written};
+use crate::domain::FieldError;
+use crate::domain::activity::{Activity, LeadEvent};
+use crate::domain::lead::{Lead, NewLead, ValidPatch};
+use crate::domain::user::{Principal, Role};
+use crate::store::lead_index::SortKey;
+use crate::store::query::{self, LeadFilter, LeadQuery, Visibility};
+use crate::store::{Entity, Op, StoreError, Tx};
+use serde_json::json;
+use uuid::Uuid;
+
+/// What a create did.
+#[derive(Debug, Clone)]
+pub struct CreateOutcome {
+    pub lead: Lead,
+    pub merged: bool,
+}
+
+/// One item of a batch create, in request order.
+#[derive(Debug, Clone)]
+pub enum BatchItem {
+    Done(Box<CreateOutcome>),
+    Failed(ServiceError),
+}
+
+#[derive(Debug, Clone)]
+pub struct ListParams {
+    pub filter: LeadFilter,
+    pub sort: SortKey,
+    pub descending: bool,
+    pub limit: usize,
+    pub after: Option<(i64, u128)>,
+}
+
+/// Everything held about one person (`GET /v1/leads/{id}/export`).
+#[derive(Debug, Clone)]
+pub struct LeadExport {
+    pub lead: Lead,
+    pub activities: Vec<Activity>,
+    pub events: Vec<LeadEvent>,
+}
+
+/// Who may own a lead the caller creates or reassigns: reps only themselves, managers
+/// themselves and their team, admins anyone (existence is checked in the transaction).
+pub(crate) fn check_owner_right(p: &Principal, owner: Option<Uuid>) -> ServiceResult<()> {
+    let Some(owner) = owner else { return Ok(()) };
+    match p.role() {
+        Role::Admin => Ok(()),
+        Role::Manager if owner == p.id() || p.team_member_ids.contains(&owner) => Ok(()),
+        Role::Rep if owner == p.id() => Ok(()),
+        _ => Err(ServiceError::Forbidden(
+            "you may only assign leads to yourself or, as a manager, to your team".into(),
+        )),
+    }
+}
+
+/// Checks, inside the transaction, that an owner exists and is active.
+fn check_owner_exists(tx: &Tx<'_>, owner: Option<Uuid>) -> Result<ServiceResult<()>, StoreError> {
+    let Some(owner) = owner else {
+        return Ok(Ok(()));
+    };
+    Ok(match tx.user(owner)? {
+        Some(u) if u.active => Ok(()),
+        Some(_) => Err(ServiceError::invalid(
+            "owner_id",
+            "this user is deactivated",
+        )),
+        None => Err(ServiceError::invalid("owner_id", "no such user")),
+    })
+}
+
+/// Creates `new` or merges it into the lead with the same email or phone. Runs in the writer.
+pub(crate) fn apply_create(
+    tx: &mut Tx<'_>,
+    p: &Principal,
+    mut new: NewLead,
+) -> Result<ServiceResult<CreateOutcome>, StoreError> {
+    if let Err(e) = check_owner_right(p, new.owner_id) {
+        return Ok(Err(e));
+    }
+    if new.owner_id.is_none() && new.pool_id.is_none() && p.role() != Role::Admin {
+        // What a rep or manager creates is theirs, or they could not see it afterwards.
+        new.owner_id = Some(p.id());
+    }
+    if let Err(e) = check_owner_exists(tx, new.owner_id)? {
+        return Ok(Err(e));
+    }
+    let by_email = match &new.email {
+        Some(e) => tx.lead_id_by_email(e)?,
+        None => None,
+    };
+    let by_phone = match &new.phone {
+        Some(ph) => tx.lead_id_by_phone(ph)?,
+        None => None,
+    };
+    let Some(existing_id) = by_email.or(by_phone) else {
+        let id = tx.new_id();
+        let lead = new.into_lead(id, tx.now);
+        tx.put_lead(None, &lead)?;
+        tx.change(Entity::Lead, id, Op::Create, Some(&lead))?;
+        return Ok(Ok(CreateOutcome {
+            lead,
+            merged: false,
+        }));
+    };
+    let Some(mut lead) = tx.lead(existing_id)? else {
+        return Err(StoreError::Storage(format!(
+            "dedupe index points at missing lead {existing_id}"
+        )));
+    };
+    if !p.can_see_lead(&lead) {
+        return Ok(Err(ServiceError::Conflict(
+            "a lead with this email or phone already exists and belongs to someone else; \
+             ask its owner or a manager"
+                .into(),
+        )));
+    }
+    let mut moved_aside = Vec::new();
+    // A phone (or email) that belongs to a third lead must not be copied onto this one.
+    if by_email.is_some()
+        && by_phone.is_some_and(|other| other != existing_id)
+        && let Some(ph) = new.phone.take()
+    {
+        moved_aside.push(json!({"field": "phone", "value": ph, "belongs_to": by_phone}));
+    }
+    let before = lead.clone();
+    // The creator's default ownership does not move an existing lead.
+    if lead.owner_id.is_some() {
+        new.owner_id = None;
+    }
+    let report = lead.absorb(new);
+    if lead != before {
+        lead.version += 1;
+        lead.updated_at = tx.now;
+        tx.put_lead(Some(&before), &lead)?;
+        tx.change(Entity::Lead, lead.id, Op::Update, Some(&lead))?;
+    }
+    tx.event(
+        lead.id,
+        "merged",
+        Some(p.id()),
+        json!({
+            "reason": if by_email == Some(existing_id) { "email" } else { "phone" },
+            "filled": report.filled,
+            "conflicts": report.conflicts,
+            "not_applied": moved_aside,
+        }),
+    )?;
+    Ok(Ok(CreateOutcome { lead, merged: true }))
+}
+
+impl Service {
+    pub async fn create_lead(
+        &self,
+        p: &Principal,
+        new: NewLead,
+        idem: Option<(Idempotency, Render<CreateOutcome>)>,
+    ) -> ServiceResult<Written<CreateOutcome>> {
+        let principal = p.clone();
+        self.write_idempotent(p.id(), idem, move |tx| apply_create(tx, &principal, new))
+            .await
+    }
+
+    /// Creates every valid item in one transaction, in order (so items dedupe against each
+    /// other too); invalid items are reported and skipped.
+    pub async fn create_leads_batch(
+        &self,
+        p: &Principal,
+        items: Vec<Result<NewLead, Vec<FieldError>>>,
+        idem: Option<(Idempotency, Render<Vec<BatchItem>>)>,
+    ) -> ServiceResult<Written<Vec<BatchItem>>> {
+        let principal = p.clone();
+        self.write_idempotent(p.id(), idem, move |tx| {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(match item {
+                    Err(errors) => BatchItem::Failed(ServiceError::Invalid(errors)),
+                    Ok(new) => match apply_create(tx, &principal, new)? {
+                        Ok(o) => BatchItem::Done(Box::new(o)),
+                        Err(e) => BatchItem::Failed(e),
+                    },
+                });
+            }
+            Ok(Ok(out))
+        })
+        .await
+    }
+
+    pub fn get_lead(&self, p: &Principal, id: Uuid) -> ServiceResult<Lead> {
+        match self.store.read()?.lead(id)? {
+            Some(l) if p.can_see_lead(&l) => Ok(l),
+            _ => Err(ServiceError::NotFound("lead")),
+        }
+    }
+
+    pub fn list_leads(&self, p: &Principal, params: ListParams) -> ServiceResult<query::LeadPage> {
+        let visibility = match p.visible_owners() {
+            None => Visibility::All,
+            Some(o) => Visibility::Owners(o),
+        };
+        let q = LeadQuery {
+            filter: params.filter,
+            sort: params.sort,
+            descending: params.descending,
+            limit: params.limit,
+            after: params.after,
+            visibility,
+            scan_budget: self.cfg.list_scan_budget,
+        };
+        let snap = self.store.read()?;
+        Ok(query::list_leads(&snap, &q)?)
+    }
+
+    pub async fn patch_lead(
+        &self,
+        p: &Principal,
+        id: Uuid,
+        pre: Precondition,
+        patch: ValidPatch,
+    ) -> ServiceResult<Lead> {
+        let principal = p.clone();
+        self.store
+            .write(move |tx| {
+                let p = &principal;
+                let Some(before) = tx.lead(id)? else {
+                    return Ok(Err(ServiceError::NotFound("lead")));
+                };
+                if !p.can_see_lead(&before) {
+                    return Ok(Err(ServiceError::NotFound("lead")));
+                }
+                if let Err(e) = pre.check(before.version) {
+                    return Ok(Err(e));
+                }
+                let mut lead = before.clone();
+                let changed = match patch.apply(&mut lead) {
+                    Ok(c) => c,
+                    Err(errors) => return Ok(Err(ServiceError::Invalid(errors))),
+                };
+                if changed.is_empty() {
+                    return Ok(Ok(before));
+                }
+                if (changed.contains(&"owner_id") || changed.contains(&"pool_id"))
+                    && p.role() == Role::Rep
+                {
+                    return Ok(Err(ServiceError::Forbidden(
+                        "reps cannot reassign leads; claim or release them instead".into(),
+                    )));
+                }
+                if changed.contains(&"owner_id") {
+                    if let Err(e) = check_owner_right(p, lead.owner_id) {
+                        return Ok(Err(e));
+                    }
+                    if let Err(e) = check_owner_exists(tx, lead.owner_id)? {
+                        return Ok(Err(e));
+                    }
+                }
+                if let Some(e) = &lead.email
+                    && changed.contains(&"email")
+                    && tx.lead_id_by_email(e)?.is_some_and(|other| other != id)
+                {
+                    return Ok(Err(ServiceError::Conflict(
+                        "another lead already has this email; merge the two leads instead".into(),
+                    )));
+                }
+                if let Some(ph) = &lead.phone
+                    && changed.contains(&"phone")
+                    && tx.lead_id_by_phone(ph)?.is_some_and(|other| other != id)
+                {
+                    return Ok(Err(ServiceError::Conflict(
+                        "another lead already has this phone; merge the two leads instead".into(),
+                    )));
+                }
+                lead.version += 1;
+                lead.updated_at = tx.now;
+                tx.put_lead(Some(&before), &lead)?;
+                tx.change(Entity::Lead, id, Op::Update, Some(&lead))?;
+                tx.event(id, "updated", Some(p.id()), json!({ "fields": changed }))?;
+                if before.stage != lead.stage {
+                    tx.event(
+                        id,
+                        "stage_changed",
+                        Some(p.id()),
+                        json!({"from": before.stage, "to": lead.stage}),
+                    )?;
+                }
+                if before.owner_id != lead.owner_id {
+                    tx.event(
+                        id,
+                        "assigned",
+                        Some(p.id()),
+                        json!({"from": before.owner_id, "to": lead.owner_id}),
+                    )?;
+                }
+                Ok(Ok(lead))
+            })
+            .await?
+    }
+
+    /// Erases a lead and everything held about it (GDPR erasure).
+    pub async fn delete_lead(
+        &self,
+        p: &Principal,
+        id: Uuid,
+        pre: Precondition,
+    ) -> ServiceResult<()> {
+        let principal = p.clone();
+        self.store
+            .write(move |tx| {
+                let Some(lead) = tx.lead(id)? else {
+                    return Ok(Err(ServiceError::NotFound("lead")));
+                };
+                if !principal.can_see_lead(&lead) {
+                    return Ok(Err(ServiceError::NotFound("lead")));
+                }
+                if let Err(e) = pre.check(lead.version) {
+                    return Ok(Err(e));
+                }
+                tx.erase_lead(&lead)?;
+                tx.change(Entity::Lead, id, Op::Delete, Some(&lead))?;
+                Ok(Ok(()))
+            })
+            .await?
+    }
+
+    pub fn export_lead(&self, p: &Principal, id: Uuid) -> ServiceResult<LeadExport> {
+        let snap = self.store.read()?;
+        let lead = match snap.lead(id)? {
+            Some(l) if p.can_see_lead(&l) => l,
+            _ => return Err(ServiceError::NotFound("lead")),
+        };
+        Ok(LeadExport {
+            activities: snap.activities_of(id)?,
+            events: snap.events_of(id)?,
+            lead,
+        })
+    }
+}

@@ -1,0 +1,172 @@
+//! The lead lifecycle as operations: create (with dedupe), update, erase, activities, users,
+//! auth and the change feed. Each write runs as one job on the store's writer, so what it
+//! decides (merged or created, 412, 409) is decided from the transaction it commits in.
+
+mod activities;
+mod auth;
+mod changes;
+mod leads;
+mod users;
+
+pub use activities::{ActivityCreated, TimelinePage};
+pub use auth::{LoginOutcome, hash_token, new_token};
+pub use changes::ChangesPage;
+pub use leads::{BatchItem, CreateOutcome, LeadExport, ListParams};
+
+use crate::clock::Clock;
+use crate::domain::FieldError;
+use crate::domain::lead::NormalizeRules;
+use crate::domain::time::Millis;
+use crate::store::{IdempotentResponse, Store, StoreError, Tx};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Why an operation did not happen. Each maps to one HTTP status at the edge.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Unknown, or not visible to the caller (the two are indistinguishable on purpose).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the resource has changed (current version {current})")]
+    PreconditionFailed { current: u64 },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyMismatch,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ServiceError::Invalid(vec![FieldError::new(field, message)])
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// What an `If-Match` header asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    None,
+    /// `If-Match: *`: the resource must exist.
+    Any,
+    /// One of these versions.
+    Versions(Vec<u64>),
+}
+
+impl Precondition {
+    pub fn check(&self, current: u64) -> ServiceResult<()> {
+        match self {
+            Precondition::Versions(v) if !v.contains(&current) => {
+                Err(ServiceError::PreconditionFailed { current })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request that carried it.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+}
+
+/// The result of an idempotent create: done now, or the stored answer to an earlier try.
+#[derive(Debug)]
+pub enum Written<T> {
+    Fresh(T),
+    Replayed(IdempotentResponse),
+}
+
+/// Renders an outcome into the response a retry will get; supplied by the HTTP layer.
+pub type Render<O> = Box<dyn FnOnce(&O, Millis) -> (IdempotentResponse, Vec<Uuid>) + Send>;
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub session_ttl_ms: i64,
+    pub list_scan_budget: usize,
+}
+
+/// The application: store, clock and rules. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    rules: Arc<NormalizeRules>,
+    cfg: Arc<ServiceConfig>,
+}
+
+impl Service {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        rules: NormalizeRules,
+        cfg: ServiceConfig,
+    ) -> Self {
+        Service {
+            store,
+            clock,
+            rules: Arc::new(rules),
+            cfg: Arc::new(cfg),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn rules(&self) -> &NormalizeRules {
+        &self.rules
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// Runs `apply` on the writer, honouring an `Idempotency-Key`: a retry with the same key
+    /// and request gets the first answer, with another request a 422; both are decided in the
+    /// transaction, so two concurrent retries cannot both create.
+    pub(crate) async fn write_idempotent<O, F>(
+        &self,
+        caller: Uuid,
+        idem: Option<(Idempotency, Render<O>)>,
+        apply: F,
+    ) -> ServiceResult<Written<O>>
+    where
+        O: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<ServiceResult<O>, StoreError> + Send + 'static,
+    {
+        self.store
+            .write(move |tx| {
+                if let Some((idem, _)) = &idem
+                    && let Some(prev) = tx.idempotent_response(caller, &idem.key)?
+                {
+                    return Ok(if prev.fingerprint == idem.fingerprint {
+                        Ok(Written::Replayed(prev))
+                    } else {
+                        Err(ServiceError::IdempotencyMismatch)
+                    });
+                }
+                let outcome = match apply(tx)? {
+                    Ok(o) => o,
+                    Err(e) => return Ok(Err(e)),
+                };
+                if let Some((idem, render)) = idem {
+                    let (mut response, leads) = render(&outcome, tx.now);
+                    response.fingerprint = idem.fingerprint.to_vec();
+                    tx.put_idempotent_response(caller, &idem.key, &response, &leads)?;
+                }
+                Ok(Ok(Written::Fresh(outcome)))
+            })
+            .await?
+    }
+}

@@ -1,0 +1,141 @@
+//! Building and running the server: open the store, create the first admin, bind, serve until
+//! a shutdown signal, then finish in-flight requests. Tests start it on port 0.
+
+use crate::api::{self, AppState};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::service::{Service, ServiceConfig};
+use crate::store::{Store, WriterConfig};
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    service: Service,
+    config: Arc<Config>,
+    admin_token: Option<String>,
+}
+
+impl Application {
+    /// Opens the store in `config.data_dir` and binds `config.listen` (port 0 picks a free one).
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let service = open_service(&config, clock)?;
+        let admin_token = service
+            .bootstrap_admin()
+            .await
+            .context("creating the first admin user")?;
+        report_plugins(&config);
+        let addr = config.listen_addr()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let addr = listener.local_addr()?;
+        Ok(Application {
+            listener,
+            addr,
+            service,
+            config: Arc::new(config),
+            admin_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin token created on this start, if the store was empty.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = AppState {
+            service: self.service,
+            config: self.config,
+        };
+        axum::serve(self.listener, api::app(state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("HTTP server failed")
+    }
+}
+
+/// Opens the store and the service on top of it (also used by CLI commands).
+pub fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Service> {
+    let writer = WriterConfig {
+        max_batch: usize::try_from(config.store.max_batch).unwrap_or(1024),
+        ..WriterConfig::default()
+    };
+    let store = Store::open(&config.data_dir, clock.clone(), writer)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    Ok(Service::new(
+        store,
+        clock,
+        config.normalize_rules(),
+        ServiceConfig {
+            session_ttl_ms: i64::try_from(config.auth.session_ttl_hours)
+                .unwrap_or(24)
+                .saturating_mul(3_600_000),
+            list_scan_budget: usize::try_from(config.store.list_scan_budget).unwrap_or(20_000),
+        },
+    ))
+}
+
+/// Says what is in the plugins directory. Scripts are compiled and run by the plugin runtime
+/// (issue 5), which this build does not contain yet; until then leads get default stage/score.
+fn report_plugins(config: &Config) {
+    let dir = &config.plugins_dir;
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let scripts = entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "rhai"))
+                .count();
+            tracing::warn!(
+                dir = %dir.display(),
+                scripts,
+                "plugins directory found, but this build has no plugin runtime yet: scripts are not run"
+            );
+        }
+        Err(_) => {
+            tracing::info!(dir = %dir.display(), "no plugins directory; using built-in rules")
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,194 @@
+//! Secondary-index keys for leads. Every list filter is an index: a key is
+//! `field | value | sort | sort value | id`, so a filtered, sorted list is a range scan of one
+//! prefix (or a merge of a few), never a scan of every lead. The rows of a lead are a pure
+//! function of the lead, so an update deletes the rows that changed and inserts the new ones.
+
+use crate::domain::lead::Lead;
+use uuid::Uuid;
+
+/// Which lead field an index row is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Field {
+    All = 0,
+    Stage = 1,
+    Owner = 2,
+    Status = 3,
+    Pool = 4,
+    Source = 5,
+    Channel = 6,
+    Campaign = 7,
+    Tag = 8,
+}
+
+/// The order an index row sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SortKey {
+    Created = 0,
+    Score = 1,
+    Updated = 2,
+}
+
+impl SortKey {
+    pub fn value_of(self, lead: &Lead) -> i64 {
+        match self {
+            SortKey::Created => lead.created_at,
+            SortKey::Score => i64::from(lead.score.total),
+            SortKey::Updated => lead.updated_at,
+        }
+    }
+}
+
+/// Maps an i64 to bytes whose lexicographic order is numeric order.
+pub fn ordered_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn from_ordered_i64(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+/// `field | len(value) | value | sort`: the prefix every row of one (field, value, sort) shares.
+pub fn prefix(field: Field, value: &[u8], sort: SortKey) -> Vec<u8> {
+    let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
+    let mut k = Vec::with_capacity(4 + value.len() + 24);
+    k.push(field as u8);
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(&value[..usize::from(len)]);
+    k.push(sort as u8);
+    k
+}
+
+/// A full key: prefix, then the position `(sort value, id)`.
+pub fn key(prefix: &[u8], sort_value: i64, id: u128) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 24);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&ordered_i64(sort_value));
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The position `(sort value, id)` at the end of a key.
+pub fn position(key: &[u8]) -> Option<(i64, u128)> {
+    let n = key.len();
+    if n < 24 {
+        return None;
+    }
+    let sort: [u8; 8] = key[n - 24..n - 16].try_into().ok()?;
+    let id: [u8; 16] = key[n - 16..].try_into().ok()?;
+    Some((from_ordered_i64(sort), u128::from_be_bytes(id)))
+}
+
+pub fn uuid_value(id: Option<Uuid>) -> Vec<u8> {
+    id.map(|u| u.as_bytes().to_vec()).unwrap_or_default()
+}
+
+/// Every index row a lead has.
+pub fn rows(lead: &Lead) -> Vec<Vec<u8>> {
+    let id = lead.id.as_u128();
+    let mut out = Vec::with_capacity(16);
+    let all_sorts = [SortKey::Created, SortKey::Score, SortKey::Updated];
+    let stage = [lead.stage as u8];
+    let owner = uuid_value(lead.owner_id);
+    for sort in all_sorts {
+        let v = sort.value_of(lead);
+        out.push(key(&prefix(Field::All, &[], sort), v, id));
+        out.push(key(&prefix(Field::Stage, &stage, sort), v, id));
+        out.push(key(&prefix(Field::Owner, &owner, sort), v, id));
+    }
+    let created = lead.created_at;
+    let mut created_row = |field: Field, value: &[u8]| {
+        out.push(key(&prefix(field, value, SortKey::Created), created, id));
+    };
+    created_row(Field::Status, &[lead.status as u8]);
+    if let Some(pool) = lead.pool_id {
+        created_row(Field::Pool, pool.as_bytes());
+    }
+    if let Some(source) = &lead.source {
+        created_row(Field::Source, source.as_bytes());
+    }
+    if let Some(channel) = &lead.channel {
+        created_row(Field::Channel, channel.as_bytes());
+    }
+    if let Some(campaign) = lead.campaign_id {
+        created_row(Field::Campaign, campaign.as_bytes());
+    }
+    for tag in &lead.tags {
+        created_row(Field::Tag, tag.as_bytes());
+    }
+    out
+}
+
+/// Rows to delete and rows to insert when a lead changes from `old` to `new`.
+pub fn diff(old: Option<&Lead>, new: Option<&Lead>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let old_rows = old.map(rows).unwrap_or_default();
+    let new_rows = new.map(rows).unwrap_or_default();
+    let removed = old_rows
+        .iter()
+        .filter(|r| !new_rows.contains(r))
+        .cloned()
+        .collect();
+    let added = new_rows
+        .iter()
+        .filter(|r| !old_rows.contains(r))
+        .cloned()
+        .collect();
+    (removed, added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::lead::{NewLead, Stage};
+
+    fn lead() -> Lead {
+        NewLead {
+            name: Some("a".into()),
+            source: Some("web".into()),
+            tags: vec!["x".into(), "y".into()],
+            ..Default::default()
+        }
+        .into_lead(Uuid::now_v7(), 1_700_000_000_000)
+    }
+
+    #[test]
+    fn ordered_i64_sorts_numerically() {
+        let vals = [i64::MIN, -5, -1, 0, 1, 80, i64::MAX];
+        for w in vals.windows(2) {
+            assert!(ordered_i64(w[0]) < ordered_i64(w[1]));
+            assert_eq!(from_ordered_i64(ordered_i64(w[0])), w[0]);
+        }
+    }
+
+    #[test]
+    fn position_round_trips() {
+        let p = prefix(Field::Tag, b"vip", SortKey::Created);
+        let k = key(&p, -42, 7);
+        assert!(k.starts_with(&p));
+        assert_eq!(position(&k), Some((-42, 7)));
+    }
+
+    #[test]
+    fn rows_cover_every_filter_and_diff_is_minimal() {
+        let a = lead();
+        let r = rows(&a);
+        // 3 sorts × (all, stage, owner) + status + source + 2 tags
+        assert_eq!(r.len(), 9 + 1 + 1 + 2);
+        let mut b = a.clone();
+        b.stage = Stage::Mql;
+        let (removed, added) = diff(Some(&a), Some(&b));
+        assert_eq!(removed.len(), 3);
+        assert_eq!(added.len(), 3);
+        let (removed, added) = diff(Some(&a), None);
+        assert_eq!((removed.len(), added.len()), (r.len(), 0));
+    }
+
+    #[test]
+    fn prefixes_of_different_values_do_not_overlap() {
+        // A value that is a prefix of another must not make its rows a prefix of the other's.
+        let short = prefix(Field::Tag, b"ab", SortKey::Created);
+        let long = prefix(Field::Tag, b"abc", SortKey::Created);
+        assert!(!long.starts_with(&short));
+    }
+}

@@ -1,0 +1,386 @@
+//! The redb store: typed tables, the single writer task that batches every mutation into one
+//! durable transaction (group commit), read snapshots, and the changelog that followers read.
+//! It knows nothing of HTTP; the lifecycle rules that run inside a write live in `service`.
+
+pub mod codec;
+pub mod lead_index;
+pub mod query;
+pub mod tables;
+mod tx;
+mod writer;
+
+pub use tx::Tx;
+pub use writer::WriterConfig;
+
+use crate::clock::Clock;
+use crate::domain::time::Millis;
+use codec::{CodecError, Record, decode};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tables::*;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+/// Why a storage operation failed. Cloneable: one failed transaction fails every request in it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Disk, I/O or redb failure; the transaction did not commit.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The writer task is gone (shutting down, or it failed to start).
+    #[error("the store is shutting down")]
+    WriterGone,
+    /// Another process has the database open.
+    #[error(
+        "the database {0} is in use by another process (is `leadline serve` running on this data directory?)"
+    )]
+    Locked(PathBuf),
+    #[error(
+        "the database was written by a newer release (format {found}, this release reads up to {supported})"
+    )]
+    FormatTooNew { found: u64, supported: u64 },
+    /// A job on the writer panicked; its transaction was rolled back.
+    #[error("internal error while applying a change: {0}")]
+    Panicked(String),
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What kind of record a change is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Entity {
+    Lead,
+    Activity,
+    User,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    Merge,
+}
+
+/// One changelog row. The owner and pool of the lead at the time of the change are kept so the
+/// feed can be filtered by visibility even after the lead is gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEntry {
+    pub entity: Entity,
+    pub id: Uuid,
+    pub op: Op,
+    pub at: Millis,
+    pub lead_id: Option<Uuid>,
+    pub owner_id: Option<Uuid>,
+    pub pool_id: Option<Uuid>,
+}
+
+/// The first response to a create made with an `Idempotency-Key`, replayed to retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotentResponse {
+    /// SHA-256 of method, path and body: a retry must send the same request.
+    pub fingerprint: Vec<u8>,
+    pub status: u16,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+    pub body: Vec<u8>,
+    pub created_at: Millis,
+}
+
+type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (Result<(), StoreError>, Reply) + Send>;
+
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    committed_seq: watch::Receiver<u64>,
+}
+
+/// A handle to the open store. Cheap to clone; the writer stops when the last handle is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (or creates) `leadline.redb` in `dir` and starts the writer thread.
+    pub fn open(dir: &Path, clock: Arc<dyn Clock>, cfg: WriterConfig) -> StoreResult<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Storage(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join("leadline.redb");
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
+            Err(e) => {
+                return Err(StoreError::Storage(format!(
+                    "cannot open {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let db = Arc::new(db);
+        let last_seq = init_schema(&db)?;
+        let (jobs, committed_seq) = writer::spawn(db.clone(), clock, cfg, last_seq)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                jobs,
+                committed_seq,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` inside the next group-commit transaction and returns its result once that
+    /// transaction is durable. An `Err` from `f` rolls back the whole batch it ran in, so `f`
+    /// returns domain outcomes (conflict, not found …) inside `Ok`.
+    pub async fn write<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> StoreResult<R> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<StoreResult<R>>();
+        let job: Job = Box::new(move |tx| match f(tx) {
+            Ok(value) => (
+                Ok(()),
+                Box::new(move |failure: Option<&StoreError>| {
+                    let _ = reply_tx.send(match failure {
+                        None => Ok(value),
+                        Some(e) => Err(e.clone()),
+                    });
+                }),
+            ),
+            Err(e) => {
+                let reply_err = e.clone();
+                (
+                    Err(e),
+                    Box::new(move |_: Option<&StoreError>| {
+                        let _ = reply_tx.send(Err(reply_err));
+                    }),
+                )
+            }
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        reply_rx.await.map_err(|_| {
+            StoreError::Storage(
+                "the write batch this request was part of failed; nothing was saved".into(),
+            )
+        })?
+    }
+
+    /// A consistent read snapshot.
+    pub fn read(&self) -> StoreResult<Snapshot> {
+        Ok(Snapshot {
+            txn: self.inner.db.begin_read()?,
+        })
+    }
+
+    /// The seq of the newest durable change (followers wait on this).
+    pub fn committed_seq(&self) -> watch::Receiver<u64> {
+        self.inner.committed_seq.clone()
+    }
+
+    /// Whether the writer is still running.
+    pub fn writer_alive(&self) -> bool {
+        !self.inner.jobs.is_closed()
+    }
+}
+
+/// Creates every table and checks the format version; returns the last changelog seq.
+fn init_schema(db: &Database) -> StoreResult<u64> {
+    let txn = db.begin_write()?;
+    let last_seq;
+    {
+        let mut meta = txn.open_table(META)?;
+        let found = meta.get("format_version")?.map(|v| v.value());
+        match found {
+            None => {
+                meta.insert("format_version", FORMAT_VERSION)?;
+            }
+            Some(v) if v > FORMAT_VERSION => {
+                return Err(StoreError::FormatTooNew {
+                    found: v,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Some(_) => {}
+        }
+        txn.open_table(LEADS)?;
+        txn.open_table(LEAD_INDEX)?;
+        txn.open_table(LEAD_BY_EMAIL)?;
+        txn.open_table(LEAD_BY_PHONE)?;
+        txn.open_table(ACTIVITIES)?;
+        txn.open_table(ACTIVITY_BY_LEAD)?;
+        txn.open_table(LEAD_EVENTS)?;
+        txn.open_table(USERS)?;
+        txn.open_table(USER_BY_NAME)?;
+        txn.open_table(USER_BY_EMAIL)?;
+        txn.open_table(TOKENS)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(IDEMPOTENCY_BY_LEAD)?;
+        let changelog = txn.open_table(CHANGELOG)?;
+        last_seq = changelog.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+    }
+    txn.commit()?;
+    Ok(last_seq)
+}
+
+pub(crate) fn get_record<T, Tbl>(table: &Tbl, id: u128) -> StoreResult<Option<T>>
+where
+    T: Record,
+    Tbl: ReadableTable<u128, &'static [u8]>,
+{
+    match table.get(id)? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// A read-only, consistent view of the store.
+pub struct Snapshot {
+    txn: ReadTransaction,
+}
+
+impl Snapshot {
+    pub fn txn(&self) -> &ReadTransaction {
+        &self.txn
+    }
+
+    pub fn lead(&self, id: Uuid) -> StoreResult<Option<crate::domain::lead::Lead>> {
+        get_record(&self.txn.open_table(LEADS)?, id.as_u128())
+    }
+
+    pub fn user(&self, id: Uuid) -> StoreResult<Option<crate::domain::user::User>> {
+        get_record(&self.txn.open_table(USERS)?, id.as_u128())
+    }
+
+    pub fn user_by_name(&self, name: &str) -> StoreResult<Option<crate::domain::user::User>> {
+        let id = self
+            .txn
+            .open_table(USER_BY_NAME)?
+            .get(name.to_lowercase().as_str())?
+            .map(|v| v.value());
+        match id {
+            Some(id) => get_record(&self.txn.open_table(USERS)?, id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn user_by_email(&self, email: &str) -> StoreResult<Option<crate::domain::user::User>> {
+        let id = self
+            .txn
+            .open_table(USER_BY_EMAIL)?
+            .get(email)?
+            .map(|v| v.value());
+        match id {
+            Some(id) => get_record(&self.txn.open_table(USERS)?, id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn users(&self) -> StoreResult<Vec<crate::domain::user::User>> {
+        let table = self.txn.open_table(USERS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn user_count(&self) -> StoreResult<u64> {
+        Ok(self.txn.open_table(USERS)?.len()?)
+    }
+
+    pub fn token(&self, hash: &[u8; 32]) -> StoreResult<Option<crate::domain::user::Token>> {
+        match self.txn.open_table(TOKENS)?.get(hash.as_slice())? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn activity(&self, id: Uuid) -> StoreResult<Option<crate::domain::activity::Activity>> {
+        get_record(&self.txn.open_table(ACTIVITIES)?, id.as_u128())
+    }
+
+    /// A lead's activities in order of occurrence (oldest first).
+    pub fn activities_of(&self, lead: Uuid) -> StoreResult<Vec<crate::domain::activity::Activity>> {
+        let index = self.txn.open_table(ACTIVITY_BY_LEAD)?;
+        let table = self.txn.open_table(ACTIVITIES)?;
+        let l = lead.as_u128();
+        let mut out = Vec::new();
+        for row in index.range((l, i64::MIN, 0)..=(l, i64::MAX, u128::MAX))? {
+            let (k, _) = row?;
+            let (_, _, id) = k.value();
+            if let Some(a) = get_record(&table, id)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A lead's system events, oldest first.
+    pub fn events_of(&self, lead: Uuid) -> StoreResult<Vec<crate::domain::activity::LeadEvent>> {
+        let table = self.txn.open_table(LEAD_EVENTS)?;
+        let l = lead.as_u128();
+        let mut out = Vec::new();
+        for row in table.range((l, 0)..=(l, u128::MAX))? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Changelog rows after `since`, at most `scan` of them.
+    pub fn changes_after(&self, since: u64, scan: usize) -> StoreResult<Vec<(u64, ChangeEntry)>> {
+        let table = self.txn.open_table(CHANGELOG)?;
+        let mut out = Vec::new();
+        for row in table.range(since.saturating_add(1)..)?.take(scan) {
+            let (k, v) = row?;
+            out.push((k.value(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn lead_count(&self) -> StoreResult<u64> {
+        Ok(self.txn.open_table(LEADS)?.len()?)
+    }
+}

@@ -1,0 +1,39 @@
+//! The redb tables: one definition each, in one place, so the schema can be read at a glance.
+
+use redb::TableDefinition;
+
+/// `format_version` and other single values.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Lead id → encoded `Lead`.
+pub const LEADS: TableDefinition<u128, &[u8]> = TableDefinition::new("leads");
+/// Composite keys built by `lead_index` (filter field, value, sort key, id) → ().
+pub const LEAD_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("lead_index");
+/// Normalized email → lead id.
+pub const LEAD_BY_EMAIL: TableDefinition<&str, u128> = TableDefinition::new("lead_by_email");
+/// E.164 phone → lead id.
+pub const LEAD_BY_PHONE: TableDefinition<&str, u128> = TableDefinition::new("lead_by_phone");
+/// Activity id → encoded `Activity`.
+pub const ACTIVITIES: TableDefinition<u128, &[u8]> = TableDefinition::new("activities");
+/// (lead id, occurred_at, activity id) → ().
+pub const ACTIVITY_BY_LEAD: TableDefinition<(u128, i64, u128), ()> =
+    TableDefinition::new("activity_by_lead");
+/// (lead id, event id) → encoded `LeadEvent`.
+pub const LEAD_EVENTS: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("lead_events");
+/// User id → encoded `User`.
+pub const USERS: TableDefinition<u128, &[u8]> = TableDefinition::new("users");
+/// Lowercased user name → user id.
+pub const USER_BY_NAME: TableDefinition<&str, u128> = TableDefinition::new("user_by_name");
+/// Normalized user email → user id.
+pub const USER_BY_EMAIL: TableDefinition<&str, u128> = TableDefinition::new("user_by_email");
+/// SHA-256 of a bearer token → encoded `Token`.
+pub const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
+/// Changelog seq → encoded `ChangeEntry`.
+pub const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog");
+/// (caller id, Idempotency-Key) → encoded `IdempotentResponse`.
+pub const IDEMPOTENCY: TableDefinition<(u128, &str), &[u8]> = TableDefinition::new("idempotency");
+/// (lead id, caller id, Idempotency-Key) → (): lets erasure drop stored responses naming a lead.
+pub const IDEMPOTENCY_BY_LEAD: TableDefinition<(u128, u128, &str), ()> =
+    TableDefinition::new("idempotency_by_lead");
+
+/// The on-disk layout version; bumped with a migration when tables change shape.
+pub const FORMAT_VERSION: u64 = 1;

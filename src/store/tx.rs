@@ -1,0 +1,442 @@
+//! `Tx`: the write transaction a writer job runs in, with typed operations that keep records,
+//! their secondary indexes and the changelog consistent with each other.
+
+use super::codec::{decode, encode};
+use super::lead_index;
+use super::tables::*;
+use super::{ChangeEntry, Entity, IdempotentResponse, Op, StoreResult, get_record};
+use crate::domain::activity::{Activity, LeadEvent};
+use crate::domain::lead::Lead;
+use crate::domain::time::Millis;
+use crate::domain::user::{Token, User};
+use redb::{ReadableTable, Table, WriteTransaction};
+use uuid::Uuid;
+
+/// Makes time-ordered UUIDv7 ids, strictly increasing within this writer even when many are
+/// made in one millisecond or the clock steps back.
+pub(super) struct IdGen {
+    last_ms: u64,
+    counter: u128,
+}
+
+impl IdGen {
+    pub(super) fn new() -> Self {
+        IdGen {
+            last_ms: 0,
+            counter: 0,
+        }
+    }
+
+    fn next(&mut self, now: Millis) -> Uuid {
+        let ms = u64::try_from(now.max(0)).unwrap_or(0) & ((1 << 48) - 1);
+        if ms > self.last_ms {
+            self.last_ms = ms;
+            // A random start leaves room below 2^73 to count up within the millisecond.
+            let mut seed = [0u8; 16];
+            if getrandom::fill(&mut seed).is_err() {
+                seed = [0; 16];
+            }
+            self.counter = u128::from_be_bytes(seed) & ((1 << 72) - 1);
+        } else {
+            self.counter += 1;
+            if self.counter >= (1 << 74) {
+                self.last_ms += 1;
+                self.counter = 0;
+            }
+        }
+        let rand_a = (self.counter >> 62) & 0xfff;
+        let rand_b = self.counter & ((1 << 62) - 1);
+        let v =
+            (u128::from(self.last_ms) << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b;
+        Uuid::from_u128(v)
+    }
+}
+
+/// One open write transaction with every table open. Jobs in a batch share it in order, so each
+/// sees the writes of the jobs before it.
+pub struct Tx<'t> {
+    /// The time of this batch, from the injected clock.
+    pub now: Millis,
+    pub(super) next_seq: u64,
+    pub(super) ids: &'t mut IdGen,
+    pub(super) leads: Table<'t, u128, &'static [u8]>,
+    pub(super) lead_index: Table<'t, &'static [u8], ()>,
+    pub(super) lead_by_email: Table<'t, &'static str, u128>,
+    pub(super) lead_by_phone: Table<'t, &'static str, u128>,
+    pub(super) activities: Table<'t, u128, &'static [u8]>,
+    pub(super) activity_by_lead: Table<'t, (u128, i64, u128), ()>,
+    pub(super) lead_events: Table<'t, (u128, u128), &'static [u8]>,
+    pub(super) users: Table<'t, u128, &'static [u8]>,
+    pub(super) user_by_name: Table<'t, &'static str, u128>,
+    pub(super) user_by_email: Table<'t, &'static str, u128>,
+    pub(super) tokens: Table<'t, &'static [u8], &'static [u8]>,
+    pub(super) changelog: Table<'t, u64, &'static [u8]>,
+    pub(super) idempotency: Table<'t, (u128, &'static str), &'static [u8]>,
+    pub(super) idempotency_by_lead: Table<'t, (u128, u128, &'static str), ()>,
+}
+
+impl<'t> Tx<'t> {
+    pub(super) fn open(
+        txn: &'t WriteTransaction,
+        now: Millis,
+        next_seq: u64,
+        ids: &'t mut IdGen,
+    ) -> StoreResult<Tx<'t>> {
+        Ok(Tx {
+            now,
+            next_seq,
+            ids,
+            leads: txn.open_table(LEADS)?,
+            lead_index: txn.open_table(LEAD_INDEX)?,
+            lead_by_email: txn.open_table(LEAD_BY_EMAIL)?,
+            lead_by_phone: txn.open_table(LEAD_BY_PHONE)?,
+            activities: txn.open_table(ACTIVITIES)?,
+            activity_by_lead: txn.open_table(ACTIVITY_BY_LEAD)?,
+            lead_events: txn.open_table(LEAD_EVENTS)?,
+            users: txn.open_table(USERS)?,
+            user_by_name: txn.open_table(USER_BY_NAME)?,
+            user_by_email: txn.open_table(USER_BY_EMAIL)?,
+            tokens: txn.open_table(TOKENS)?,
+            changelog: txn.open_table(CHANGELOG)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            idempotency_by_lead: txn.open_table(IDEMPOTENCY_BY_LEAD)?,
+        })
+    }
+
+    pub fn new_id(&mut self) -> Uuid {
+        self.ids.next(self.now)
+    }
+
+    // ----- leads -----
+
+    pub fn lead(&self, id: Uuid) -> StoreResult<Option<Lead>> {
+        get_record(&self.leads, id.as_u128())
+    }
+
+    pub fn lead_id_by_email(&self, email: &str) -> StoreResult<Option<Uuid>> {
+        Ok(self
+            .lead_by_email
+            .get(email)?
+            .map(|v| Uuid::from_u128(v.value())))
+    }
+
+    pub fn lead_id_by_phone(&self, phone: &str) -> StoreResult<Option<Uuid>> {
+        Ok(self
+            .lead_by_phone
+            .get(phone)?
+            .map(|v| Uuid::from_u128(v.value())))
+    }
+
+    /// Writes `new` (replacing `old`, if given) with its index rows and email/phone keys.
+    pub fn put_lead(&mut self, old: Option<&Lead>, new: &Lead) -> StoreResult<()> {
+        let id = new.id.as_u128();
+        self.leads.insert(id, encode(new).as_slice())?;
+        let (removed, added) = lead_index::diff(old, Some(new));
+        for row in &removed {
+            self.lead_index.remove(row.as_slice())?;
+        }
+        for row in &added {
+            self.lead_index.insert(row.as_slice(), ())?;
+        }
+        let old_email = old.and_then(|o| o.email.as_deref());
+        if old_email != new.email.as_deref() {
+            if let Some(e) = old_email {
+                self.lead_by_email.remove(e)?;
+            }
+            if let Some(e) = new.email.as_deref() {
+                self.lead_by_email.insert(e, id)?;
+            }
+        }
+        let old_phone = old.and_then(|o| o.phone.as_deref());
+        if old_phone != new.phone.as_deref() {
+            if let Some(p) = old_phone {
+                self.lead_by_phone.remove(p)?;
+            }
+            if let Some(p) = new.phone.as_deref() {
+                self.lead_by_phone.insert(p, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Erases a lead and everything held about it: index rows, activities, events, and stored
+    /// idempotent responses that contain it.
+    pub fn erase_lead(&mut self, lead: &Lead) -> StoreResult<()> {
+        let id = lead.id.as_u128();
+        self.leads.remove(id)?;
+        for row in lead_index::rows(lead) {
+            self.lead_index.remove(row.as_slice())?;
+        }
+        if let Some(e) = lead.email.as_deref() {
+            self.lead_by_email.remove(e)?;
+        }
+        if let Some(p) = lead.phone.as_deref() {
+            self.lead_by_phone.remove(p)?;
+        }
+        let activity_keys: Vec<(u128, i64, u128)> = self
+            .activity_by_lead
+            .range((id, i64::MIN, 0)..=(id, i64::MAX, u128::MAX))?
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        for key in activity_keys {
+            self.activity_by_lead.remove(key)?;
+            self.activities.remove(key.2)?;
+        }
+        let event_keys: Vec<(u128, u128)> = self
+            .lead_events
+            .range((id, 0)..=(id, u128::MAX))?
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        for key in event_keys {
+            self.lead_events.remove(key)?;
+        }
+        let idem_keys: Vec<(u128, u128, String)> = self
+            .idempotency_by_lead
+            .range((id, 0, "")..=(id, u128::MAX, "\u{10FFFF}"))?
+            .map(|r| {
+                r.map(|(k, _)| {
+                    let (l, c, key) = k.value();
+                    (l, c, key.to_owned())
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for (l, caller, key) in idem_keys {
+            self.idempotency_by_lead.remove((l, caller, key.as_str()))?;
+            self.idempotency.remove((caller, key.as_str()))?;
+        }
+        Ok(())
+    }
+
+    // ----- activities and events -----
+
+    pub fn put_activity(&mut self, a: &Activity) -> StoreResult<()> {
+        let id = a.id.as_u128();
+        self.activities.insert(id, encode(a).as_slice())?;
+        self.activity_by_lead
+            .insert((a.lead_id.as_u128(), a.occurred_at, id), ())?;
+        Ok(())
+    }
+
+    /// Moves every activity of `from` to `to` (used when two leads merge).
+    pub fn move_activities(&mut self, from: Uuid, to: Uuid) -> StoreResult<usize> {
+        let f = from.as_u128();
+        let keys: Vec<(u128, i64, u128)> = self
+            .activity_by_lead
+            .range((f, i64::MIN, 0)..=(f, i64::MAX, u128::MAX))?
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        for key in &keys {
+            let Some(mut a) = get_record::<Activity, _>(&self.activities, key.2)? else {
+                continue;
+            };
+            self.activity_by_lead.remove(*key)?;
+            a.lead_id = to;
+            self.put_activity(&a)?;
+        }
+        Ok(keys.len())
+    }
+
+    pub fn put_event(&mut self, e: &LeadEvent) -> StoreResult<()> {
+        self.lead_events
+            .insert((e.lead_id.as_u128(), e.id.as_u128()), encode(e).as_slice())?;
+        Ok(())
+    }
+
+    /// Records a system event on a lead's timeline.
+    pub fn event(
+        &mut self,
+        lead_id: Uuid,
+        kind: &str,
+        actor_id: Option<Uuid>,
+        data: serde_json::Value,
+    ) -> StoreResult<()> {
+        let e = LeadEvent {
+            id: self.new_id(),
+            lead_id,
+            at: self.now,
+            kind: kind.to_owned(),
+            actor_id,
+            data: data.to_string(),
+        };
+        self.put_event(&e)
+    }
+
+    // ----- users and tokens -----
+
+    pub fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
+        get_record(&self.users, id.as_u128())
+    }
+
+    pub fn user_id_by_name(&self, name: &str) -> StoreResult<Option<Uuid>> {
+        Ok(self
+            .user_by_name
+            .get(name.to_lowercase().as_str())?
+            .map(|v| Uuid::from_u128(v.value())))
+    }
+
+    pub fn user_id_by_email(&self, email: &str) -> StoreResult<Option<Uuid>> {
+        Ok(self
+            .user_by_email
+            .get(email)?
+            .map(|v| Uuid::from_u128(v.value())))
+    }
+
+    pub fn users(&self) -> StoreResult<Vec<User>> {
+        let mut out = Vec::new();
+        for row in self.users.iter()? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn put_user(&mut self, old: Option<&User>, new: &User) -> StoreResult<()> {
+        let id = new.id.as_u128();
+        self.users.insert(id, encode(new).as_slice())?;
+        let old_name = old.map(|o| o.name.to_lowercase());
+        let new_name = new.name.to_lowercase();
+        if old_name.as_deref() != Some(new_name.as_str()) {
+            if let Some(n) = old_name {
+                self.user_by_name.remove(n.as_str())?;
+            }
+            self.user_by_name.insert(new_name.as_str(), id)?;
+        }
+        let old_email = old.and_then(|o| o.email.as_deref());
+        if old_email != new.email.as_deref() {
+            if let Some(e) = old_email {
+                self.user_by_email.remove(e)?;
+            }
+            if let Some(e) = new.email.as_deref() {
+                self.user_by_email.insert(e, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a user and every token they hold.
+    pub fn delete_user(&mut self, user: &User) -> StoreResult<()> {
+        self.users.remove(user.id.as_u128())?;
+        self.user_by_name
+            .remove(user.name.to_lowercase().as_str())?;
+        if let Some(e) = user.email.as_deref() {
+            self.user_by_email.remove(e)?;
+        }
+        let mut doomed = Vec::new();
+        for row in self.tokens.iter()? {
+            let (k, v) = row?;
+            let t: Token = decode(v.value())?;
+            if t.user_id == user.id {
+                doomed.push(k.value().to_vec());
+            }
+        }
+        for k in doomed {
+            self.tokens.remove(k.as_slice())?;
+        }
+        Ok(())
+    }
+
+    pub fn put_token(&mut self, hash: &[u8; 32], token: &Token) -> StoreResult<()> {
+        self.tokens
+            .insert(hash.as_slice(), encode(token).as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_token(&mut self, hash: &[u8; 32]) -> StoreResult<bool> {
+        Ok(self.tokens.remove(hash.as_slice())?.is_some())
+    }
+
+    /// Whether any lead is owned by `user` (one index probe).
+    pub fn owns_leads(&self, user: Uuid) -> StoreResult<bool> {
+        let prefix = lead_index::prefix(
+            lead_index::Field::Owner,
+            user.as_bytes(),
+            lead_index::SortKey::Created,
+        );
+        let mut hi = prefix.clone();
+        hi.push(0xff);
+        Ok(self
+            .lead_index
+            .range(prefix.as_slice()..hi.as_slice())?
+            .next()
+            .is_some())
+    }
+
+    // ----- changelog -----
+
+    /// Appends a change to the changelog in this transaction; returns its seq.
+    pub fn change(
+        &mut self,
+        entity: Entity,
+        id: Uuid,
+        op: Op,
+        lead: Option<&Lead>,
+    ) -> StoreResult<u64> {
+        let seq = self.next_seq;
+        let entry = ChangeEntry {
+            entity,
+            id,
+            op,
+            at: self.now,
+            lead_id: lead.map(|l| l.id),
+            owner_id: lead.and_then(|l| l.owner_id),
+            pool_id: lead.and_then(|l| l.pool_id),
+        };
+        self.changelog.insert(seq, encode(&entry).as_slice())?;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    // ----- idempotency -----
+
+    pub fn idempotent_response(
+        &self,
+        caller: Uuid,
+        key: &str,
+    ) -> StoreResult<Option<IdempotentResponse>> {
+        match self.idempotency.get((caller.as_u128(), key))? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores the first response to an idempotent create, linked to the leads it names so an
+    /// erasure removes it too.
+    pub fn put_idempotent_response(
+        &mut self,
+        caller: Uuid,
+        key: &str,
+        response: &IdempotentResponse,
+        leads: &[Uuid],
+    ) -> StoreResult<()> {
+        self.idempotency
+            .insert((caller.as_u128(), key), encode(response).as_slice())?;
+        for lead in leads {
+            self.idempotency_by_lead
+                .insert((lead.as_u128(), caller.as_u128(), key), ())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_v7_and_strictly_increasing() {
+        let mut g = IdGen::new();
+        let mut last = Uuid::nil();
+        for i in 0..10_000 {
+            // the clock stands still, then steps back: ids still increase
+            let now = if i < 5_000 {
+                1_700_000_000_000
+            } else {
+                1_699_999_999_000
+            };
+            let id = g.next(now);
+            assert_eq!(id.get_version_num(), 7);
+            assert!(id > last);
+            last = id;
+        }
+    }
+}
