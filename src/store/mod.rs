@@ -118,8 +118,20 @@ type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (Result<(), StoreError>, Reply) + Send
 struct Inner {
     db: Arc<Database>,
     path: PathBuf,
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
     committed_seq: watch::Receiver<u64>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// Closes the queue and waits for the writer to commit what it holds, so the database file
+    /// is closed (and its lock released) when the last handle is gone.
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 /// A handle to the open store. Cheap to clone; the writer stops when the last handle is dropped.
@@ -150,13 +162,14 @@ impl Store {
         };
         let db = Arc::new(db);
         let last_seq = init_schema(&db)?;
-        let (jobs, committed_seq) = writer::spawn(db.clone(), clock, cfg, last_seq)?;
+        let (jobs, committed_seq, writer) = writer::spawn(db.clone(), clock, cfg, last_seq)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 path,
-                jobs,
+                jobs: Some(jobs),
                 committed_seq,
+                writer: Some(writer),
             }),
         })
     }
@@ -194,11 +207,8 @@ impl Store {
                 )
             }
         });
-        self.inner
-            .jobs
-            .send(job)
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
+        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::WriterGone)?;
+        jobs.send(job).await.map_err(|_| StoreError::WriterGone)?;
         reply_rx.await.map_err(|_| {
             StoreError::Storage(
                 "the write batch this request was part of failed; nothing was saved".into(),
@@ -220,7 +230,7 @@ impl Store {
 
     /// Whether the writer is still running.
     pub fn writer_alive(&self) -> bool {
-        !self.inner.jobs.is_closed()
+        self.inner.jobs.as_ref().is_some_and(|j| !j.is_closed())
     }
 }
 

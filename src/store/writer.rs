@@ -33,10 +33,14 @@ pub(super) fn spawn(
     clock: Arc<dyn Clock>,
     cfg: WriterConfig,
     last_seq: u64,
-) -> StoreResult<(mpsc::Sender<Job>, watch::Receiver<u64>)> {
+) -> StoreResult<(
+    mpsc::Sender<Job>,
+    watch::Receiver<u64>,
+    std::thread::JoinHandle<()>,
+)> {
     let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(cfg.queue.max(1));
     let (seq_tx, seq_rx) = watch::channel(last_seq);
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("leadline-writer".into())
         .spawn(move || {
             let mut ids = IdGen::new();
@@ -65,7 +69,7 @@ pub(super) fn spawn(
             tracing::debug!("writer stopped: every store handle is closed");
         })
         .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
-    Ok((jobs_tx, seq_rx))
+    Ok((jobs_tx, seq_rx, handle))
 }
 
 /// Applies `jobs` in one transaction and answers each. Returns the next free seq on commit.

@@ -1,0 +1,5 @@
+//! Black-box API tests: each starts the real server on a random port with its own data
+//! directory and talks HTTP to it. One test binary, so it links once.
+
+mod helpers;
+mod smoke;
