@@ -82,6 +82,9 @@ fn run_batch(
 ) -> StoreResult<u64> {
     let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
     let mut failure: Option<StoreError> = None;
+    let jobs_in_batch = jobs.len();
+    let started = std::time::Instant::now();
+    let mut applied_at = started;
     let outcome = (|| -> StoreResult<u64> {
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
@@ -118,9 +121,16 @@ fn run_batch(
             txn.abort()?;
             return Err(e.clone());
         }
+        applied_at = std::time::Instant::now();
         txn.commit()?;
         Ok(seq_after)
     })();
+    tracing::trace!(
+        jobs = jobs_in_batch,
+        apply_us = (applied_at - started).as_micros() as u64,
+        commit_us = applied_at.elapsed().as_micros() as u64,
+        "write batch"
+    );
     match &outcome {
         Ok(_) => replies.into_iter().for_each(|r| r(None)),
         Err(e) => {

@@ -1,0 +1,188 @@
+//! Golden files: one checked-in record of every stored type, encoded by the release that
+//! introduced its format version. Each must still decode to the same value, so a change to a
+//! stored struct that would strand existing data files fails here first. To add the files for
+//! a *new* format version, run with `LEADLINE_BLESS_GOLDEN=1` once and commit what it writes.
+
+use leadline::domain::activity::{Activity, LeadEvent};
+use leadline::domain::lead::{Flags, Lead, Score, Stage, Status, Utm};
+use leadline::domain::user::{Role, Token, TokenKind, User};
+use leadline::store::codec::{Record, decode, encode};
+use leadline::store::{ChangeEntry, Entity, IdempotentResponse, Op};
+use std::fmt::Debug;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)
+}
+
+fn check<T: Record + PartialEq + Debug>(name: &str, expected: T) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.v{}.bin", T::VERSION));
+    if std::env::var_os("LEADLINE_BLESS_GOLDEN").is_some() && !path.exists() {
+        std::fs::write(&path, encode(&expected)).expect("write golden file");
+    }
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("missing golden file {} ({e})", path.display()));
+    assert_eq!(bytes[0], T::VERSION, "{name}: version byte");
+    let decoded: T = decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(
+        decoded, expected,
+        "{name}: decoded value differs from the golden record"
+    );
+}
+
+#[test]
+fn lead_v1() {
+    check(
+        "lead",
+        Lead {
+            id: id(1),
+            created_at: 1_795_000_000_000,
+            updated_at: 1_795_000_060_000,
+            version: 3,
+            name: Some("王总".into()),
+            email: Some("wang@example.cn".into()),
+            phone: Some("+8613812345678".into()),
+            company: Some("纷享销客".into()),
+            title: Some("总经理".into()),
+            industry: Some("manufacturing".into()),
+            company_size: Some(120),
+            region: Some("华东".into()),
+            country: Some("CN".into()),
+            source: Some("partner".into()),
+            channel: Some("referral".into()),
+            utm: Utm {
+                source: Some("wechat".into()),
+                medium: Some("social".into()),
+                campaign: Some("expo-2026".into()),
+                term: None,
+                content: None,
+            },
+            campaign_id: Some(id(2)),
+            stage: Stage::Mql,
+            status: Status::Attempting,
+            owner_id: Some(id(3)),
+            pool_id: None,
+            score: Score {
+                total: 55,
+                profile: 20,
+                engagement: 15,
+                source: 20,
+                interaction: 0,
+            },
+            tags: vec!["vip".into(), "expo".into()],
+            fields: r#"{"budget":"500k"}"#.into(),
+            flags: Flags {
+                personal_email: false,
+                invalid_email: false,
+                do_not_contact: true,
+            },
+            first_touch_at: Some(1_795_000_030_000),
+            last_activity_at: Some(1_795_000_050_000),
+            next_follow_up_at: None,
+        },
+    );
+}
+
+#[test]
+fn activity_v1() {
+    check(
+        "activity",
+        Activity {
+            id: id(10),
+            lead_id: id(1),
+            kind: "call".into(),
+            occurred_at: 1_795_000_030_000,
+            recorded_at: 1_795_000_031_000,
+            actor_id: Some(id(3)),
+            campaign_id: None,
+            text: Some("客户关注智能制造和MES系统".into()),
+            properties: r#"{"minutes":12}"#.into(),
+        },
+    );
+}
+
+#[test]
+fn lead_event_v1() {
+    check(
+        "lead_event",
+        LeadEvent {
+            id: id(11),
+            lead_id: id(1),
+            at: 1_795_000_040_000,
+            kind: "merged".into(),
+            actor_id: Some(id(3)),
+            data: r#"{"reason":"email","filled":["company"]}"#.into(),
+        },
+    );
+}
+
+#[test]
+fn user_v1() {
+    check(
+        "user",
+        User {
+            id: id(3),
+            created_at: 1_794_000_000_000,
+            updated_at: 1_794_000_000_000,
+            version: 1,
+            name: "li.lei".into(),
+            email: Some("li.lei@example.cn".into()),
+            role: Role::Rep,
+            team: Some("east".into()),
+            manager_id: Some(id(4)),
+            territories: vec!["华东".into(), "CN-31".into()],
+            product_lines: vec!["A".into()],
+            capacity: 50,
+            active: true,
+            senior: false,
+            password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        },
+    );
+}
+
+#[test]
+fn token_v1() {
+    check(
+        "token",
+        Token {
+            user_id: id(3),
+            kind: TokenKind::Session,
+            created_at: 1_794_000_000_000,
+            expires_at: Some(1_794_604_800_000),
+        },
+    );
+}
+
+#[test]
+fn change_v1() {
+    check(
+        "change",
+        ChangeEntry {
+            entity: Entity::Lead,
+            id: id(1),
+            op: Op::Update,
+            at: 1_795_000_060_000,
+            lead_id: Some(id(1)),
+            owner_id: Some(id(3)),
+            pool_id: None,
+        },
+    );
+}
+
+#[test]
+fn idempotent_response_v1() {
+    check(
+        "idempotent_response",
+        IdempotentResponse {
+            fingerprint: vec![7; 32],
+            status: 201,
+            location: Some(format!("/v1/leads/{}", id(1))),
+            etag: Some("\"1\"".into()),
+            body: br#"{"id":"x","merged":false}"#.to_vec(),
+            created_at: 1_795_000_000_000,
+        },
+    );
+}
