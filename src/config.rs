@@ -488,6 +488,25 @@ mod tests {
     }
 
     #[test]
+    fn example_file_lists_every_key_with_its_default() {
+        let text = include_str!("../leadline.example.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let table: Value = toml::from_str(&uncommented).unwrap();
+        let mut example = BTreeMap::new();
+        collect_leaves(&table, "", &mut example);
+        let mut defaults = BTreeMap::new();
+        collect_leaves(&Value::try_from(Config::default()).unwrap(), "", &mut defaults);
+        assert_eq!(example, defaults);
+    }
+
+    #[test]
     fn env_lists_are_comma_separated() {
         let l = Config::load(
             &Overrides::default(),
