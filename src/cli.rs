@@ -3,7 +3,8 @@
 use crate::bench::{IngestOptions, drive_ingest};
 use crate::clock::SystemClock;
 use crate::config::{Config, LogFormat, Overrides};
-use crate::domain::user::{NewUser, Role};
+use crate::domain::user::{NewUser, Role, User};
+use crate::service::Written;
 use crate::startup::{Application, open_service, shutdown_signal};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -223,15 +224,21 @@ async fn token_create(
             let Some(role) = role else {
                 bail!("there is no user `{user}`; pass --role to create one");
             };
-            service
-                .create_user(None, new_user(user.clone(), role, None, None, None))
-                .await?
-                .id
+            let new = new_user(user.clone(), role, None, None, None);
+            created(service.create_user(None, new, None).await?)?.id
         }
     };
     let token = service.issue_token(user_id).await?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The user a create without an idempotency key made.
+fn created(w: Written<User>) -> anyhow::Result<User> {
+    match w {
+        Written::Fresh(u) => Ok(u),
+        Written::Replayed(_) => bail!("unexpected replay of an earlier create"),
+    }
 }
 
 fn new_user(
@@ -297,7 +304,7 @@ async fn user_create(
     })?;
     let config = load(&args, Overrides::default())?;
     let service = open_service(&config, Arc::new(SystemClock))?;
-    let user = service.create_user(None, new).await?;
+    let user = created(service.create_user(None, new, None).await?)?;
     println!("{}", user.id);
     Ok(ExitCode::SUCCESS)
 }

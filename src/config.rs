@@ -493,7 +493,13 @@ mod tests {
         let uncommented: String = text
             .lines()
             .map(|l| match l.strip_prefix("# ") {
-                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                Some(rest)
+                    if rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| !k.contains(' ')) =>
+                {
+                    rest
+                }
                 _ => l,
             })
             .collect::<Vec<_>>()
@@ -502,7 +508,11 @@ mod tests {
         let mut example = BTreeMap::new();
         collect_leaves(&table, "", &mut example);
         let mut defaults = BTreeMap::new();
-        collect_leaves(&Value::try_from(Config::default()).unwrap(), "", &mut defaults);
+        collect_leaves(
+            &Value::try_from(Config::default()).unwrap(),
+            "",
+            &mut defaults,
+        );
         assert_eq!(example, defaults);
     }
 

@@ -3,6 +3,11 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+// The server allocates many small, short-lived buffers per request; mimalloc handles that
+// pattern markedly faster than glibc's allocator (measured with `leadline bench ingest`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = leadline::cli::Cli::parse();
     match leadline::cli::run(cli) {

@@ -234,10 +234,11 @@ impl FromRequestParts<AppState> for Auth {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
         Ok(Auth(state.service.authenticate(token)?))

@@ -6,10 +6,11 @@ use super::extract::{
     path_id,
 };
 use super::{AppState, replay};
+use crate::domain::FieldError;
 use crate::domain::activity::{ActivityView, LeadEvent, TimelineItem};
 use crate::domain::lead::{LeadInput, LeadPatch, LeadView, Stage, Status};
 use crate::domain::time::parse_rfc3339;
-use crate::service::{BatchItem, CreateOutcome, ListParams, Written};
+use crate::service::{BatchItem, CreateOutcome, ListParams, ServiceError, Written};
 use crate::store::IdempotentResponse;
 use crate::store::lead_index::SortKey;
 use crate::store::query::LeadFilter;
@@ -177,7 +178,13 @@ fn batch_response(items: &[BatchItem]) -> BatchResponse {
                     error: None,
                 },
                 BatchItem::Failed(e) => {
-                    let problem = ApiError::from(e.clone()).to_problem();
+                    let e = match e {
+                        ServiceError::Invalid(errors) => {
+                            ServiceError::Invalid(item_errors(index, errors))
+                        }
+                        other => other.clone(),
+                    };
+                    let problem = ApiError::from(e).to_problem();
                     BatchResult {
                         index,
                         status: problem.status,
@@ -190,6 +197,21 @@ fn batch_response(items: &[BatchItem]) -> BatchResponse {
             })
             .collect(),
     }
+}
+
+/// Names each invalid field of a batch item by its place in the request (`leads[3].email`),
+/// whether parsing, validation or the store found it.
+fn item_errors(index: usize, errors: &[FieldError]) -> Vec<FieldError> {
+    errors
+        .iter()
+        .map(|e| {
+            let field = match e.field.as_str() {
+                "" | "body" => format!("leads[{index}]"),
+                f => format!("leads[{index}].{f}"),
+            };
+            FieldError::new(field, e.message.clone())
+        })
+        .collect()
 }
 
 /// Create up to 1000 leads in one durable transaction; each item succeeds or fails alone.
@@ -217,22 +239,12 @@ async fn create_leads_batch(
     let rules = state.service.rules().clone();
     let items = leads
         .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
+        .map(|v| {
             let raw = serde_json::to_vec(&v).unwrap_or_default();
-            let prefix = |mut errs: Vec<crate::domain::FieldError>| {
-                for e in &mut errs {
-                    e.field = format!("leads[{i}].{}", e.field);
-                }
-                errs
-            };
             match parse_json::<LeadInput>(&raw) {
-                Ok(input) => input.validate(&rules).map_err(prefix),
-                Err(ApiError::Validation { errors, .. }) => Err(prefix(errors)),
-                Err(other) => Err(prefix(vec![crate::domain::FieldError::new(
-                    "",
-                    other.to_string(),
-                )])),
+                Ok(input) => input.validate(&rules),
+                Err(ApiError::Validation { errors, .. }) => Err(errors),
+                Err(other) => Err(vec![FieldError::new("", other.to_string())]),
             }
         })
         .collect();

@@ -76,7 +76,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes();
     let doc = Arc::new(doc);
-    let max_body = usize::try_from(state.config.http.max_body_bytes).unwrap_or(usize::MAX);
+    let max_body_bytes = state.config.http.max_body_bytes;
+    let max_body = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
     router
         .route(
@@ -91,7 +92,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
-        .layer(axum::middleware::map_response(problem_for_bare_errors))
+        .layer(axum::middleware::map_response(move |res: Response| {
+            problem_for_bare_errors(res, max_body_bytes)
+        }))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
@@ -103,7 +106,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Gives error responses made outside our handlers (body limit, timeout) a problem body.
-async fn problem_for_bare_errors(res: Response) -> Response {
+async fn problem_for_bare_errors(res: Response, max_body_bytes: u64) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
@@ -116,7 +119,7 @@ async fn problem_for_bare_errors(res: Response) -> Response {
         return res;
     }
     let err = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(0),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(max_body_bytes),
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
             ApiError::Unavailable("the request took too long".into())
         }
@@ -128,7 +131,7 @@ async fn problem_for_bare_errors(res: Response) -> Response {
         _ => ApiError::Internal(format!("bare {status} response")),
     };
     let mut out = err.into_response();
-    // keep the status the layer chose (e.g. 413 without a known limit, 408)
+    // keep the status the layer chose (e.g. 408)
     *out.status_mut() = status;
     out
 }

@@ -1,14 +1,18 @@
 //! `/v1/users`, `/v1/me`, `/v1/auth/login` and `/v1/auth/logout`.
 
-use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, IfMatch, JsonBody, Params, path_id};
+use super::extract::{Auth, IfMatch, JsonBody, Params, etag, idempotency, path_id};
 use super::leads::json_with;
+use super::{AppState, replay};
 use crate::domain::time::to_rfc3339;
+use crate::domain::user::User;
 use crate::domain::user::{UserInput, UserPatch, UserView};
+use crate::service::{Render, Written};
+use crate::store::IdempotentResponse;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -53,25 +57,47 @@ async fn list_users(
 /// Create a user (admin only).
 #[utoipa::path(post, path = "/v1/users", tag = "users",
     request_body = UserInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
     responses((status = 201, body = UserView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 409, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn create_user(
     State(state): State<AppState>,
     Auth(p): Auth,
+    method: Method,
+    headers: HeaderMap,
     body: JsonBody<UserInput>,
 ) -> ApiResult<Response> {
     if !p.is_admin() {
         return Err(ApiError::Forbidden("only an admin may create users".into()));
     }
+    let idem = idempotency(&headers, &method, "/v1/users", &body.raw)?;
     let new = body.value.validate().map_err(ApiError::validation)?;
-    let user = state.service.create_user(Some(&p), new).await?;
-    Ok(json_with(
-        StatusCode::CREATED,
-        &UserView::from(&user),
-        Some(user.version),
-        Some(format!("/v1/users/{}", user.id)),
-    ))
+    let idem = idem.map(|i| {
+        let render: Render<User> = Box::new(|u, now| {
+            (
+                IdempotentResponse {
+                    fingerprint: Vec::new(),
+                    status: StatusCode::CREATED.as_u16(),
+                    location: Some(format!("/v1/users/{}", u.id)),
+                    etag: Some(etag(u.version)),
+                    body: serde_json::to_vec(&UserView::from(u)).unwrap_or_default(),
+                    created_at: now,
+                },
+                Vec::new(),
+            )
+        });
+        (i, render)
+    });
+    match state.service.create_user(Some(&p), new, idem).await? {
+        Written::Fresh(user) => Ok(json_with(
+            StatusCode::CREATED,
+            &UserView::from(&user),
+            Some(user.version),
+            Some(format!("/v1/users/{}", user.id)),
+        )),
+        Written::Replayed(r) => Ok(replay(r)),
+    }
 }
 
 /// Read a user.

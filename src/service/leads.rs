@@ -81,7 +81,9 @@ pub(crate) fn apply_create(
     if let Err(e) = check_owner_right(p, new.owner_id) {
         return Ok(Err(e));
     }
-    if new.owner_id.is_none() && new.pool_id.is_none() && p.role() != Role::Admin {
+    let owner_defaulted =
+        new.owner_id.is_none() && new.pool_id.is_none() && p.role() != Role::Admin;
+    if owner_defaulted {
         // What a rep or manager creates is theirs, or they could not see it afterwards.
         new.owner_id = Some(p.id());
     }
@@ -127,8 +129,9 @@ pub(crate) fn apply_create(
         moved_aside.push(json!({"field": "phone", "value": ph, "belongs_to": by_phone}));
     }
     let before = lead.clone();
-    // The creator's default ownership does not move an existing lead.
-    if lead.owner_id.is_some() {
+    // The creator's default ownership does not move an existing lead, and a rep takes a
+    // pooled lead only by claiming it.
+    if lead.owner_id.is_some() || owner_defaulted || p.role() == Role::Rep {
         new.owner_id = None;
     }
     let report = lead.absorb(new);

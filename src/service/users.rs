@@ -1,7 +1,7 @@
 //! Users: create, read, list, update and delete, with the rules on who may do which.
 
 use super::auth::hash_password;
-use super::{Precondition, Service, ServiceError, ServiceResult};
+use super::{Idempotency, Precondition, Render, Service, ServiceError, ServiceResult, Written};
 use crate::domain::user::{NewUser, Principal, Role, User, ValidUserPatch};
 use crate::store::{Entity, Op, StoreError, Tx};
 use uuid::Uuid;
@@ -56,23 +56,30 @@ async fn hash_off_thread(password: Option<String>) -> ServiceResult<Option<Strin
 }
 
 impl Service {
-    pub async fn create_user(&self, p: Option<&Principal>, new: NewUser) -> ServiceResult<User> {
+    /// Creates a user; `p` is the calling admin (`None` for the CLI working on the data
+    /// directory, which acts as the operator).
+    pub async fn create_user(
+        &self,
+        p: Option<&Principal>,
+        new: NewUser,
+        idem: Option<(Idempotency, Render<User>)>,
+    ) -> ServiceResult<Written<User>> {
         if let Some(p) = p {
             require_admin(p)?;
         }
         let hash = hash_off_thread(new.password.clone()).await?;
-        self.store
-            .write(move |tx| {
-                let id = tx.new_id();
-                let user = new.into_user(id, tx.now, hash);
-                if let Err(e) = check_unique(tx, &user)? {
-                    return Ok(Err(e));
-                }
-                tx.put_user(None, &user)?;
-                tx.change(Entity::User, id, Op::Create, None)?;
-                Ok(Ok(user))
-            })
-            .await?
+        let caller = p.map(Principal::id).unwrap_or_default();
+        self.write_idempotent(caller, idem, move |tx| {
+            let id = tx.new_id();
+            let user = new.into_user(id, tx.now, hash);
+            if let Err(e) = check_unique(tx, &user)? {
+                return Ok(Err(e));
+            }
+            tx.put_user(None, &user)?;
+            tx.change(Entity::User, id, Op::Create, None)?;
+            Ok(Ok(user))
+        })
+        .await
     }
 
     pub fn get_user(&self, p: &Principal, id: Uuid) -> ServiceResult<User> {

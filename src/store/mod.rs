@@ -186,27 +186,7 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> StoreResult<R> + Send + 'static,
     {
-        let (reply_tx, reply_rx) = oneshot::channel::<StoreResult<R>>();
-        let job: Job = Box::new(move |tx| match f(tx) {
-            Ok(value) => (
-                Ok(()),
-                Box::new(move |failure: Option<&StoreError>| {
-                    let _ = reply_tx.send(match failure {
-                        None => Ok(value),
-                        Some(e) => Err(e.clone()),
-                    });
-                }),
-            ),
-            Err(e) => {
-                let reply_err = e.clone();
-                (
-                    Err(e),
-                    Box::new(move |_: Option<&StoreError>| {
-                        let _ = reply_tx.send(Err(reply_err));
-                    }),
-                )
-            }
-        });
+        let (job, reply_rx) = make_job(f);
         let jobs = self.inner.jobs.as_ref().ok_or(StoreError::WriterGone)?;
         jobs.send(job).await.map_err(|_| StoreError::WriterGone)?;
         reply_rx.await.map_err(|_| {
@@ -232,6 +212,37 @@ impl Store {
     pub fn writer_alive(&self) -> bool {
         self.inner.jobs.as_ref().is_some_and(|j| !j.is_closed())
     }
+}
+
+/// Wraps `f` as a writer job whose reply arrives on the returned channel once the batch it ran
+/// in has committed (or failed).
+fn make_job<R, F>(f: F) -> (Job, oneshot::Receiver<StoreResult<R>>)
+where
+    R: Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> StoreResult<R> + Send + 'static,
+{
+    let (reply_tx, reply_rx) = oneshot::channel::<StoreResult<R>>();
+    let job: Job = Box::new(move |tx| match f(tx) {
+        Ok(value) => (
+            Ok(()),
+            Box::new(move |failure: Option<&StoreError>| {
+                let _ = reply_tx.send(match failure {
+                    None => Ok(value),
+                    Some(e) => Err(e.clone()),
+                });
+            }),
+        ),
+        Err(e) => {
+            let reply_err = e.clone();
+            (
+                Err(e),
+                Box::new(move |_: Option<&StoreError>| {
+                    let _ = reply_tx.send(Err(reply_err));
+                }),
+            )
+        }
+    });
+    (job, reply_rx)
 }
 
 /// Creates every table and checks the format version; returns the last changelog seq.

@@ -56,13 +56,8 @@ pub(super) fn spawn(
                 }
                 let now = clock.now_ms();
                 let jobs = std::mem::take(&mut batch);
-                match run_batch(&db, jobs, now, next_seq, &mut ids) {
-                    Ok(seq_after) => {
-                        if seq_after != next_seq {
-                            next_seq = seq_after;
-                            seq_tx.send_replace(seq_after - 1);
-                        }
-                    }
+                match run_batch(&db, jobs, now, next_seq, &mut ids, &seq_tx) {
+                    Ok(seq_after) => next_seq = seq_after,
                     Err(e) => tracing::error!(error = %e, "write batch failed; its requests were answered with an error"),
                 }
             }
@@ -72,13 +67,15 @@ pub(super) fn spawn(
     Ok((jobs_tx, seq_rx, handle))
 }
 
-/// Applies `jobs` in one transaction and answers each. Returns the next free seq on commit.
+/// Applies `jobs` in one transaction, publishes the committed seq and answers each. Returns
+/// the next free seq on commit.
 fn run_batch(
     db: &Database,
     jobs: Vec<Job>,
     now: i64,
     next_seq: u64,
     ids: &mut IdGen,
+    seq_tx: &watch::Sender<u64>,
 ) -> StoreResult<u64> {
     let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
     let mut failure: Option<StoreError> = None;
@@ -132,11 +129,118 @@ fn run_batch(
         "write batch"
     );
     match &outcome {
-        Ok(_) => replies.into_iter().for_each(|r| r(None)),
+        Ok(seq_after) => {
+            // Publish the new seq before answering, so a caller who got its reply sees it.
+            if *seq_after != next_seq {
+                seq_tx.send_replace(seq_after - 1);
+            }
+            replies.into_iter().for_each(|r| r(None));
+        }
         Err(e) => {
             let e = failure.as_ref().unwrap_or(e).clone();
             replies.into_iter().for_each(|r| r(Some(&e)));
         }
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::lead::NewLead;
+    use crate::store::{Entity, Op, init_schema, make_job};
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+
+    fn lead_job(email: &str) -> (Job, tokio::sync::oneshot::Receiver<StoreResult<uuid::Uuid>>) {
+        let email = email.to_owned();
+        make_job(move |tx| {
+            let id = tx.new_id();
+            let lead = NewLead {
+                email: Some(email),
+                ..Default::default()
+            }
+            .into_lead(id, tx.now);
+            tx.put_lead(None, &lead)?;
+            tx.change(Entity::Lead, id, Op::Create, Some(&lead))?;
+            Ok(id)
+        })
+    }
+
+    #[test]
+    fn one_failing_job_fails_its_whole_batch_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        init_schema(&db).unwrap();
+        let (a, a_rx) = lead_job("a@example.com");
+        let (b, b_rx) = make_job::<(), _>(|_| Err(StoreError::Storage("disk on fire".into())));
+        let (c, c_rx) = lead_job("c@example.com");
+        let mut ids = IdGen::new();
+        let result = run_batch(&db, vec![a, b, c], 1_000, 1, &mut ids, &watch::channel(0).0);
+        assert!(result.is_err());
+        for rx in [
+            a_rx.blocking_recv().unwrap().map(|_| ()),
+            b_rx.blocking_recv().unwrap(),
+        ] {
+            assert!(matches!(rx, Err(StoreError::Storage(m)) if m == "disk on fire"));
+        }
+        // The job after the failure never ran: its channel closes, which `Store::write` reports.
+        assert!(c_rx.blocking_recv().is_err());
+        let read = db.begin_read().unwrap();
+        assert_eq!(
+            read.open_table(crate::store::tables::LEADS)
+                .unwrap()
+                .len()
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            read.open_table(crate::store::tables::CHANGELOG)
+                .unwrap()
+                .len()
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_committed_batch_answers_every_job_and_advances_the_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        init_schema(&db).unwrap();
+        let (a, a_rx) = lead_job("a@example.com");
+        let (b, b_rx) = lead_job("b@example.com");
+        let mut ids = IdGen::new();
+        assert_eq!(
+            run_batch(&db, vec![a, b], 1_000, 1, &mut ids, &watch::channel(0).0).unwrap(),
+            3
+        );
+        assert!(a_rx.blocking_recv().unwrap().is_ok());
+        assert!(b_rx.blocking_recv().unwrap().is_ok());
+        let read = db.begin_read().unwrap();
+        assert_eq!(
+            read.open_table(crate::store::tables::LEADS)
+                .unwrap()
+                .len()
+                .unwrap(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_panicking_job_rolls_back_and_the_error_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        init_schema(&db).unwrap();
+        let (a, a_rx) = lead_job("a@example.com");
+        let (p, _p_rx) = make_job::<(), _>(|_| panic!("boom"));
+        let mut ids = IdGen::new();
+        assert!(matches!(
+            run_batch(&db, vec![a, p], 1_000, 1, &mut ids, &watch::channel(0).0),
+            Err(StoreError::Panicked(m)) if m == "boom"
+        ));
+        assert!(matches!(
+            a_rx.blocking_recv().unwrap(),
+            Err(StoreError::Panicked(_))
+        ));
+    }
 }

@@ -215,3 +215,36 @@ pub async fn assert_problem(res: Response, status: StatusCode) -> Value {
 pub fn first_field(problem: &Value) -> &str {
     problem["errors"][0]["field"].as_str().unwrap_or("")
 }
+
+/// Starts a server on a clock the test moves (`clock.advance(ms)`), after letting the test
+/// adjust its configuration. `restart` brings it back on the system clock.
+pub async fn spawn_app_with_clock(
+    clock: Arc<leadline::clock::ManualClock>,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config_for(dir.path());
+    adjust(&mut config);
+    let app = Application::build(config, clock)
+        .await
+        .expect("server builds");
+    let addr = app.local_addr();
+    let admin = app
+        .admin_token()
+        .expect("a fresh store prints an admin token")
+        .to_owned();
+    let (stop, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        admin,
+        client: reqwest::Client::new(),
+        dir,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}

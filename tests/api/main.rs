@@ -1,5 +1,10 @@
 //! Black-box API tests: each starts the real server on a random port with its own data
 //! directory and talks HTTP to it. One test binary, so it links once.
 
+mod access;
+mod activities;
 mod helpers;
+mod leads;
+mod ops;
 mod smoke;
+mod users;

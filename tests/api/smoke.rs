@@ -57,3 +57,36 @@ async fn restart_keeps_everything() {
     let again: Value = res.json().await.unwrap();
     assert_eq!(again["email"], "keep@acme.com");
 }
+
+#[tokio::test]
+async fn user_create_honours_idempotency_key() {
+    let app = spawn_app().await;
+    let body = json!({"name": "Idem Rep", "role": "rep", "email": "idem@example.com"});
+    let send = |b: Value| {
+        app.req(reqwest::Method::POST, "/v1/users", &app.admin)
+            .header("idempotency-key", "user-1")
+            .json(&b)
+            .send()
+    };
+    let first = send(body.clone()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let first: Value = first.json().await.unwrap();
+    let retry = send(body.clone()).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["location"].to_str().unwrap(), location);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], first["id"]);
+    let users: Value = app.get("/v1/users", &app.admin).await.json().await.unwrap();
+    assert_eq!(
+        users["items"].as_array().unwrap().len(),
+        2,
+        "admin and one rep"
+    );
+    let other = send(json!({"name": "Someone Else", "role": "rep"}))
+        .await
+        .unwrap();
+    let problem = assert_problem(other, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(first_field(&problem), "Idempotency-Key");
+}

@@ -1,0 +1,578 @@
+//! The role matrix over HTTP: admins see everything, managers their team's leads, reps their
+//! own and pooled ones; a lead a caller may not see is a 404 everywhere, never a 403.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn body(res: reqwest::Response) -> Value {
+    res.json().await.expect("json body")
+}
+
+/// The `id`s of a list response's items.
+fn item_ids(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Lead ids listed as `token` sees them (with an optional query string).
+async fn listed(app: &TestApp, token: &str, query: &str) -> Vec<String> {
+    let res = app.get(&format!("/v1/leads{query}"), token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    item_ids(&body(res).await)
+}
+
+/// Every id in `token`'s change feed from the start.
+async fn change_ids(app: &TestApp, token: &str) -> Vec<String> {
+    let res = app.get("/v1/changes?since=0&limit=500", token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    item_ids(&body(res).await)
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn a_rep_cannot_reach_another_reps_lead_anywhere() {
+    let app = spawn_app().await;
+    let (a_id, a) = app.rep("alice", None).await;
+    let (b_id, b) = app.rep("bob", None).await;
+    let lead_a = app
+        .create_lead(&a, json!({"name": "甲", "email": "jia@acme.cn"}))
+        .await;
+    let la = id_of(&lead_a);
+    assert_eq!(lead_a["owner_id"], a_id.as_str());
+    let res = app
+        .post(
+            &format!("/v1/leads/{la}/activities"),
+            &a,
+            &json!({"kind": "note", "text": "first"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let act_a = id_of(&body(res).await);
+    let lead_b = app.create_lead(&b, json!({"email": "yi@acme.cn"})).await;
+    let lb = id_of(&lead_b);
+    assert_eq!(lead_b["owner_id"], b_id.as_str());
+
+    // Bob: every route says "no such lead".
+    let path = format!("/v1/leads/{la}");
+    assert_problem(app.get(&path, &b).await, StatusCode::NOT_FOUND).await;
+    assert_problem(
+        app.patch(&path, &b, &json!({"title": "hacked"})).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        app.patch(&path, &b, &json!({"owner_id": b_id})).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(app.delete(&path, &b).await, StatusCode::NOT_FOUND).await;
+    assert_problem(
+        app.get(&format!("{path}/export"), &b).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        app.get(&format!("{path}/activities"), &b).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        app.post(
+            &format!("{path}/activities"),
+            &b,
+            &json!({"kind": "note", "text": "sneaky"}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        app.post(
+            "/v1/activities",
+            &b,
+            &json!({"lead_id": la, "kind": "call"}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        app.post(
+            "/v1/activities",
+            &b,
+            &json!({"email": "JIA@acme.cn", "kind": "call"}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        app.get(&format!("{path}/timeline"), &b).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(listed(&app, &b, "").await, vec![lb.clone()]);
+    assert!(
+        listed(&app, &b, &format!("?owner_id={a_id}"))
+            .await
+            .is_empty()
+    );
+    assert!(listed(&app, &b, "?owner_id=none").await.is_empty());
+    let feed = change_ids(&app, &b).await;
+    assert!(feed.contains(&lb), "{feed:?}");
+    assert!(!feed.contains(&la), "bob's feed shows alice's lead");
+    assert!(!feed.contains(&act_a), "bob's feed shows alice's activity");
+
+    // Nothing Bob tried changed Alice's lead.
+    let res = app.get(&path, &a).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let now = body(res).await;
+    assert_eq!(now["version"], lead_a["version"].as_u64().unwrap() + 1); // her own note
+    assert_eq!(now["title"], Value::Null);
+    assert_eq!(now["owner_id"], a_id.as_str());
+    assert_eq!(now["first_touch_at"], Value::Null);
+    let acts = body(app.get(&format!("{path}/activities"), &a).await).await;
+    assert_eq!(item_ids(&acts), vec![act_a.clone()]);
+
+    // Alice can do all of it.
+    assert_eq!(listed(&app, &a, "").await, vec![la.clone()]);
+    assert_eq!(
+        listed(&app, &a, &format!("?owner_id={a_id}")).await,
+        vec![la.clone()]
+    );
+    assert!(
+        listed(&app, &a, &format!("?owner_id={b_id}"))
+            .await
+            .is_empty()
+    );
+    let res = app.patch(&path, &a, &json!({"title": "CTO"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body(res).await["title"], "CTO");
+    let res = app.get(&format!("{path}/export"), &a).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let export = body(res).await;
+    assert_eq!(export["lead"]["id"], la.as_str());
+    assert_eq!(export["activities"][0]["id"], act_a.as_str());
+    let res = app
+        .post(
+            "/v1/activities",
+            &a,
+            &json!({"email": "JIA@acme.cn", "kind": "call"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let call = body(res).await;
+    assert_eq!(call["lead_id"], la.as_str());
+    assert_eq!(call["lead_created"], false);
+    let res = app.get(&format!("{path}/timeline"), &a).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(!body(res).await["items"].as_array().unwrap().is_empty());
+    let feed = change_ids(&app, &a).await;
+    assert!(feed.contains(&la) && feed.contains(&act_a), "{feed:?}");
+    assert!(!feed.contains(&lb), "alice's feed shows bob's lead");
+    assert_eq!(app.delete(&path, &a).await.status(), StatusCode::NO_CONTENT);
+    assert_problem(app.get(&path, &a).await, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn a_reps_lead_is_theirs_and_they_cannot_hand_it_to_anyone() {
+    let app = spawn_app().await;
+    let (a_id, a) = app.rep("alice", None).await;
+    let (b_id, _) = app.rep("bob", None).await;
+
+    let lead = app.create_lead(&a, json!({"email": "one@acme.com"})).await;
+    assert_eq!(lead["owner_id"], a_id.as_str());
+    let mine = app
+        .create_lead(&a, json!({"email": "two@acme.com", "owner_id": a_id}))
+        .await;
+    assert_eq!(mine["owner_id"], a_id.as_str());
+
+    let res = app
+        .post(
+            "/v1/leads",
+            &a,
+            &json!({"email": "three@acme.com", "owner_id": b_id}),
+        )
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let all = body(app.get("/v1/leads", &app.admin).await).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2, "nothing created");
+
+    let path = format!("/v1/leads/{}", id_of(&lead));
+    for patch in [
+        json!({"owner_id": b_id}),
+        json!({"owner_id": null}),
+        json!({"pool_id": "01900000-0000-7000-8000-000000000000"}),
+    ] {
+        let res = app.patch(&path, &a, &patch).await;
+        assert_problem(res, StatusCode::FORBIDDEN).await;
+    }
+    let now = body(app.get(&path, &a).await).await;
+    assert_eq!(now["owner_id"], a_id.as_str());
+    assert_eq!(now["version"], 1);
+    assert_eq!(now["pool_id"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_rep_sees_pooled_unowned_leads_but_not_unpooled_ones() {
+    let app = spawn_app().await;
+    let (_, rep) = app.rep("alice", None).await;
+    let pool = "01900000-0000-7000-8000-0000000000aa";
+    let pooled = app
+        .create_lead(&app.admin, json!({"email": "p@acme.com", "pool_id": pool}))
+        .await;
+    assert_eq!(pooled["owner_id"], Value::Null);
+    let loose = app
+        .create_lead(&app.admin, json!({"email": "l@acme.com"}))
+        .await;
+    assert_eq!(loose["owner_id"], Value::Null);
+
+    let (p, l) = (id_of(&pooled), id_of(&loose));
+    assert_eq!(
+        app.get(&format!("/v1/leads/{p}"), &rep).await.status(),
+        StatusCode::OK
+    );
+    assert_problem(
+        app.get(&format!("/v1/leads/{l}"), &rep).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(listed(&app, &rep, "").await, vec![p.clone()]);
+    assert_eq!(listed(&app, &rep, "?owner_id=none").await, vec![p.clone()]);
+    let feed = change_ids(&app, &rep).await;
+    assert!(feed.contains(&p) && !feed.contains(&l), "{feed:?}");
+}
+
+#[tokio::test]
+async fn a_manager_sees_and_reassigns_within_the_team_only() {
+    let app = spawn_app().await;
+    let (m_id, m) = app
+        .create_user(json!({"name": "boss", "role": "manager", "team": "east"}))
+        .await;
+    let (e1_id, e1) = app.rep("east1", Some("east")).await;
+    let (e2_id, e2) = app
+        .create_user(json!({"name": "direct", "role": "rep", "manager_id": m_id}))
+        .await;
+    let (w_id, w) = app.rep("west1", Some("west")).await;
+    let l1 = id_of(&app.create_lead(&e1, json!({"email": "e1@acme.com"})).await);
+    let l2 = id_of(&app.create_lead(&e2, json!({"email": "e2@acme.com"})).await);
+    let lw = id_of(&app.create_lead(&w, json!({"email": "w@acme.com"})).await);
+    let lm = id_of(&app.create_lead(&m, json!({"email": "m@acme.com"})).await);
+
+    let mut seen = listed(&app, &m, "").await;
+    seen.sort();
+    let mut want = vec![l1.clone(), l2.clone(), lm.clone()];
+    want.sort();
+    assert_eq!(seen, want);
+    assert_eq!(
+        listed(&app, &m, &format!("?owner_id={e2_id}")).await,
+        vec![l2.clone()]
+    );
+    assert!(
+        listed(&app, &m, &format!("?owner_id={w_id}"))
+            .await
+            .is_empty()
+    );
+    for id in [&l1, &l2, &lm] {
+        let res = app.get(&format!("/v1/leads/{id}"), &m).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let west = format!("/v1/leads/{lw}");
+    assert_problem(app.get(&west, &m).await, StatusCode::NOT_FOUND).await;
+    assert_problem(
+        app.patch(&west, &m, &json!({"owner_id": e1_id})).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(app.delete(&west, &m).await, StatusCode::NOT_FOUND).await;
+    let feed = change_ids(&app, &m).await;
+    assert!(feed.contains(&l1) && feed.contains(&l2) && !feed.contains(&lw));
+
+    // Reassign inside the team: fine, and the timeline says so.
+    let path = format!("/v1/leads/{l1}");
+    let res = app.patch(&path, &m, &json!({"owner_id": e2_id})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body(res).await["owner_id"], e2_id.as_str());
+    let tl = body(app.get(&format!("{path}/timeline"), &m).await).await;
+    let assigned = tl["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "assigned")
+        .expect("an assigned event")
+        .clone();
+    assert_eq!(assigned["data"]["from"], e1_id.as_str());
+    assert_eq!(assigned["data"]["to"], e2_id.as_str());
+    // e1 no longer sees it, e2 does.
+    assert_problem(app.get(&path, &e1).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(app.get(&path, &e2).await.status(), StatusCode::OK);
+
+    // Outside the team: 403, and nothing moved.
+    let res = app.patch(&path, &m, &json!({"owner_id": w_id})).await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let res = app
+        .post(
+            "/v1/leads",
+            &m,
+            &json!({"email": "new@acme.com", "owner_id": w_id}),
+        )
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let res = app
+        .post(
+            "/v1/leads",
+            &m,
+            &json!({"email": "new@acme.com", "owner_id": e1_id}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(body(res).await["owner_id"], e1_id.as_str());
+    assert_eq!(
+        body(app.get(&path, &app.admin).await).await["owner_id"],
+        e2_id.as_str()
+    );
+
+    // The admin sees everything and may assign anywhere.
+    let all = listed(&app, &app.admin, "").await;
+    for id in [&l1, &l2, &lw, &lm] {
+        assert!(all.contains(id));
+        let res = app.get(&format!("/v1/leads/{id}"), &app.admin).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = app
+        .patch(&path, &app.admin, &json!({"owner_id": w_id}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_problem(app.get(&path, &m).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(app.get(&path, &w).await.status(), StatusCode::OK);
+    let feed = change_ids(&app, &app.admin).await;
+    for id in [&l1, &l2, &lw, &lm] {
+        assert!(feed.contains(id));
+    }
+}
+
+#[tokio::test]
+async fn creating_a_lead_with_another_reps_email_is_a_conflict_that_leaks_nothing() {
+    let app = spawn_app().await;
+    let (_, a) = app.rep("alice", None).await;
+    let (_, b) = app.rep("bob", None).await;
+    let lead = app
+        .create_lead(
+            &a,
+            json!({"name": "Secret Person", "email": "vip@acme.com", "company": "Acme"}),
+        )
+        .await;
+    let id = id_of(&lead);
+
+    let res = app
+        .post(
+            "/v1/leads",
+            &b,
+            &json!({"name": "Bob's guess", "email": "VIP@acme.com", "title": "CEO"}),
+        )
+        .await;
+    assert!(res.headers().get("location").is_none());
+    let problem = assert_problem(res, StatusCode::CONFLICT).await;
+    let text = problem.to_string();
+    assert!(!text.contains(&id), "{text}");
+    assert!(!text.contains("Secret"), "{text}");
+
+    let res = app
+        .post(
+            "/v1/leads/batch",
+            &b,
+            &json!({"leads": [{"email": "vip@acme.com", "title": "CFO"}]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let batch = body(res).await;
+    assert_eq!(batch["items"][0]["status"], 409);
+    assert_eq!(batch["items"][0]["lead"], Value::Null);
+    assert_eq!(batch["items"][0]["id"], Value::Null);
+
+    // Alice's lead is untouched and has no merge on its timeline.
+    let now = body(app.get(&format!("/v1/leads/{id}"), &a).await).await;
+    assert_eq!(now["version"], 1);
+    assert_eq!(now["name"], "Secret Person");
+    assert_eq!(now["title"], Value::Null);
+    let tl = body(app.get(&format!("/v1/leads/{id}/timeline"), &a).await).await;
+    let kinds: Vec<&str> = tl["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["created"]);
+    assert!(listed(&app, &b, "").await.is_empty());
+    assert_eq!(listed(&app, &app.admin, "").await, vec![id]);
+}
+
+#[tokio::test]
+async fn users_are_visible_and_writable_by_role() {
+    let app = spawn_app().await;
+    let (m_id, m) = app
+        .create_user(json!({"name": "boss", "role": "manager", "team": "east"}))
+        .await;
+    let (r_id, r) = app
+        .create_user(json!({"name": "rita", "role": "rep", "team": "east",
+            "email": "rita@acme.com", "password": "first password"}))
+        .await;
+    let (o_id, _) = app.rep("other", Some("west")).await;
+    let admin_id = id_of(&body(app.get("/v1/me", &app.admin).await).await);
+
+    // Reads: a rep sees only themselves; a manager their team.
+    assert_eq!(
+        item_ids(&body(app.get("/v1/users", &r).await).await),
+        vec![r_id.clone()]
+    );
+    for other in [&m_id, &o_id, &admin_id] {
+        let res = app.get(&format!("/v1/users/{other}"), &r).await;
+        assert_problem(res, StatusCode::NOT_FOUND).await;
+    }
+    let res = app.get(&format!("/v1/users/{r_id}"), &r).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut team = item_ids(&body(app.get("/v1/users", &m).await).await);
+    team.sort();
+    let mut want = vec![m_id.clone(), r_id.clone()];
+    want.sort();
+    assert_eq!(team, want);
+    assert_problem(
+        app.get(&format!("/v1/users/{o_id}"), &m).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(
+        item_ids(&body(app.get("/v1/users", &app.admin).await).await).len(),
+        4
+    );
+
+    // Only an admin creates, deletes and issues tokens.
+    for t in [&r, &m] {
+        let res = app
+            .post("/v1/users", t, &json!({"name": "x", "role": "rep"}))
+            .await;
+        assert_problem(res, StatusCode::FORBIDDEN).await;
+        let res = app.delete(&format!("/v1/users/{o_id}"), t).await;
+        assert_problem(res, StatusCode::FORBIDDEN).await;
+        let res = app
+            .post(&format!("/v1/users/{r_id}/tokens"), t, &json!({}))
+            .await;
+        assert_problem(res, StatusCode::FORBIDDEN).await;
+    }
+    let users = body(app.get("/v1/users", &app.admin).await).await;
+    assert_eq!(
+        users["items"].as_array().unwrap().len(),
+        4,
+        "nobody created"
+    );
+    assert_eq!(
+        app.get(&format!("/v1/users/{o_id}"), &app.admin)
+            .await
+            .status(),
+        StatusCode::OK,
+        "nobody deleted"
+    );
+
+    // Patching: own name and password yes; own role or team no; others no.
+    let me = format!("/v1/users/{r_id}");
+    for patch in [
+        json!({"role": "admin"}),
+        json!({"role": "manager"}),
+        json!({"team": "west"}),
+        json!({"active": false}),
+        json!({"capacity": 1000}),
+    ] {
+        let res = app.patch(&me, &r, &patch).await;
+        assert_problem(res, StatusCode::FORBIDDEN).await;
+    }
+    let res = app.patch(&me, &r, &json!({"name": "Rita Li"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let patched = body(res).await;
+    assert_eq!(patched["name"], "Rita Li");
+    assert_eq!(patched["role"], "rep");
+    let res = app
+        .patch(&me, &r, &json!({"password": "second password"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let login = |pw: &'static str| {
+        app.client
+            .post(app.url("/v1/auth/login"))
+            .json(&json!({"email": "rita@acme.com", "password": pw}))
+            .send()
+    };
+    assert_problem(
+        login("first password").await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(
+        login("second password").await.unwrap().status(),
+        StatusCode::OK
+    );
+    let res = app
+        .patch(&format!("/v1/users/{o_id}"), &r, &json!({"name": "pwned"}))
+        .await;
+    assert_problem(res, StatusCode::NOT_FOUND).await;
+    let res = app
+        .patch(
+            &format!("/v1/users/{r_id}"),
+            &m,
+            &json!({"name": "renamed"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let res = app
+        .patch(&format!("/v1/users/{m_id}"), &m, &json!({"role": "admin"}))
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let me_now = body(app.get("/v1/me", &r).await).await;
+    assert_eq!(me_now["name"], "Rita Li");
+    assert_eq!(me_now["role"], "rep");
+    assert_eq!(me_now["team"], "east");
+}
+
+#[tokio::test]
+async fn re_submitting_a_pooled_lead_does_not_claim_it() {
+    let app = spawn_app().await;
+    let (a_id, a) = app.rep("alice", None).await;
+    let (_, m) = app
+        .create_user(json!({"name": "boss", "role": "manager"}))
+        .await;
+    let pool = "01900000-0000-7000-8000-0000000000aa";
+    let pooled = app
+        .create_lead(&app.admin, json!({"email": "p@acme.com", "pool_id": pool}))
+        .await;
+    let id = id_of(&pooled);
+    for (token, input) in [
+        (&a, json!({"email": "P@acme.com", "name": "Pat"})),
+        (
+            &a,
+            json!({"email": "p@acme.com", "owner_id": a_id, "title": "CTO"}),
+        ),
+        (&m, json!({"email": "p@acme.com", "company": "Acme"})),
+    ] {
+        let res = app.post("/v1/leads", token, &input).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let merged = body(res).await;
+        assert_eq!(merged["merged"], true);
+        assert_eq!(merged["id"], id.as_str());
+        assert_eq!(merged["owner_id"], Value::Null, "{input} claimed the lead");
+        assert_eq!(merged["pool_id"], pool);
+    }
+    let now = body(app.get(&format!("/v1/leads/{id}"), &app.admin).await).await;
+    assert_eq!(now["owner_id"], Value::Null);
+    assert_eq!(now["name"], "Pat");
+    assert_eq!(now["title"], "CTO");
+    assert_eq!(now["company"], "Acme");
+    // still in the pool for every rep to see
+    let (_, b) = app.rep("bob", None).await;
+    assert_eq!(listed(&app, &b, "").await, vec![id]);
+}

@@ -1,0 +1,467 @@
+//! Operational endpoints, the OpenAPI document, routing errors, the change feed, and the shape
+//! every client error takes.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn body(res: reqwest::Response) -> Value {
+    res.json().await.expect("json body")
+}
+
+/// Every route the server serves, as (path, method).
+const ROUTES: &[(&str, &str)] = &[
+    ("/v1/leads", "get"),
+    ("/v1/leads", "post"),
+    ("/v1/leads/batch", "post"),
+    ("/v1/leads/{id}", "get"),
+    ("/v1/leads/{id}", "patch"),
+    ("/v1/leads/{id}", "delete"),
+    ("/v1/leads/{id}/export", "get"),
+    ("/v1/leads/{id}/activities", "get"),
+    ("/v1/leads/{id}/activities", "post"),
+    ("/v1/leads/{id}/timeline", "get"),
+    ("/v1/activities", "post"),
+    ("/v1/users", "get"),
+    ("/v1/users", "post"),
+    ("/v1/users/{id}", "get"),
+    ("/v1/users/{id}", "patch"),
+    ("/v1/users/{id}", "delete"),
+    ("/v1/users/{id}/tokens", "post"),
+    ("/v1/me", "get"),
+    ("/v1/auth/login", "post"),
+    ("/v1/auth/logout", "post"),
+    ("/v1/changes", "get"),
+    ("/healthz", "get"),
+    ("/readyz", "get"),
+];
+
+#[tokio::test]
+async fn healthz_and_readyz_need_no_token() {
+    let app = spawn_app().await;
+    let res = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body(res).await["status"], "ok");
+
+    let res = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let ready = body(res).await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["storage"], "ok");
+    assert_eq!(ready["leads"], 0);
+    let seq0 = ready["changelog_seq"].as_u64().expect("changelog_seq");
+
+    // Once a write is answered, readiness reports its change as durable (no lag).
+    for n in 1..=5u64 {
+        app.create_lead(&app.admin, json!({"email": format!("r{n}@acme.com")}))
+            .await;
+        let ready = body(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+        assert_eq!(ready["leads"], n);
+        assert_eq!(ready["changelog_seq"].as_u64().unwrap(), seq0 + n);
+    }
+    let feed = body(app.get("/v1/changes?limit=500", &app.admin).await).await;
+    assert_eq!(feed["next"].as_u64().unwrap(), seq0 + 5);
+}
+
+#[tokio::test]
+async fn openapi_is_3_1_and_lists_every_route() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc = body(res).await;
+    let version = doc["openapi"].as_str().expect("openapi version");
+    assert!(version.starts_with("3.1"), "openapi {version}");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in ROUTES {
+        let op = paths
+            .get(*path)
+            .and_then(|p| p.get(*method))
+            .unwrap_or_else(|| panic!("{method} {path} is not in /openapi.json"));
+        assert!(
+            op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path} documents no responses"
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+/// The other direction: each documented operation is really routed (not 404 "route", not 405).
+#[tokio::test]
+async fn every_documented_operation_is_served() {
+    let app = spawn_app().await;
+    let doc = body(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (_, spare) = app
+        .create_user(json!({"name": "prober", "role": "admin"}))
+        .await;
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let Ok(m) = Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            if !["GET", "POST", "PATCH", "PUT", "DELETE"].contains(&m.as_str()) {
+                continue;
+            }
+            let url = path.replace("{id}", "01900000-0000-7000-8000-000000000000");
+            // logout revokes the token it carries: use one we can lose
+            let token = if path == "/v1/auth/logout" {
+                &spare
+            } else {
+                &app.admin
+            };
+            let mut req = app.req(m.clone(), &url, token);
+            if m != Method::GET && m != Method::DELETE {
+                req = req.json(&json!({}));
+            }
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
+            assert!(!status.is_server_error(), "{m} {path} → {status}");
+            if status == StatusCode::NOT_FOUND {
+                let p = body(res).await;
+                assert_ne!(p["detail"], "route not found", "{m} {path} is not routed");
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= ROUTES.len(),
+        "only {checked} operations documented"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_are_problems() {
+    let app = spawn_app().await;
+    for path in ["/v1/nope", "/nope", "/v1/leads/x/y/z", "/v2/leads"] {
+        let res = app.get(path, &app.admin).await;
+        assert_problem(res, StatusCode::NOT_FOUND).await;
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_problem(res, StatusCode::NOT_FOUND).await;
+    }
+    for (m, path) in [
+        (Method::PUT, "/v1/leads"),
+        (Method::DELETE, "/v1/leads"),
+        (
+            Method::PUT,
+            "/v1/leads/01900000-0000-7000-8000-000000000000",
+        ),
+        (Method::GET, "/v1/auth/login"),
+        (Method::DELETE, "/v1/users"),
+        (Method::POST, "/v1/me"),
+        (Method::POST, "/healthz"),
+        (Method::POST, "/v1/changes"),
+    ] {
+        let res = app.req(m.clone(), path, &app.admin).send().await.unwrap();
+        let p = assert_problem(res, StatusCode::METHOD_NOT_ALLOWED).await;
+        assert_eq!(
+            p["type"],
+            "https://leadline.dev/problems/method-not-allowed"
+        );
+    }
+    let all = body(app.get("/v1/leads", &app.admin).await).await;
+    assert_eq!(all["items"], json!([]));
+}
+
+/// (seq, entity, op, id) of each change item.
+fn changes_of(page: &Value) -> Vec<(u64, String, String, String)> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                i["seq"].as_u64().expect("seq"),
+                i["entity"].as_str().expect("entity").to_owned(),
+                i["op"].as_str().expect("op").to_owned(),
+                i["id"].as_str().expect("id").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn changes_are_seq_ordered_and_page_without_gaps() {
+    let app = spawn_app().await;
+    let admin_id = body(app.get("/v1/me", &app.admin).await).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let l = app
+            .create_lead(&app.admin, json!({"email": format!("c{n}@acme.com")}))
+            .await;
+        ids.push(l["id"].as_str().unwrap().to_owned());
+    }
+    let res = app
+        .patch(
+            &format!("/v1/leads/{}", ids[0]),
+            &app.admin,
+            &json!({"title": "VP"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app
+        .post(
+            &format!("/v1/leads/{}/activities", ids[1]),
+            &app.admin,
+            &json!({"kind": "note"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let activity = body(res).await["id"].as_str().unwrap().to_owned();
+    let res = app
+        .delete(&format!("/v1/leads/{}", ids[2]), &app.admin)
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    let res = app.get("/v1/changes", &app.admin).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let all = body(res).await;
+    let got = changes_of(&all);
+    let s = |v: &str| v.to_owned();
+    let want: Vec<(String, String, String)> = vec![
+        (s("user"), s("create"), admin_id.clone()),
+        (s("lead"), s("create"), ids[0].clone()),
+        (s("lead"), s("create"), ids[1].clone()),
+        (s("lead"), s("create"), ids[2].clone()),
+        (s("lead"), s("update"), ids[0].clone()),
+        (s("activity"), s("create"), activity.clone()),
+        (s("lead"), s("update"), ids[1].clone()),
+        (s("lead"), s("delete"), ids[2].clone()),
+    ];
+    assert_eq!(
+        got.iter()
+            .map(|(_, e, o, i)| (e.clone(), o.clone(), i.clone()))
+            .collect::<Vec<_>>(),
+        want
+    );
+    let seqs: Vec<u64> = got.iter().map(|c| c.0).collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<u64>>(), "consecutive seqs");
+    assert_eq!(all["next"], 8);
+    for item in all["items"].as_array().unwrap() {
+        let at = item["at"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{at}");
+    }
+
+    // paging with since=next continues exactly where the last page ended
+    let mut paged = Vec::new();
+    let mut since = 0;
+    let mut pages = 0;
+    loop {
+        let page = body(
+            app.get(&format!("/v1/changes?since={since}&limit=3"), &app.admin)
+                .await,
+        )
+        .await;
+        let items = changes_of(&page);
+        let next = page["next"].as_u64().expect("next");
+        if items.is_empty() {
+            assert_eq!(next, since, "an empty page stays put");
+            break;
+        }
+        assert!(items.len() <= 3);
+        assert_eq!(next, items.last().unwrap().0);
+        paged.extend(items);
+        since = next;
+        pages += 1;
+        assert!(pages < 10);
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(paged, got);
+
+    // a later change shows up after the last `next`
+    app.create_lead(&app.admin, json!({"email": "late@acme.com"}))
+        .await;
+    let page = body(app.get("/v1/changes?since=8", &app.admin).await).await;
+    let items = changes_of(&page);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].0, 9);
+    assert_eq!(page["next"], 9);
+
+    // a rep's feed skips what they may not see but still moves `next` past it
+    let (rep_id, rep) = app.rep("r", None).await;
+    let mine = app
+        .create_lead(&rep, json!({"email": "mine@acme.com"}))
+        .await;
+    let page = body(app.get("/v1/changes?since=0", &rep).await).await;
+    let items = changes_of(&page);
+    let seen: Vec<(String, String)> = items
+        .iter()
+        .map(|(_, e, _, i)| (e.clone(), i.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (s("user"), rep_id.clone()),
+            (s("lead"), mine["id"].as_str().unwrap().to_owned())
+        ]
+    );
+    let admin_page = body(app.get("/v1/changes?since=0&limit=500", &app.admin).await).await;
+    assert_eq!(page["next"], admin_page["next"]);
+}
+
+#[tokio::test]
+async fn bad_change_parameters_are_422() {
+    let app = spawn_app().await;
+    for (query, field) in [
+        ("since=abc", "since"),
+        ("since=-1", "since"),
+        ("since=1.5", "since"),
+        ("since=99999999999999999999999", "since"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("after=1", "after"),
+    ] {
+        let res = app.get(&format!("/v1/changes?{query}"), &app.admin).await;
+        let p = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(first_field(&p), field, "{query}");
+    }
+    // a since past the end is simply empty
+    let page = body(app.get("/v1/changes?since=1000", &app.admin).await).await;
+    assert_eq!(page["items"], json!([]));
+    assert_eq!(page["next"], 1000);
+}
+
+/// Each kind of client error, on a handful of routes, is an RFC 9457 problem.
+#[tokio::test]
+async fn every_client_error_is_problem_json() {
+    let app = spawn_app_with(|c| c.http.max_body_bytes = 4096).await;
+    let (_, rep) = app.rep("r", None).await;
+    let lead = app
+        .create_lead(&app.admin, json!({"email": "e@acme.com"}))
+        .await;
+    let lead_path = format!("/v1/leads/{}", lead["id"].as_str().unwrap());
+    let big = json!({"email": "big@acme.com", "company": "x".repeat(8000)}).to_string();
+
+    let cases: Vec<(StatusCode, &str, reqwest::RequestBuilder)> = vec![
+        (
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            app.req(Method::POST, "/v1/leads", &app.admin)
+                .header("content-type", "application/json")
+                .body("{\"email\": "),
+        ),
+        (
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            app.req(Method::POST, "/v1/users", &app.admin)
+                .header("content-type", "application/json")
+                .body("not json"),
+        ),
+        (
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            app.client.get(app.url("/v1/leads")),
+        ),
+        (
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            app.client
+                .post(app.url("/v1/auth/login"))
+                .json(&json!({"email": "x@acme.com", "password": "nope nope"})),
+        ),
+        (
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            app.req(Method::POST, "/v1/users", &rep)
+                .json(&json!({"name": "x", "role": "rep"})),
+        ),
+        (
+            StatusCode::NOT_FOUND,
+            "not-found",
+            app.req(Method::GET, &lead_path, &rep),
+        ),
+        (
+            StatusCode::NOT_FOUND,
+            "not-found",
+            app.req(Method::GET, "/v1/unknown", &app.admin),
+        ),
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            app.req(Method::PUT, &lead_path, &app.admin),
+        ),
+        (
+            StatusCode::CONFLICT,
+            "conflict",
+            app.req(Method::POST, "/v1/users", &app.admin)
+                .json(&json!({"name": "r", "role": "rep"})),
+        ),
+        (
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            app.req(Method::PATCH, &lead_path, &app.admin)
+                .header("if-match", "\"99\"")
+                .json(&json!({"title": "x"})),
+        ),
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            app.req(Method::POST, "/v1/leads", &app.admin)
+                .header("content-type", "application/json")
+                .body(big),
+        ),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            app.req(Method::POST, "/v1/leads", &app.admin)
+                .header("content-type", "text/plain")
+                .body("email=x@acme.com"),
+        ),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            app.req(Method::POST, "/v1/activities", &app.admin)
+                .body("{}"),
+        ),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            app.req(Method::POST, "/v1/leads", &app.admin)
+                .json(&json!({"email": "not an email"})),
+        ),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            app.req(Method::GET, "/v1/leads?limit=0", &app.admin),
+        ),
+    ];
+    for (status, slug, req) in cases {
+        let req = req.build().unwrap();
+        let what = format!("{} {}", req.method(), req.url().path());
+        let res = app.client.execute(req).await.unwrap();
+        assert_eq!(res.status(), status, "{what}");
+        let p = assert_problem(res, status).await;
+        assert_eq!(
+            p["type"],
+            format!("https://leadline.dev/problems/{slug}"),
+            "{what}"
+        );
+        assert_eq!(
+            p["title"],
+            status.canonical_reason().unwrap(),
+            "{what}: title is the status's reason phrase"
+        );
+        assert!(!p["detail"].as_str().unwrap().is_empty(), "{what}");
+        if status == StatusCode::UNPROCESSABLE_ENTITY {
+            assert!(!first_field(&p).is_empty(), "{what}: 422 names a field");
+        }
+    }
+    // none of the failed writes wrote anything
+    let all = body(app.get("/v1/leads", &app.admin).await).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 1);
+}

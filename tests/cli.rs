@@ -1,0 +1,265 @@
+//! The `leadline` binary as an operator uses it: help on every command, `token create` and
+//! `user create` against a data directory, config errors, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn leadline() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_leadline"));
+    c.env("LEADLINE_LOG", "warn").env_remove("LEADLINE_CONFIG");
+    c
+}
+
+fn run(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
+    let out = leadline()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run leadline");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_on_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["token", "--help"],
+        vec!["token", "create", "--help"],
+        vec!["user", "--help"],
+        vec!["user", "create", "--help"],
+        vec!["bench", "--help"],
+        vec!["bench", "ingest", "--help"],
+    ] {
+        let (ok, out, err) = run(&args, dir.path());
+        assert!(ok, "{args:?} failed: {err}");
+        assert!(out.contains("Usage:"), "{args:?}: {out}");
+    }
+    let (_, out, _) = run(&["serve", "--help"], dir.path());
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--plugins-dir",
+        "--log-format",
+        "--config",
+    ] {
+        assert!(out.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            let mut first = String::new();
+            let _ = BufReader::new(s).read_line(&mut first);
+            if first.contains(" 200 ") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "server never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn http_get(port: u16, path: &str, token: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn token_and_user_create_work_on_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let (ok, _, err) = run(
+        &["token", "create", "--user", "bob", "--data-dir", data_s],
+        dir.path(),
+    );
+    assert!(
+        !ok && err.contains("--role"),
+        "unknown user without --role must fail clearly: {err}"
+    );
+    let (ok, token, err) = run(
+        &[
+            "token",
+            "create",
+            "--user",
+            "bob",
+            "--role",
+            "rep",
+            "--data-dir",
+            data_s,
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("ll_"));
+    let (ok, _, err) = run(
+        &[
+            "token",
+            "create",
+            "--user",
+            "bob",
+            "--role",
+            "admin",
+            "--data-dir",
+            data_s,
+        ],
+        dir.path(),
+    );
+    assert!(!ok && err.contains("role"), "{err}");
+
+    let mut child = leadline()
+        .args([
+            "user",
+            "create",
+            "--name",
+            "Mia",
+            "--role",
+            "manager",
+            "--email",
+            "mia@example.com",
+            "--password-stdin",
+            "--data-dir",
+            data_s,
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long password\n")
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    let port = free_port();
+    let mut server = leadline()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data_s,
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(port);
+    let me = http_get(port, "/v1/me", &token);
+    assert!(me.starts_with("HTTP/1.1 200"), "{me}");
+    assert!(
+        me.contains("\"name\":\"bob\"") && me.contains("\"role\":\"rep\""),
+        "{me}"
+    );
+
+    // While the server runs, the CLI refuses clearly instead of corrupting anything.
+    let (ok, _, err) = run(
+        &["token", "create", "--user", "bob", "--data-dir", data_s],
+        dir.path(),
+    );
+    assert!(!ok && err.contains("in use"), "{err}");
+
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let status = server.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
+    // The users existed before the server started, so it printed no admin token.
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut server.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(!out.contains("LEADLINE_ADMIN_TOKEN"), "{out}");
+}
+
+#[test]
+fn misspelled_config_key_stops_the_server_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("leadline.toml"),
+        "lisen = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["serve"], dir.path());
+    assert!(!ok);
+    assert!(err.contains("lisen"), "{err}");
+}
+
+#[test]
+fn misspelled_env_var_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = leadline()
+        .args([
+            "token",
+            "create",
+            "--user",
+            "x",
+            "--role",
+            "rep",
+            "--data-dir",
+            "d",
+        ])
+        .env("LEADLINE_DATA_DIRR", "oops")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LEADLINE_DATA_DIRR") && err.contains("LEADLINE_DATA_DIR"),
+        "{err}"
+    );
+}
+
+#[test]
+fn starts_with_no_configuration_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    // Everything defaulted except the port, so parallel test runs do not collide on 8080.
+    let port = free_port();
+    let mut server = leadline()
+        .args(["serve"])
+        .env("LEADLINE_LISTEN", format!("127.0.0.1:{port}"))
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    let mut token = None;
+    while stdout.read_line(&mut line).unwrap() > 0 {
+        if let Some(t) = line.trim().strip_prefix("LEADLINE_ADMIN_TOKEN=") {
+            token = Some(t.to_owned());
+            break;
+        }
+        line.clear();
+    }
+    let token = token.expect("first start prints the admin token");
+    wait_ready(port);
+    assert!(
+        dir.path().join("data/leadline.redb").exists(),
+        "creates ./data"
+    );
+    assert!(http_get(port, "/v1/me", &token).starts_with("HTTP/1.1 200"));
+    unsafe { libc::kill(server.id() as i32, libc::SIGINT) };
+    assert!(server.wait().unwrap().success());
+}
