@@ -49,6 +49,45 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Principals by token hash, valid while no user or token has changed since they were read.
+#[derive(Default)]
+pub(crate) struct PrincipalCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedPrincipal>>,
+}
+
+struct CachedPrincipal {
+    epoch: u64,
+    expires_at: Option<i64>,
+    principal: Principal,
+}
+
+/// Enough for every active token of a small business; past it the cache starts over.
+const PRINCIPAL_CACHE_MAX: usize = 10_000;
+
+impl PrincipalCache {
+    fn get(&self, hash: &[u8; 32], epoch: u64, now: i64) -> Option<Principal> {
+        let entries = self.entries.lock().ok()?;
+        let e = entries.get(hash)?;
+        (e.epoch == epoch && e.expires_at.is_none_or(|x| x > now)).then(|| e.principal.clone())
+    }
+
+    fn put(&self, hash: [u8; 32], epoch: u64, expires_at: Option<i64>, principal: &Principal) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= PRINCIPAL_CACHE_MAX {
+                entries.clear();
+            }
+            entries.insert(
+                hash,
+                CachedPrincipal {
+                    epoch,
+                    expires_at,
+                    principal: principal.clone(),
+                },
+            );
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoginOutcome {
     pub token: String,
@@ -59,6 +98,12 @@ impl Service {
     /// Resolves a bearer token. Unknown, expired, or belonging to an inactive user → 401.
     pub fn authenticate(&self, token: &str) -> ServiceResult<Principal> {
         let hash = hash_token(token);
+        // Read the epoch before the snapshot: an entry cached from a snapshot older than a
+        // user/token change then carries an old epoch and is never served.
+        let epoch = self.store.auth_epoch();
+        if let Some(p) = self.principals.get(&hash, epoch, self.now()) {
+            return Ok(p);
+        }
         let snap = self.store.read()?;
         let bad = || ServiceError::Unauthorized("invalid or expired token".into());
         let t = snap.token(&hash)?.ok_or_else(bad)?;
@@ -80,11 +125,13 @@ impl Service {
         } else {
             Vec::new()
         };
-        Ok(Principal {
+        let principal = Principal {
             user,
             team_member_ids,
             token_hash: hash,
-        })
+        };
+        self.principals.put(hash, epoch, t.expires_at, &principal);
+        Ok(principal)
     }
 
     /// On an empty store, creates user `admin` with a long-lived token and returns the token.

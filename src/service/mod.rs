@@ -103,6 +103,7 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     rules: Arc<NormalizeRules>,
     cfg: Arc<ServiceConfig>,
+    principals: Arc<auth::PrincipalCache>,
 }
 
 impl Service {
@@ -117,6 +118,7 @@ impl Service {
             clock,
             rules: Arc::new(rules),
             cfg: Arc::new(cfg),
+            principals: Arc::default(),
         }
     }
 

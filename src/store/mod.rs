@@ -121,6 +121,7 @@ struct Inner {
     jobs: Option<mpsc::Sender<Job>>,
     committed_seq: watch::Receiver<u64>,
     writer: Option<std::thread::JoinHandle<()>>,
+    auth_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -162,7 +163,9 @@ impl Store {
         };
         let db = Arc::new(db);
         let last_seq = init_schema(&db)?;
-        let (jobs, committed_seq, writer) = writer::spawn(db.clone(), clock, cfg, last_seq)?;
+        let auth_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (jobs, committed_seq, writer) =
+            writer::spawn(db.clone(), clock, cfg, last_seq, auth_epoch.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -170,6 +173,7 @@ impl Store {
                 jobs: Some(jobs),
                 committed_seq,
                 writer: Some(writer),
+                auth_epoch,
             }),
         })
     }
@@ -206,6 +210,13 @@ impl Store {
     /// The seq of the newest durable change (followers wait on this).
     pub fn committed_seq(&self) -> watch::Receiver<u64> {
         self.inner.committed_seq.clone()
+    }
+
+    /// Changes whenever a committed transaction touched users or tokens.
+    pub fn auth_epoch(&self) -> u64 {
+        self.inner
+            .auth_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the writer is still running.

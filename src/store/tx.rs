@@ -59,6 +59,8 @@ pub struct Tx<'t> {
     pub now: Millis,
     pub(super) next_seq: u64,
     pub(super) ids: &'t mut IdGen,
+    /// Set when a user or token changed, so cached authentications are dropped on commit.
+    pub(super) auth_changed: bool,
     pub(super) leads: Table<'t, u128, &'static [u8]>,
     pub(super) lead_index: Table<'t, &'static [u8], ()>,
     pub(super) lead_by_email: Table<'t, &'static str, u128>,
@@ -86,6 +88,7 @@ impl<'t> Tx<'t> {
             now,
             next_seq,
             ids,
+            auth_changed: false,
             leads: txn.open_table(LEADS)?,
             lead_index: txn.open_table(LEAD_INDEX)?,
             lead_by_email: txn.open_table(LEAD_BY_EMAIL)?,
@@ -291,6 +294,7 @@ impl<'t> Tx<'t> {
     }
 
     pub fn put_user(&mut self, old: Option<&User>, new: &User) -> StoreResult<()> {
+        self.auth_changed = true;
         let id = new.id.as_u128();
         self.users.insert(id, encode(new).as_slice())?;
         let old_name = old.map(|o| o.name.to_lowercase());
@@ -315,6 +319,7 @@ impl<'t> Tx<'t> {
 
     /// Removes a user and every token they hold.
     pub fn delete_user(&mut self, user: &User) -> StoreResult<()> {
+        self.auth_changed = true;
         self.users.remove(user.id.as_u128())?;
         self.user_by_name
             .remove(user.name.to_lowercase().as_str())?;
@@ -336,12 +341,14 @@ impl<'t> Tx<'t> {
     }
 
     pub fn put_token(&mut self, hash: &[u8; 32], token: &Token) -> StoreResult<()> {
+        self.auth_changed = true;
         self.tokens
             .insert(hash.as_slice(), encode(token).as_slice())?;
         Ok(())
     }
 
     pub fn delete_token(&mut self, hash: &[u8; 32]) -> StoreResult<bool> {
+        self.auth_changed = true;
         Ok(self.tokens.remove(hash.as_slice())?.is_some())
     }
 

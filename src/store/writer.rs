@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use redb::{Database, Durability};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
 
 /// Tuning of the group commit.
@@ -17,6 +18,8 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// Jobs that may wait in the queue before senders wait (backpressure).
     pub queue: usize,
+    /// How long to wait for more jobs when far fewer arrived than the last batch held.
+    pub gather_wait: std::time::Duration,
 }
 
 impl Default for WriterConfig {
@@ -24,6 +27,7 @@ impl Default for WriterConfig {
         WriterConfig {
             max_batch: 1024,
             queue: 16 * 1024,
+            gather_wait: std::time::Duration::from_micros(200),
         }
     }
 }
@@ -33,6 +37,7 @@ pub(super) fn spawn(
     clock: Arc<dyn Clock>,
     cfg: WriterConfig,
     last_seq: u64,
+    auth_epoch: Arc<AtomicU64>,
 ) -> StoreResult<(
     mpsc::Sender<Job>,
     watch::Receiver<u64>,
@@ -46,17 +51,20 @@ pub(super) fn spawn(
             let mut ids = IdGen::new();
             let mut next_seq = last_seq + 1;
             let mut batch: Vec<Job> = Vec::with_capacity(cfg.max_batch);
+            let mut last_batch = 0usize;
             while let Some(first) = jobs_rx.blocking_recv() {
                 batch.push(first);
-                while batch.len() < cfg.max_batch {
-                    match jobs_rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
+                drain(&mut jobs_rx, &mut batch, cfg.max_batch);
+                // The requests answered by the last commit are likely on their way back; a
+                // short wait lets them share this commit instead of each paying for one.
+                if cfg.gather_wait > std::time::Duration::ZERO && batch.len() * 2 < last_batch {
+                    std::thread::sleep(cfg.gather_wait);
+                    drain(&mut jobs_rx, &mut batch, cfg.max_batch);
                 }
+                last_batch = batch.len();
                 let now = clock.now_ms();
                 let jobs = std::mem::take(&mut batch);
-                match run_batch(&db, jobs, now, next_seq, &mut ids, &seq_tx) {
+                match run_batch(&db, jobs, now, next_seq, &mut ids, &seq_tx, &auth_epoch) {
                     Ok(seq_after) => next_seq = seq_after,
                     Err(e) => tracing::error!(error = %e, "write batch failed; its requests were answered with an error"),
                 }
@@ -65,6 +73,15 @@ pub(super) fn spawn(
         })
         .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
     Ok((jobs_tx, seq_rx, handle))
+}
+
+fn drain(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Applies `jobs` in one transaction, publishes the committed seq and answers each. Returns
@@ -76,6 +93,7 @@ fn run_batch(
     next_seq: u64,
     ids: &mut IdGen,
     seq_tx: &watch::Sender<u64>,
+    auth_epoch: &AtomicU64,
 ) -> StoreResult<u64> {
     let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
     let mut failure: Option<StoreError> = None;
@@ -86,6 +104,7 @@ fn run_batch(
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let seq_after;
+        let auth_changed;
         {
             let mut tx = Tx::open(&txn, now, next_seq, ids)?;
             let mut jobs = jobs.into_iter();
@@ -113,6 +132,7 @@ fn run_batch(
             // `Store::write` reports as a failed batch.
             drop(jobs);
             seq_after = tx.next_seq;
+            auth_changed = tx.auth_changed;
         }
         if let Some(e) = &failure {
             txn.abort()?;
@@ -120,6 +140,11 @@ fn run_batch(
         }
         applied_at = std::time::Instant::now();
         txn.commit()?;
+        if auth_changed {
+            // After the commit and before any reply: an authentication cached from an older
+            // snapshot is then never used again (see `Service::authenticate`).
+            auth_epoch.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(seq_after)
     })();
     tracing::trace!(
@@ -175,7 +200,15 @@ mod tests {
         let (b, b_rx) = make_job::<(), _>(|_| Err(StoreError::Storage("disk on fire".into())));
         let (c, c_rx) = lead_job("c@example.com");
         let mut ids = IdGen::new();
-        let result = run_batch(&db, vec![a, b, c], 1_000, 1, &mut ids, &watch::channel(0).0);
+        let result = run_batch(
+            &db,
+            vec![a, b, c],
+            1_000,
+            1,
+            &mut ids,
+            &watch::channel(0).0,
+            &AtomicU64::new(0),
+        );
         assert!(result.is_err());
         for rx in [
             a_rx.blocking_recv().unwrap().map(|_| ()),
@@ -211,7 +244,16 @@ mod tests {
         let (b, b_rx) = lead_job("b@example.com");
         let mut ids = IdGen::new();
         assert_eq!(
-            run_batch(&db, vec![a, b], 1_000, 1, &mut ids, &watch::channel(0).0).unwrap(),
+            run_batch(
+                &db,
+                vec![a, b],
+                1_000,
+                1,
+                &mut ids,
+                &watch::channel(0).0,
+                &AtomicU64::new(0)
+            )
+            .unwrap(),
             3
         );
         assert!(a_rx.blocking_recv().unwrap().is_ok());
@@ -235,7 +277,7 @@ mod tests {
         let (p, _p_rx) = make_job::<(), _>(|_| panic!("boom"));
         let mut ids = IdGen::new();
         assert!(matches!(
-            run_batch(&db, vec![a, p], 1_000, 1, &mut ids, &watch::channel(0).0),
+            run_batch(&db, vec![a, p], 1_000, 1, &mut ids, &watch::channel(0).0, &AtomicU64::new(0)),
             Err(StoreError::Panicked(m)) if m == "boom"
         ));
         assert!(matches!(
