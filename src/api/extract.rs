@@ -61,6 +61,10 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
                 Category::Syntax | Category::Eof | Category::Io => Err(ApiError::Malformed(
                     format!("the body is not valid JSON: {inner}"),
                 )),
+                Category::Data if serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_err() => {
+                    // serde stops at the first wrong field; a body that is not even JSON is a 400.
+                    Err(ApiError::Malformed("the body is not valid JSON".to_owned()))
+                }
                 Category::Data => {
                     let path = e.path().to_string();
                     let path = if path == "." { String::new() } else { path };
@@ -352,6 +356,10 @@ mod tests {
     #[test]
     fn json_errors_name_the_field() {
         assert!(matches!(parse_json::<T>(b"{"), Err(ApiError::Malformed(_))));
+        assert!(matches!(
+            parse_json::<T>(br#"{"zz": ["#),
+            Err(ApiError::Malformed(_))
+        ));
         assert_eq!(field_of(parse_json(br#"{"a":"x"}"#)), "a");
         assert_eq!(field_of(parse_json(br#"{"a":1,"zz":2}"#)), "zz");
         assert_eq!(field_of(parse_json(br#"{"a":1,"b":{"c":1}}"#)), "b.c");

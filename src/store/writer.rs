@@ -18,8 +18,6 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// Jobs that may wait in the queue before senders wait (backpressure).
     pub queue: usize,
-    /// How long to wait for more jobs when far fewer arrived than the last batch held.
-    pub gather_wait: std::time::Duration,
 }
 
 impl Default for WriterConfig {
@@ -27,7 +25,6 @@ impl Default for WriterConfig {
         WriterConfig {
             max_batch: 1024,
             queue: 16 * 1024,
-            gather_wait: std::time::Duration::from_micros(200),
         }
     }
 }
@@ -51,17 +48,9 @@ pub(super) fn spawn(
             let mut ids = IdGen::new();
             let mut next_seq = last_seq + 1;
             let mut batch: Vec<Job> = Vec::with_capacity(cfg.max_batch);
-            let mut last_batch = 0usize;
             while let Some(first) = jobs_rx.blocking_recv() {
                 batch.push(first);
                 drain(&mut jobs_rx, &mut batch, cfg.max_batch);
-                // The requests answered by the last commit are likely on their way back; a
-                // short wait lets them share this commit instead of each paying for one.
-                if cfg.gather_wait > std::time::Duration::ZERO && batch.len() * 2 < last_batch {
-                    std::thread::sleep(cfg.gather_wait);
-                    drain(&mut jobs_rx, &mut batch, cfg.max_batch);
-                }
-                last_batch = batch.len();
                 let now = clock.now_ms();
                 let jobs = std::mem::take(&mut batch);
                 match run_batch(&db, jobs, now, next_seq, &mut ids, &seq_tx, &auth_epoch) {

@@ -248,3 +248,30 @@ pub async fn spawn_app_with_clock(
         server: Some(server),
     }
 }
+
+/// Asserts `res` has `status`, returning its JSON body (shown when the status is wrong).
+pub async fn expect_json(res: Response, status: StatusCode) -> Value {
+    let got = res.status();
+    let body: Value = res.json().await.expect("json body");
+    assert_eq!(got, status, "{body}");
+    body
+}
+
+/// Asserts a 422 problem whose first error names `field`, returning the problem.
+pub async fn assert_invalid(res: Response, field: &str) -> Value {
+    let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(first_field(&problem), field, "{problem}");
+    problem
+}
+
+/// Asserts that `v` holds each entry of the object `expected`. A key may be a dotted path
+/// (`utm.source`, `errors.0.field`); a missing value counts as `null`.
+pub fn assert_fields(v: &Value, expected: Value) {
+    for (path, want) in expected.as_object().expect("an object of expected fields") {
+        let got = path.split('.').fold(v, |v, k| match k.parse::<usize>() {
+            Ok(i) => &v[i],
+            Err(_) => &v[k],
+        });
+        assert_eq!(got, want, "{path} in {v}");
+    }
+}
