@@ -4,9 +4,9 @@
 use super::email::Email;
 use super::phone::Phone;
 use super::time::{Millis, opt_rfc3339, parse_rfc3339, to_rfc3339};
-use super::{FieldError, Problems, clean_text};
+use super::{FieldError, Problems, clean_text, patch_field};
 use phonenumber::country::Id as Region;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -559,27 +559,6 @@ impl Lead {
         }
     }
 }
-
-/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`) in a merge patch.
-fn patch_field<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// Fields a client may never write.
-pub const READ_ONLY_FIELDS: &[&str] = &[
-    "id",
-    "created_at",
-    "updated_at",
-    "version",
-    "score",
-    "first_touch_at",
-    "last_activity_at",
-    "merged",
-];
 
 /// A JSON merge patch (RFC 7396) of a lead: absent leaves a field alone, `null` clears it.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]

@@ -8,7 +8,7 @@ pub mod phone;
 pub mod time;
 pub mod user;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A problem with one field of client input, named so a frontend can point at it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +47,16 @@ impl Problems {
             Err(self.0)
         }
     }
+}
+
+/// For `#[serde(deserialize_with)]` in merge patches: tells an absent field (`None`, via
+/// `#[serde(default)]`) from an explicit `null` (`Some(None)`).
+pub(crate) fn patch_field<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Checks a free-text field: trimmed, bounded, no control characters. Empty becomes `None`.

@@ -3,8 +3,8 @@
 use super::email::Email;
 use super::lead::Lead;
 use super::time::{Millis, to_rfc3339};
-use super::{FieldError, Problems, clean_text};
-use serde::{Deserialize, Deserializer, Serialize};
+use super::{FieldError, Problems, clean_text, patch_field};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -283,14 +283,6 @@ impl NewUser {
             password_hash,
         }
     }
-}
-
-fn patch_field<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A merge patch of a user.
