@@ -4,7 +4,8 @@
 use super::leads::apply_create;
 use super::{Idempotency, Render, Service, ServiceError, ServiceResult, Written};
 use crate::domain::activity::{Activity, LeadRef, NewActivity, TOUCH_KINDS, TimelineItem};
-use crate::domain::lead::NewLead;
+use crate::domain::email::Email;
+use crate::domain::lead::{Flags, NewLead};
 use crate::domain::user::Principal;
 use crate::store::query;
 use crate::store::{Entity, Op};
@@ -35,6 +36,11 @@ impl Service {
         idem: Option<(Idempotency, Render<ActivityCreated>)>,
     ) -> ServiceResult<Written<ActivityCreated>> {
         let principal = p.clone();
+        // A lead created for this activity gets the same flags as any other capture.
+        let personal_email = match &new.lead {
+            LeadRef::Email(e) => Email::parse(e).is_ok_and(|e| self.rules.is_personal(&e)),
+            LeadRef::Id(_) => false,
+        };
         self.write_idempotent(p.id(), idem, move |tx| {
             let p = &principal;
             let (mut lead, lead_created) = match &new.lead {
@@ -50,7 +56,10 @@ impl Service {
                     None => {
                         let fresh = NewLead {
                             email: Some(email.clone()),
-                            flags: crate::domain::lead::Flags::default(),
+                            flags: Flags {
+                                personal_email,
+                                ..Flags::default()
+                            },
                             ..Default::default()
                         };
                         match apply_create(tx, p, fresh)? {

@@ -104,6 +104,7 @@ async fn activity_by_email_creates_the_lead_once_then_attaches() {
     let id = str_of(&first, "lead_id").to_owned();
     let l = lead(&app, &rep, &id).await;
     assert_eq!(l["email"], "new.person@acme.com");
+    assert_eq!(l["flags"]["personal_email"], false);
     assert_eq!(l["owner_id"], rep_id.as_str(), "a rep's new lead is theirs");
     assert_eq!(l["last_activity_at"], first["occurred_at"]);
 
@@ -568,4 +569,19 @@ async fn idempotency_key_makes_activity_retries_safe() {
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
     let leads = body(app.get("/v1/leads", &app.admin).await).await;
     assert_eq!(leads["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_lead_created_by_an_activity_is_flagged_like_any_capture() {
+    let app = spawn_app().await;
+    let a = record(
+        &app,
+        &app.admin,
+        "/v1/activities",
+        json!({"email": "someone@QQ.com", "kind": "page_view"}),
+    )
+    .await;
+    assert_eq!(a["lead_created"], true);
+    let l = lead(&app, &app.admin, str_of(&a, "lead_id")).await;
+    assert_eq!(l["flags"]["personal_email"], true);
 }
