@@ -19,6 +19,8 @@ pub enum Field {
     Channel = 6,
     Campaign = 7,
     Tag = 8,
+    /// Unowned leads waiting in a pool: what reps and managers see besides their own.
+    Pooled = 9,
 }
 
 /// The order an index row sorts by.
@@ -96,6 +98,9 @@ pub fn rows(lead: &Lead) -> Vec<Vec<u8>> {
         out.push(key(&prefix(Field::All, &[], sort), v, id));
         out.push(key(&prefix(Field::Stage, &stage, sort), v, id));
         out.push(key(&prefix(Field::Owner, &owner, sort), v, id));
+        if lead.owner_id.is_none() && lead.pool_id.is_some() {
+            out.push(key(&prefix(Field::Pooled, &[], sort), v, id));
+        }
     }
     let created = lead.created_at;
     let mut created_row = |field: Field, value: &[u8]| {
@@ -175,6 +180,10 @@ mod tests {
         let r = rows(&a);
         // 3 sorts × (all, stage, owner) + status + source + 2 tags
         assert_eq!(r.len(), 9 + 1 + 1 + 2);
+        let mut pooled = a.clone();
+        pooled.pool_id = Some(Uuid::now_v7());
+        // + 3 sorts × pooled + the pool itself
+        assert_eq!(rows(&pooled).len(), r.len() + 3 + 1);
         let mut b = a.clone();
         b.stage = Stage::Mql;
         let (removed, added) = diff(Some(&a), Some(&b));

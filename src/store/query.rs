@@ -98,12 +98,15 @@ pub fn plan(q: &LeadQuery) -> Vec<Vec<u8>> {
     let f = &q.filter;
     let sort = q.sort;
     let owner_prefix = |o: Option<Uuid>| prefix(Field::Owner, &lead_index::uuid_value(o), sort);
+    // Of the unowned leads, a restricted caller sees only pooled ones: scan just those.
+    let pooled = || prefix(Field::Pooled, &[], sort);
     match (&f.owner, &q.visibility) {
         (Some(Some(o)), Visibility::Owners(list)) if !list.contains(o) => vec![],
+        (Some(None), Visibility::Owners(_)) => vec![pooled()],
         (Some(o), _) => vec![owner_prefix(*o)],
         (None, Visibility::Owners(list)) => {
             let mut v: Vec<Vec<u8>> = list.iter().map(|o| owner_prefix(Some(*o))).collect();
-            v.push(owner_prefix(None));
+            v.push(pooled());
             v
         }
         (None, Visibility::All) => {
