@@ -92,13 +92,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
-        .layer(axum::middleware::map_response(move |res: Response| {
-            problem_for_bare_errors(res, max_body_bytes)
-        }))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
+        // Outside the layers above, so their bare 413/503 answers get a problem body too.
+        .layer(axum::middleware::map_response(move |res: Response| {
+            problem_for_bare_errors(res, max_body_bytes)
+        }))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("a handler panicked".into()).into_response()
         }))
