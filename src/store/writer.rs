@@ -180,24 +180,51 @@ mod tests {
         })
     }
 
-    #[test]
-    fn one_failing_job_fails_its_whole_batch_and_nothing_is_written() {
+    /// A fresh database with every table, in a directory that lives as long as it is used.
+    fn fresh_db() -> (tempfile::TempDir, Database) {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("t.redb")).unwrap();
         init_schema(&db).unwrap();
-        let (a, a_rx) = lead_job("a@example.com");
-        let (b, b_rx) = make_job::<(), _>(|_| Err(StoreError::Storage("disk on fire".into())));
-        let (c, c_rx) = lead_job("c@example.com");
+        (dir, db)
+    }
+
+    fn run(db: &Database, jobs: Vec<Job>) -> StoreResult<u64> {
         let mut ids = IdGen::new();
-        let result = run_batch(
-            &db,
-            vec![a, b, c],
+        run_batch(
+            db,
+            jobs,
             1_000,
             1,
             &mut ids,
             &watch::channel(0).0,
             &AtomicU64::new(0),
-        );
+        )
+    }
+
+    fn rows(db: &Database, table: redb::TableDefinition<'_, u64, &[u8]>) -> u64 {
+        db.begin_read()
+            .unwrap()
+            .open_table(table)
+            .unwrap()
+            .len()
+            .unwrap()
+    }
+
+    fn leads(db: &Database) -> u64 {
+        let read = db.begin_read().unwrap();
+        read.open_table(crate::store::tables::LEADS)
+            .unwrap()
+            .len()
+            .unwrap()
+    }
+
+    #[test]
+    fn one_failing_job_fails_its_whole_batch_and_nothing_is_written() {
+        let (_dir, db) = fresh_db();
+        let (a, a_rx) = lead_job("a@example.com");
+        let (b, b_rx) = make_job::<(), _>(|_| Err(StoreError::Storage("disk on fire".into())));
+        let (c, c_rx) = lead_job("c@example.com");
+        let result = run(&db, vec![a, b, c]);
         assert!(result.is_err());
         for rx in [
             a_rx.blocking_recv().unwrap().map(|_| ()),
@@ -207,66 +234,29 @@ mod tests {
         }
         // The job after the failure never ran: its channel closes, which `Store::write` reports.
         assert!(c_rx.blocking_recv().is_err());
-        let read = db.begin_read().unwrap();
-        assert_eq!(
-            read.open_table(crate::store::tables::LEADS)
-                .unwrap()
-                .len()
-                .unwrap(),
-            0
-        );
-        assert_eq!(
-            read.open_table(crate::store::tables::CHANGELOG)
-                .unwrap()
-                .len()
-                .unwrap(),
-            0
-        );
+        assert_eq!(leads(&db), 0);
+        assert_eq!(rows(&db, crate::store::tables::CHANGELOG), 0);
     }
 
     #[test]
     fn a_committed_batch_answers_every_job_and_advances_the_seq() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("t.redb")).unwrap();
-        init_schema(&db).unwrap();
+        let (_dir, db) = fresh_db();
         let (a, a_rx) = lead_job("a@example.com");
         let (b, b_rx) = lead_job("b@example.com");
-        let mut ids = IdGen::new();
-        assert_eq!(
-            run_batch(
-                &db,
-                vec![a, b],
-                1_000,
-                1,
-                &mut ids,
-                &watch::channel(0).0,
-                &AtomicU64::new(0)
-            )
-            .unwrap(),
-            3
-        );
+        assert_eq!(run(&db, vec![a, b]).unwrap(), 3);
         assert!(a_rx.blocking_recv().unwrap().is_ok());
         assert!(b_rx.blocking_recv().unwrap().is_ok());
-        let read = db.begin_read().unwrap();
-        assert_eq!(
-            read.open_table(crate::store::tables::LEADS)
-                .unwrap()
-                .len()
-                .unwrap(),
-            2
-        );
+        assert_eq!(leads(&db), 2);
+        assert_eq!(rows(&db, crate::store::tables::CHANGELOG), 2);
     }
 
     #[test]
     fn a_panicking_job_rolls_back_and_the_error_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("t.redb")).unwrap();
-        init_schema(&db).unwrap();
+        let (_dir, db) = fresh_db();
         let (a, a_rx) = lead_job("a@example.com");
         let (p, _p_rx) = make_job::<(), _>(|_| panic!("boom"));
-        let mut ids = IdGen::new();
         assert!(matches!(
-            run_batch(&db, vec![a, p], 1_000, 1, &mut ids, &watch::channel(0).0, &AtomicU64::new(0)),
+            run(&db, vec![a, p]),
             Err(StoreError::Panicked(m)) if m == "boom"
         ));
         assert!(matches!(
