@@ -8,7 +8,7 @@ use crate::domain::phone::parse_region;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use toml::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -290,10 +290,6 @@ impl Config {
                 .map(|d| d.trim().to_lowercase())
                 .collect(),
         }
-    }
-
-    pub fn data_path(&self) -> &Path {
-        &self.data_dir
     }
 }
 

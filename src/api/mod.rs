@@ -67,11 +67,6 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The OpenAPI document, as served at `/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().1
-}
-
 /// The complete application: routes, `/openapi.json`, fallbacks and middleware.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes();

@@ -117,7 +117,6 @@ type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (Result<(), StoreError>, Reply) + Send
 
 struct Inner {
     db: Arc<Database>,
-    path: PathBuf,
     jobs: Option<mpsc::Sender<Job>>,
     committed_seq: watch::Receiver<u64>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -169,17 +168,12 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
-                path,
                 jobs: Some(jobs),
                 committed_seq,
                 writer: Some(writer),
                 auth_epoch,
             }),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 
     /// Runs `f` inside the next group-commit transaction and returns its result once that

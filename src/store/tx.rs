@@ -220,25 +220,6 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    /// Moves every activity of `from` to `to` (used when two leads merge).
-    pub fn move_activities(&mut self, from: Uuid, to: Uuid) -> StoreResult<usize> {
-        let f = from.as_u128();
-        let keys: Vec<(u128, i64, u128)> = self
-            .activity_by_lead
-            .range((f, i64::MIN, 0)..=(f, i64::MAX, u128::MAX))?
-            .map(|r| r.map(|(k, _)| k.value()))
-            .collect::<Result<_, _>>()?;
-        for key in &keys {
-            let Some(mut a) = get_record::<Activity, _>(&self.activities, key.2)? else {
-                continue;
-            };
-            self.activity_by_lead.remove(*key)?;
-            a.lead_id = to;
-            self.put_activity(&a)?;
-        }
-        Ok(keys.len())
-    }
-
     pub fn put_event(&mut self, e: &LeadEvent) -> StoreResult<()> {
         self.lead_events
             .insert((e.lead_id.as_u128(), e.id.as_u128()), encode(e).as_slice())?;

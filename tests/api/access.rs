@@ -2,7 +2,7 @@
 //! own and pooled ones; a lead a caller may not see is a 404 everywhere, never a 403.
 
 use crate::helpers::*;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 async fn body(res: reqwest::Response) -> Value {
@@ -62,63 +62,48 @@ async fn a_rep_cannot_reach_another_reps_lead_anywhere() {
 
     // Bob: every route says "no such lead".
     let path = format!("/v1/leads/{la}");
-    assert_problem(app.get(&path, &b).await, StatusCode::NOT_FOUND).await;
-    assert_problem(
-        app.patch(&path, &b, &json!({"title": "hacked"})).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_problem(
-        app.patch(&path, &b, &json!({"owner_id": b_id})).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_problem(app.delete(&path, &b).await, StatusCode::NOT_FOUND).await;
-    assert_problem(
-        app.get(&format!("{path}/export"), &b).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_problem(
-        app.get(&format!("{path}/activities"), &b).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_problem(
-        app.post(
-            &format!("{path}/activities"),
-            &b,
-            &json!({"kind": "note", "text": "sneaky"}),
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_problem(
-        app.post(
-            "/v1/activities",
-            &b,
-            &json!({"lead_id": la, "kind": "call"}),
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_problem(
-        app.post(
-            "/v1/activities",
-            &b,
-            &json!({"email": "JIA@acme.cn", "kind": "call"}),
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_problem(
-        app.get(&format!("{path}/timeline"), &b).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    let attempts = [
+        (Method::GET, path.clone(), None),
+        (
+            Method::PATCH,
+            path.clone(),
+            Some(json!({"title": "hacked"})),
+        ),
+        (Method::PATCH, path.clone(), Some(json!({"owner_id": b_id}))),
+        (Method::DELETE, path.clone(), None),
+        (Method::GET, format!("{path}/export"), None),
+        (Method::GET, format!("{path}/activities"), None),
+        (
+            Method::POST,
+            format!("{path}/activities"),
+            Some(json!({"kind": "note", "text": "sneaky"})),
+        ),
+        (
+            Method::POST,
+            "/v1/activities".to_owned(),
+            Some(json!({"lead_id": la, "kind": "call"})),
+        ),
+        (
+            Method::POST,
+            "/v1/activities".to_owned(),
+            Some(json!({"email": "JIA@acme.cn", "kind": "call"})),
+        ),
+        (Method::GET, format!("{path}/timeline"), None),
+    ];
+    for (method, url, payload) in attempts {
+        let res = match (&method, payload) {
+            (&Method::PATCH, Some(p)) => app.patch(&url, &b, &p).await,
+            (_, Some(p)) => app
+                .req(method.clone(), &url, &b)
+                .json(&p)
+                .send()
+                .await
+                .unwrap(),
+            (_, None) => app.req(method.clone(), &url, &b).send().await.unwrap(),
+        };
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{method} {url}");
+        assert_problem(res, StatusCode::NOT_FOUND).await;
+    }
     assert_eq!(listed(&app, &b, "").await, vec![lb.clone()]);
     assert!(
         listed(&app, &b, &format!("?owner_id={a_id}"))
