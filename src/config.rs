@@ -36,6 +36,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub store: StoreConfig,
+    pub capture: CaptureConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +66,44 @@ pub struct StoreConfig {
     pub list_scan_budget: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// UTM/referrer → channel rules, first match wins: `field=a|b [& field=…] -> channel`, where
+    /// field is source, medium or referrer (the referrer's host), `*` is a wildcard and `none`
+    /// matches an absent value. Replaces the whole built-in table.
+    pub channel_rules: Vec<String>,
+    /// Form submissions accepted per client IP per minute (all forms together).
+    pub form_submits_per_ip_per_minute: u32,
+    /// Submissions accepted per form per minute (all clients together).
+    pub form_submits_per_form_per_minute: u32,
+    /// Tracker page views accepted per client IP per minute.
+    pub page_views_per_ip_per_minute: u32,
+    /// A hosted form submitted sooner than this after the page was rendered is treated as a bot.
+    pub min_fill_secs: u64,
+    /// The same submission to the same form within this many seconds makes no second lead.
+    pub double_submit_secs: u64,
+    /// Peer addresses (your reverse proxy) whose `X-Forwarded-For` names the real client.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            channel_rules: crate::domain::channel::DEFAULT_CHANNEL_RULES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            form_submits_per_ip_per_minute: 10,
+            form_submits_per_form_per_minute: 600,
+            page_views_per_ip_per_minute: 600,
+            min_fill_secs: 2,
+            double_submit_secs: 60,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -80,6 +119,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
+            capture: CaptureConfig::default(),
         }
     }
 }
@@ -269,6 +309,16 @@ impl Config {
                 "max_batch and list_scan_budget must be at least 1".into(),
             ));
         }
+        crate::domain::channel::parse_rules(&self.capture.channel_rules)
+            .map_err(|m| invalid("capture.channel_rules", m))?;
+        for p in &self.capture.trusted_proxies {
+            p.trim().parse::<std::net::IpAddr>().map_err(|_| {
+                invalid(
+                    "capture.trusted_proxies",
+                    format!("`{p}` is not an IP address"),
+                )
+            })?;
+        }
         Ok(())
     }
 
@@ -289,6 +339,9 @@ impl Config {
                 .iter()
                 .map(|d| d.trim().to_lowercase())
                 .collect(),
+            // validate() parsed the table; an empty table (no channel derived) is the fallback.
+            channels: crate::domain::channel::parse_rules(&self.capture.channel_rules)
+                .unwrap_or_default(),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::domain::FieldError;
 use crate::domain::activity::{ActivityView, LeadEvent, TimelineItem};
 use crate::domain::lead::{LeadInput, LeadPatch, LeadView, Stage, Status};
 use crate::domain::time::parse_rfc3339;
-use crate::service::{BatchItem, CreateOutcome, ListParams, ServiceError, Written};
+use crate::service::{BatchItem, CreateOutcome, ListParams, ServiceError, Written, api_capture};
 use crate::store::IdempotentResponse;
 use crate::store::lead_index::SortKey;
 use crate::store::query::LeadFilter;
@@ -100,10 +100,8 @@ async fn create_lead(
     body: JsonBody<LeadInput>,
 ) -> ApiResult<Response> {
     let idem = idempotency(&headers, &method, "/v1/leads", &body.raw)?;
-    let new = body
-        .value
-        .validate(state.service.rules())
-        .map_err(ApiError::validation)?;
+    let (new, cap) =
+        api_capture(body.value, state.service.rules()).map_err(ApiError::validation)?;
     let idem = idem.map(|i| {
         let render: crate::service::Render<CreateOutcome> = Box::new(|o, now| {
             let (status, view) = created_response(o);
@@ -121,7 +119,7 @@ async fn create_lead(
         });
         (i, render)
     });
-    match state.service.create_lead(&p, new, idem).await? {
+    match state.service.create_lead(&p, new, cap, idem).await? {
         Written::Fresh(o) => {
             let (status, view) = created_response(&o);
             Ok(json_with(
@@ -242,7 +240,7 @@ async fn create_leads_batch(
         .map(|v| {
             let raw = serde_json::to_vec(&v).unwrap_or_default();
             match parse_json::<LeadInput>(&raw) {
-                Ok(input) => input.validate(&rules),
+                Ok(input) => api_capture(input, &rules),
                 Err(ApiError::Validation { errors, .. }) => Err(errors),
                 Err(other) => Err(vec![FieldError::new("", other.to_string())]),
             }

@@ -4,6 +4,7 @@
 pub mod activities;
 pub mod error;
 pub mod extract;
+pub mod form_page;
 pub mod leads;
 pub mod ops;
 pub mod users;

@@ -169,6 +169,8 @@ pub struct Lead {
 pub struct NormalizeRules {
     pub default_region: Region,
     pub personal_domains: Vec<String>,
+    /// UTM/referrer → channel rules (`domain::channel`).
+    pub channels: Vec<super::channel::ChannelRule>,
 }
 
 impl NormalizeRules {
@@ -210,6 +212,8 @@ pub struct LeadInput {
     pub fields: Option<Map<String, Value>>,
     pub flags: Option<FlagsInput>,
     pub next_follow_up_at: Option<String>,
+    /// The `/t.js` visitor id of this person: their anonymous page views move onto the lead.
+    pub visitor_id: Option<String>,
 }
 
 /// The one flag a client may set; the others are derived.
@@ -349,20 +353,66 @@ fn clean_time(p: &mut Problems, field: &str, raw: Option<String>) -> Option<Mill
     }
 }
 
+/// What to do with an email that is not an address: refuse the capture (API, forms) or keep it
+/// flagged `invalid_email` (imports, where one bad cell should not lose the row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadEmail {
+    Refuse,
+    Flag,
+}
+
 impl LeadInput {
     /// Parses and normalizes a create request; every problem is reported at once.
     pub fn validate(self, rules: &NormalizeRules) -> Result<NewLead, Vec<FieldError>> {
+        self.validate_with(rules, BadEmail::Refuse)
+    }
+
+    /// The values as submitted, before normalization, for the capture's first activity.
+    pub fn raw_values(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        for (k, v) in [
+            ("name", &self.name),
+            ("email", &self.email),
+            ("phone", &self.phone),
+            ("company", &self.company),
+            ("title", &self.title),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), Value::String(v.clone()));
+            }
+        }
+        m
+    }
+
+    pub fn validate_with(
+        self,
+        rules: &NormalizeRules,
+        bad_email: BadEmail,
+    ) -> Result<NewLead, Vec<FieldError>> {
         let mut p = Problems::default();
-        let email = clean_email(&mut p, "email", self.email);
+        let mut invalid_email = None;
+        let email = match (bad_email, self.email) {
+            (BadEmail::Flag, Some(raw)) if Email::parse(&raw).is_err() => {
+                let kept = raw.trim().to_lowercase();
+                if !kept.is_empty()
+                    && kept.chars().count() <= MAX_TEXT
+                    && !kept.chars().any(char::is_control)
+                {
+                    invalid_email = Some(kept);
+                }
+                None
+            }
+            (_, raw) => clean_email(&mut p, "email", raw),
+        };
         let phone = clean_phone(&mut p, "phone", self.phone, rules.default_region);
         let flags = Flags {
             personal_email: email.as_ref().is_some_and(|e| rules.is_personal(e)),
-            invalid_email: false,
+            invalid_email: invalid_email.is_some(),
             do_not_contact: self.flags.and_then(|f| f.do_not_contact).unwrap_or(false),
         };
         let lead = NewLead {
             name: clean_text(&mut p, "name", self.name, MAX_TEXT),
-            email: email.map(Email::into_inner),
+            email: email.map(Email::into_inner).or(invalid_email),
             phone: phone.map(Phone::into_inner),
             company: clean_text(&mut p, "company", self.company, MAX_TEXT),
             title: clean_text(&mut p, "title", self.title, MAX_TEXT),
@@ -391,6 +441,33 @@ impl LeadInput {
 }
 
 impl NewLead {
+    /// The values of a stored lead as a capture, so a merge can fill blanks from it.
+    pub fn from_lead(l: &Lead) -> NewLead {
+        NewLead {
+            name: l.name.clone(),
+            email: l.email.clone(),
+            phone: l.phone.clone(),
+            company: l.company.clone(),
+            title: l.title.clone(),
+            industry: l.industry.clone(),
+            company_size: l.company_size,
+            region: l.region.clone(),
+            country: l.country.clone(),
+            source: l.source.clone(),
+            channel: l.channel.clone(),
+            utm: l.utm.clone(),
+            campaign_id: l.campaign_id,
+            stage: Some(l.stage),
+            status: Some(l.status),
+            owner_id: l.owner_id,
+            pool_id: l.pool_id,
+            tags: l.tags.clone(),
+            fields: l.fields_map(),
+            flags: l.flags,
+            next_follow_up_at: l.next_follow_up_at,
+        }
+    }
+
     /// A fresh lead from this input.
     pub fn into_lead(self, id: Uuid, now: Millis) -> Lead {
         Lead {
@@ -929,7 +1006,45 @@ mod tests {
         NormalizeRules {
             default_region: parse_region("CN").unwrap(),
             personal_domains: vec!["qq.com".into(), "gmail.com".into()],
+            channels: Vec::new(),
         }
+    }
+
+    #[test]
+    fn every_sample_phone_format_normalizes() {
+        let r = rules();
+        for (raw, e164) in [
+            ("13812345678", "+8613812345678"),
+            ("+86 138 1234 5678", "+8613812345678"),
+            ("86-13812345678", "+8613812345678"),
+            ("(138) 1234-5678", "+8613812345678"),
+            ("+1 415 555 0100", "+14155550100"),
+            ("138-1234-5678", "+8613812345678"),
+            (" 138 1234 5678 ", "+8613812345678"),
+        ] {
+            let lead = LeadInput {
+                phone: Some(raw.into()),
+                ..Default::default()
+            }
+            .validate(&r)
+            .unwrap_or_else(|e| panic!("{raw}: {e:?}"));
+            assert_eq!(lead.phone.as_deref(), Some(e164), "{raw}");
+        }
+    }
+
+    #[test]
+    fn an_import_keeps_a_bad_email_flagged_and_an_api_capture_refuses_it() {
+        let input = || LeadInput {
+            name: Some("Ann".into()),
+            email: Some(" Ann@@Example ".into()),
+            ..Default::default()
+        };
+        let kept = input().validate_with(&rules(), BadEmail::Flag).unwrap();
+        assert_eq!(kept.email.as_deref(), Some("ann@@example"));
+        assert!(kept.flags.invalid_email);
+        assert!(!kept.flags.personal_email);
+        let refused = input().validate(&rules()).unwrap_err();
+        assert_eq!(refused[0].field, "email");
     }
 
     #[test]

@@ -2,11 +2,15 @@
 //! normalize what clients send (emails, phones, stages). No I/O and no clock reads here.
 
 pub mod activity;
+pub mod channel;
+pub mod dedupe;
 pub mod email;
+pub mod form;
 pub mod lead;
 pub mod phone;
 pub mod time;
 pub mod user;
+pub mod visitor;
 
 use serde::{Deserialize, Deserializer, Serialize};
 

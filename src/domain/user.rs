@@ -83,8 +83,39 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The server itself, acting on a public capture (a form, the tracker): sees every lead so
+    /// a submission merges into its person, and is recorded as no actor.
+    pub fn system() -> Principal {
+        Principal {
+            user: User {
+                id: Uuid::nil(),
+                created_at: 0,
+                updated_at: 0,
+                version: 0,
+                name: "system".into(),
+                email: None,
+                role: Role::Admin,
+                team: None,
+                manager_id: None,
+                territories: Vec::new(),
+                product_lines: Vec::new(),
+                capacity: 0,
+                active: true,
+                senior: false,
+                password_hash: None,
+            },
+            team_member_ids: Vec::new(),
+            token_hash: [0; 32],
+        }
+    }
+
     pub fn id(&self) -> Uuid {
         self.user.id
+    }
+
+    /// Who to record as the actor of a change: nobody for the system.
+    pub fn actor(&self) -> Option<Uuid> {
+        (!self.user.id.is_nil()).then_some(self.user.id)
     }
 
     pub fn role(&self) -> Role {

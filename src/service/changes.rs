@@ -27,6 +27,7 @@ impl Service {
             next = seq;
             let visible = match entry.entity {
                 Entity::User => p.is_admin() || entry.id == p.id(),
+                Entity::Form => p.is_admin(),
                 Entity::Lead | Entity::Activity => p.can_see(entry.owner_id, entry.pool_id),
             };
             if visible {

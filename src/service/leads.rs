@@ -1,8 +1,7 @@
 //! Lead operations: create with dedupe by email or phone, batch create, read, list, patch,
 //! erase and export.
 
-use super::{Idempotency, Precondition, Render, Service, ServiceError, ServiceResult, Written};
-use crate::domain::FieldError;
+use super::{Precondition, Service, ServiceError, ServiceResult};
 use crate::domain::activity::{Activity, LeadEvent};
 use crate::domain::lead::{Lead, NewLead, ValidPatch};
 use crate::domain::user::{Principal, Role};
@@ -144,7 +143,7 @@ pub(crate) fn apply_create(
     tx.event(
         lead.id,
         "merged",
-        Some(p.id()),
+        p.actor(),
         json!({
             "reason": if by_email == Some(existing_id) { "email" } else { "phone" },
             "filled": report.filled,
@@ -156,42 +155,6 @@ pub(crate) fn apply_create(
 }
 
 impl Service {
-    pub async fn create_lead(
-        &self,
-        p: &Principal,
-        new: NewLead,
-        idem: Option<(Idempotency, Render<CreateOutcome>)>,
-    ) -> ServiceResult<Written<CreateOutcome>> {
-        let principal = p.clone();
-        self.write_idempotent(p.id(), idem, move |tx| apply_create(tx, &principal, new))
-            .await
-    }
-
-    /// Creates every valid item in one transaction, in order (so items dedupe against each
-    /// other too); invalid items are reported and skipped.
-    pub async fn create_leads_batch(
-        &self,
-        p: &Principal,
-        items: Vec<Result<NewLead, Vec<FieldError>>>,
-        idem: Option<(Idempotency, Render<Vec<BatchItem>>)>,
-    ) -> ServiceResult<Written<Vec<BatchItem>>> {
-        let principal = p.clone();
-        self.write_idempotent(p.id(), idem, move |tx| {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                out.push(match item {
-                    Err(errors) => BatchItem::Failed(ServiceError::Invalid(errors)),
-                    Ok(new) => match apply_create(tx, &principal, new)? {
-                        Ok(o) => BatchItem::Done(Box::new(o)),
-                        Err(e) => BatchItem::Failed(e),
-                    },
-                });
-            }
-            Ok(Ok(out))
-        })
-        .await
-    }
-
     pub fn get_lead(&self, p: &Principal, id: Uuid) -> ServiceResult<Lead> {
         match self.store.read()?.lead(id)? {
             Some(l) if p.can_see_lead(&l) => Ok(l),

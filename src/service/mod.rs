@@ -4,12 +4,14 @@
 
 mod activities;
 mod auth;
+mod capture;
 mod changes;
 mod leads;
 mod users;
 
 pub use activities::{ActivityCreated, TimelinePage};
 pub use auth::{LoginOutcome, hash_token, new_token};
+pub use capture::{Capture, DuplicateGroup, DuplicatesPage, Via, api_capture};
 pub use changes::ChangesPage;
 pub use leads::{BatchItem, CreateOutcome, LeadExport, ListParams};
 

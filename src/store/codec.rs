@@ -87,6 +87,21 @@ impl Record for Token {
     const VERSION: u8 = 1;
 }
 
+impl Record for crate::domain::form::Form {
+    const NAME: &'static str = "form";
+    const VERSION: u8 = 1;
+}
+
+impl Record for crate::domain::visitor::Visitor {
+    const NAME: &'static str = "visitor";
+    const VERSION: u8 = 1;
+}
+
+impl Record for crate::domain::visitor::PageView {
+    const NAME: &'static str = "page view";
+    const VERSION: u8 = 1;
+}
+
 impl Record for super::ChangeEntry {
     const NAME: &'static str = "change";
     const VERSION: u8 = 1;

@@ -76,6 +76,7 @@ pub enum Entity {
     Lead,
     Activity,
     User,
+    Form,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -282,6 +283,14 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
         txn.open_table(TOKENS)?;
         txn.open_table(IDEMPOTENCY)?;
         txn.open_table(IDEMPOTENCY_BY_LEAD)?;
+        txn.open_table(ALT_KEYS)?;
+        txn.open_table(ALT_KEYS_BY_LEAD)?;
+        txn.open_table(DUPLICATE_KEYS)?;
+        txn.open_table(FORMS)?;
+        txn.open_table(FORM_BY_KEY)?;
+        txn.open_table(VISITORS)?;
+        txn.open_table(PAGE_VIEWS)?;
+        txn.open_table(LEAD_VISITORS)?;
         let changelog = txn.open_table(CHANGELOG)?;
         last_seq = changelog.last()?.map(|(k, _)| k.value()).unwrap_or(0);
     }
@@ -299,6 +308,9 @@ where
         None => Ok(None),
     }
 }
+
+/// A likely-duplicate key and the ids of the leads that share it.
+pub type DuplicateGroupIds = (String, Vec<Uuid>);
 
 /// A read-only, consistent view of the store.
 pub struct Snapshot {
@@ -381,6 +393,117 @@ impl Snapshot {
             }
         }
         Ok(out)
+    }
+
+    /// The lead an alt key (`e:`, `p:`, `m:`, `r:`; see `tables::ALT_KEYS`) points at.
+    pub fn alt_key(&self, key: &str) -> StoreResult<Option<Uuid>> {
+        Ok(self
+            .txn
+            .open_table(ALT_KEYS)?
+            .get(key)?
+            .map(|v| Uuid::from_u128(v.value())))
+    }
+
+    pub fn form(&self, id: Uuid) -> StoreResult<Option<crate::domain::form::Form>> {
+        get_record(&self.txn.open_table(FORMS)?, id.as_u128())
+    }
+
+    pub fn form_by_key(&self, key: &str) -> StoreResult<Option<crate::domain::form::Form>> {
+        match self.txn.open_table(FORM_BY_KEY)?.get(key)? {
+            Some(id) => self.form(Uuid::from_u128(id.value())),
+            None => Ok(None),
+        }
+    }
+
+    /// Every form, oldest first.
+    pub fn forms(&self) -> StoreResult<Vec<crate::domain::form::Form>> {
+        let table = self.txn.open_table(FORMS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn visitor(&self, id: &str) -> StoreResult<Option<crate::domain::visitor::Visitor>> {
+        match self.txn.open_table(VISITORS)?.get(id)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A visitor's anonymous page views, oldest first.
+    pub fn page_views(&self, visitor: &str) -> StoreResult<Vec<crate::domain::visitor::PageView>> {
+        let table = self.txn.open_table(PAGE_VIEWS)?;
+        let mut out = Vec::new();
+        for row in table.range((visitor, 0)..=(visitor, u128::MAX))? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The visitor ids stitched to a lead.
+    pub fn visitors_of(&self, lead: Uuid) -> StoreResult<Vec<String>> {
+        let l = lead.as_u128();
+        let table = self.txn.open_table(LEAD_VISITORS)?;
+        let mut out = Vec::new();
+        for row in table.range((l, "")..=(l, "\u{10FFFF}"))? {
+            out.push(row?.0.value().1.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// The alt keys of a lead (emails, phones and ids of leads merged into it).
+    pub fn alt_keys_of(&self, lead: Uuid) -> StoreResult<Vec<String>> {
+        let l = lead.as_u128();
+        let table = self.txn.open_table(ALT_KEYS_BY_LEAD)?;
+        let mut out = Vec::new();
+        for row in table.range((l, "")..=(l, "\u{10FFFF}"))? {
+            out.push(row?.0.value().1.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Groups of leads sharing a likely-duplicate key, in key order after `after`, examining at
+    /// most `scan` index rows. Returns the groups (key, lead ids) and the last key examined.
+    pub fn duplicate_groups(
+        &self,
+        after: Option<&str>,
+        scan: usize,
+    ) -> StoreResult<(Vec<DuplicateGroupIds>, Option<String>)> {
+        let table = self.txn.open_table(DUPLICATE_KEYS)?;
+        let mut groups: Vec<(String, Vec<Uuid>)> = Vec::new();
+        let mut last: Option<String> = None;
+        let range = match after {
+            // Every row of the key `after` sorts below (after, MAX); start past them.
+            Some(a) => table.range((a, u128::MAX)..)?,
+            None => table.range::<(&str, u128)>(..)?,
+        };
+        let mut examined = 0;
+        for row in range {
+            let (k, _) = row?;
+            let (key, id) = k.value();
+            if after == Some(key) {
+                continue;
+            }
+            if last.as_deref() != Some(key) {
+                // Stop only between keys, so a group is never split across pages.
+                if examined >= scan {
+                    groups.retain(|g| g.1.len() > 1);
+                    return Ok((groups, last));
+                }
+                last = Some(key.to_owned());
+                groups.push((key.to_owned(), Vec::new()));
+            }
+            examined += 1;
+            if let Some(g) = groups.last_mut() {
+                g.1.push(Uuid::from_u128(id));
+            }
+        }
+        groups.retain(|g| g.1.len() > 1);
+        Ok((groups, None))
     }
 
     /// A lead's system events, oldest first.

@@ -35,5 +35,26 @@ pub const IDEMPOTENCY: TableDefinition<(u128, &str), &[u8]> = TableDefinition::n
 pub const IDEMPOTENCY_BY_LEAD: TableDefinition<(u128, u128, &str), ()> =
     TableDefinition::new("idempotency_by_lead");
 
+/// Other keys that find a lead, each `kind:value` → lead id: `e:` an email and `p:` a phone of a
+/// lead merged into this one, `m:` the id of a lead merged into this one, `r:` the hash of an
+/// imported row without email or phone (so re-importing it creates nothing).
+pub const ALT_KEYS: TableDefinition<&str, u128> = TableDefinition::new("alt_keys");
+/// (lead id, alt key) → (): what erasure must remove from `ALT_KEYS`.
+pub const ALT_KEYS_BY_LEAD: TableDefinition<(u128, &str), ()> =
+    TableDefinition::new("alt_keys_by_lead");
+/// (likely-duplicate key, lead id) → (); see `domain::dedupe`.
+pub const DUPLICATE_KEYS: TableDefinition<(&str, u128), ()> =
+    TableDefinition::new("duplicate_keys");
+/// Form id → encoded `Form`.
+pub const FORMS: TableDefinition<u128, &[u8]> = TableDefinition::new("forms");
+/// Form key → form id.
+pub const FORM_BY_KEY: TableDefinition<&str, u128> = TableDefinition::new("form_by_key");
+/// Visitor id → encoded `Visitor`.
+pub const VISITORS: TableDefinition<&str, &[u8]> = TableDefinition::new("visitors");
+/// (visitor id, page view id) → encoded `PageView`: anonymous views, in time order.
+pub const PAGE_VIEWS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("page_views");
+/// (lead id, visitor id) → (): the visitors stitched to a lead, for erasure and export.
+pub const LEAD_VISITORS: TableDefinition<(u128, &str), ()> = TableDefinition::new("lead_visitors");
+
 /// The on-disk layout version; bumped with a migration when tables change shape.
 pub const FORMAT_VERSION: u64 = 1;

@@ -6,9 +6,11 @@ use super::lead_index;
 use super::tables::*;
 use super::{ChangeEntry, Entity, IdempotentResponse, Op, StoreResult, get_record};
 use crate::domain::activity::{Activity, LeadEvent};
+use crate::domain::form::Form;
 use crate::domain::lead::Lead;
 use crate::domain::time::Millis;
 use crate::domain::user::{Token, User};
+use crate::domain::visitor::{PageView, Visitor};
 use redb::{ReadableTable, Table, WriteTransaction};
 use uuid::Uuid;
 
@@ -75,6 +77,14 @@ pub struct Tx<'t> {
     pub(super) changelog: Table<'t, u64, &'static [u8]>,
     pub(super) idempotency: Table<'t, (u128, &'static str), &'static [u8]>,
     pub(super) idempotency_by_lead: Table<'t, (u128, u128, &'static str), ()>,
+    pub(super) alt_keys: Table<'t, &'static str, u128>,
+    pub(super) alt_keys_by_lead: Table<'t, (u128, &'static str), ()>,
+    pub(super) duplicate_keys: Table<'t, (&'static str, u128), ()>,
+    pub(super) forms: Table<'t, u128, &'static [u8]>,
+    pub(super) form_by_key: Table<'t, &'static str, u128>,
+    pub(super) visitors: Table<'t, &'static str, &'static [u8]>,
+    pub(super) page_views: Table<'t, (&'static str, u128), &'static [u8]>,
+    pub(super) lead_visitors: Table<'t, (u128, &'static str), ()>,
 }
 
 impl<'t> Tx<'t> {
@@ -103,6 +113,14 @@ impl<'t> Tx<'t> {
             changelog: txn.open_table(CHANGELOG)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
             idempotency_by_lead: txn.open_table(IDEMPOTENCY_BY_LEAD)?,
+            alt_keys: txn.open_table(ALT_KEYS)?,
+            alt_keys_by_lead: txn.open_table(ALT_KEYS_BY_LEAD)?,
+            duplicate_keys: txn.open_table(DUPLICATE_KEYS)?,
+            forms: txn.open_table(FORMS)?,
+            form_by_key: txn.open_table(FORM_BY_KEY)?,
+            visitors: txn.open_table(VISITORS)?,
+            page_views: txn.open_table(PAGE_VIEWS)?,
+            lead_visitors: txn.open_table(LEAD_VISITORS)?,
         })
     }
 
@@ -116,18 +134,54 @@ impl<'t> Tx<'t> {
         get_record(&self.leads, id.as_u128())
     }
 
+    /// The lead with this email, or the lead that absorbed a lead with it.
     pub fn lead_id_by_email(&self, email: &str) -> StoreResult<Option<Uuid>> {
-        Ok(self
-            .lead_by_email
-            .get(email)?
-            .map(|v| Uuid::from_u128(v.value())))
+        match self.lead_by_email.get(email)? {
+            Some(v) => Ok(Some(Uuid::from_u128(v.value()))),
+            None => self.alt_key(&format!("e:{email}")),
+        }
     }
 
+    /// The lead with this phone, or the lead that absorbed a lead with it.
     pub fn lead_id_by_phone(&self, phone: &str) -> StoreResult<Option<Uuid>> {
+        match self.lead_by_phone.get(phone)? {
+            Some(v) => Ok(Some(Uuid::from_u128(v.value()))),
+            None => self.alt_key(&format!("p:{phone}")),
+        }
+    }
+
+    pub fn alt_key(&self, key: &str) -> StoreResult<Option<Uuid>> {
+        Ok(self.alt_keys.get(key)?.map(|v| Uuid::from_u128(v.value())))
+    }
+
+    /// Makes `key` find `lead` (see `tables::ALT_KEYS`).
+    pub fn put_alt_key(&mut self, lead: Uuid, key: &str) -> StoreResult<()> {
+        let l = lead.as_u128();
+        if let Some(previous) = self.alt_keys.insert(key, l)?.map(|v| v.value())
+            && previous != l
+        {
+            self.alt_keys_by_lead.remove((previous, key))?;
+        }
+        self.alt_keys_by_lead.insert((l, key), ())?;
+        Ok(())
+    }
+
+    fn alt_keys_of(&self, lead: u128) -> StoreResult<Vec<String>> {
         Ok(self
-            .lead_by_phone
-            .get(phone)?
-            .map(|v| Uuid::from_u128(v.value())))
+            .alt_keys_by_lead
+            .range((lead, "")..=(lead, "\u{10FFFF}"))?
+            .map(|r| r.map(|(k, _)| k.value().1.to_owned()))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Moves every alt key of `from` to `into` (a merge).
+    pub fn move_alt_keys(&mut self, from: Uuid, into: Uuid) -> StoreResult<()> {
+        for key in self.alt_keys_of(from.as_u128())? {
+            self.alt_keys_by_lead
+                .remove((from.as_u128(), key.as_str()))?;
+            self.put_alt_key(into, &key)?;
+        }
+        Ok(())
     }
 
     /// Writes `new` (replacing `old`, if given) with its index rows and email/phone keys.
@@ -159,14 +213,37 @@ impl<'t> Tx<'t> {
                 self.lead_by_phone.insert(p, id)?;
             }
         }
+        let old_keys = old
+            .map(crate::domain::dedupe::duplicate_keys)
+            .unwrap_or_default();
+        let new_keys = crate::domain::dedupe::duplicate_keys(new);
+        for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+            self.duplicate_keys.remove((k.as_str(), id))?;
+        }
+        for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+            self.duplicate_keys.insert((k.as_str(), id), ())?;
+        }
         Ok(())
     }
 
-    /// Erases a lead and everything held about it: index rows, activities, events, and stored
-    /// idempotent responses that contain it.
+    /// Erases a lead and everything held about it: index rows, activities (form payloads
+    /// included), events, alt keys, its visitors and their page views, and stored idempotent
+    /// responses that contain it.
     pub fn erase_lead(&mut self, lead: &Lead) -> StoreResult<()> {
         let id = lead.id.as_u128();
         self.leads.remove(id)?;
+        for key in crate::domain::dedupe::duplicate_keys(lead) {
+            self.duplicate_keys.remove((key.as_str(), id))?;
+        }
+        for key in self.alt_keys_of(id)? {
+            self.alt_keys_by_lead.remove((id, key.as_str()))?;
+            self.alt_keys.remove(key.as_str())?;
+        }
+        for vid in self.visitors_of(lead.id)? {
+            self.lead_visitors.remove((id, vid.as_str()))?;
+            self.visitors.remove(vid.as_str())?;
+            self.take_page_views(&vid)?;
+        }
         for row in lead_index::rows(lead) {
             self.lead_index.remove(row.as_slice())?;
         }
@@ -208,6 +285,152 @@ impl<'t> Tx<'t> {
             self.idempotency.remove((caller, key.as_str()))?;
         }
         Ok(())
+    }
+
+    /// Re-points `from`'s activities and events at `into` (a merge). Activities keep their ids.
+    pub fn move_activities(&mut self, from: Uuid, into: Uuid) -> StoreResult<usize> {
+        let f = from.as_u128();
+        let keys: Vec<(u128, i64, u128)> = self
+            .activity_by_lead
+            .range((f, i64::MIN, 0)..=(f, i64::MAX, u128::MAX))?
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        for key in &keys {
+            self.activity_by_lead.remove(*key)?;
+            if let Some(mut a) = get_record::<Activity, _>(&self.activities, key.2)? {
+                a.lead_id = into;
+                self.put_activity(&a)?;
+            }
+        }
+        let events: Vec<(u128, u128)> = self
+            .lead_events
+            .range((f, 0)..=(f, u128::MAX))?
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        for key in events {
+            let moved = self
+                .lead_events
+                .remove(key)?
+                .map(|v| decode::<LeadEvent>(v.value()));
+            if let Some(e) = moved {
+                let mut e = e?;
+                e.lead_id = into;
+                self.put_event(&e)?;
+            }
+        }
+        for vid in self.visitors_of(from)? {
+            self.lead_visitors.remove((f, vid.as_str()))?;
+            self.link_visitor(into, &vid)?;
+            if let Some(mut v) = self.visitor(&vid)? {
+                v.lead_id = Some(into);
+                self.put_visitor(&v)?;
+            }
+        }
+        Ok(keys.len())
+    }
+
+    // ----- forms -----
+
+    pub fn form(&self, id: Uuid) -> StoreResult<Option<Form>> {
+        get_record(&self.forms, id.as_u128())
+    }
+
+    pub fn form_id_by_key(&self, key: &str) -> StoreResult<Option<Uuid>> {
+        Ok(self
+            .form_by_key
+            .get(key)?
+            .map(|v| Uuid::from_u128(v.value())))
+    }
+
+    pub fn put_form(&mut self, old: Option<&Form>, new: &Form) -> StoreResult<()> {
+        if let Some(old) = old
+            && old.key != new.key
+        {
+            self.form_by_key.remove(old.key.as_str())?;
+        }
+        self.forms
+            .insert(new.id.as_u128(), encode(new).as_slice())?;
+        self.form_by_key
+            .insert(new.key.as_str(), new.id.as_u128())?;
+        Ok(())
+    }
+
+    pub fn delete_form(&mut self, form: &Form) -> StoreResult<()> {
+        self.forms.remove(form.id.as_u128())?;
+        self.form_by_key.remove(form.key.as_str())?;
+        Ok(())
+    }
+
+    // ----- visitors -----
+
+    pub fn visitor(&self, id: &str) -> StoreResult<Option<Visitor>> {
+        match self.visitors.get(id)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_visitor(&mut self, v: &Visitor) -> StoreResult<()> {
+        self.visitors.insert(v.id.as_str(), encode(v).as_slice())?;
+        Ok(())
+    }
+
+    /// Records an anonymous page view, dropping the visitor's oldest beyond the bound. Returns
+    /// how many views the visitor now holds.
+    pub fn add_page_view(&mut self, visitor: &str, view: &PageView, max: u32) -> StoreResult<u32> {
+        let id = self.new_id().as_u128();
+        self.page_views
+            .insert((visitor, id), encode(view).as_slice())?;
+        let mut held = self
+            .page_views
+            .range((visitor, 0)..=(visitor, u128::MAX))?
+            .count() as u32;
+        while held > max {
+            let oldest = self
+                .page_views
+                .range((visitor, 0)..=(visitor, u128::MAX))?
+                .next()
+                .transpose()?
+                .map(|(k, _)| k.value().1);
+            match oldest {
+                Some(k) => {
+                    self.page_views.remove((visitor, k))?;
+                    held -= 1;
+                }
+                None => break,
+            }
+        }
+        Ok(held)
+    }
+
+    /// Removes and returns a visitor's anonymous page views, oldest first.
+    pub fn take_page_views(&mut self, visitor: &str) -> StoreResult<Vec<PageView>> {
+        let rows: Vec<(u128, PageView)> = self
+            .page_views
+            .range((visitor, 0)..=(visitor, u128::MAX))?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().1, decode(v.value())?))
+            })
+            .collect::<StoreResult<_>>()?;
+        for (k, _) in &rows {
+            self.page_views.remove((visitor, *k))?;
+        }
+        Ok(rows.into_iter().map(|(_, v)| v).collect())
+    }
+
+    pub fn link_visitor(&mut self, lead: Uuid, visitor: &str) -> StoreResult<()> {
+        self.lead_visitors.insert((lead.as_u128(), visitor), ())?;
+        Ok(())
+    }
+
+    pub fn visitors_of(&self, lead: Uuid) -> StoreResult<Vec<String>> {
+        let l = lead.as_u128();
+        Ok(self
+            .lead_visitors
+            .range((l, "")..=(l, "\u{10FFFF}"))?
+            .map(|r| r.map(|(k, _)| k.value().1.to_owned()))
+            .collect::<Result<_, _>>()?)
     }
 
     // ----- activities and events -----

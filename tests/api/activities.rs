@@ -76,7 +76,10 @@ async fn activity_by_lead_id_attaches_to_that_lead() {
         .iter()
         .map(|i| str_of(i, "id"))
         .collect();
-    assert_eq!(ids, vec![str_of(&b, "id"), str_of(&a, "id")]);
+    // newest first: b (now), the lead's capture (now, earlier), a (in March)
+    assert_eq!(ids.len(), 3);
+    assert_eq!([ids[0], ids[2]], [str_of(&b, "id"), str_of(&a, "id")]);
+    assert_eq!(list["items"][1]["kind"], "capture");
     assert_eq!(list["next_cursor"], Value::Null);
     let empty = body(
         app.get(
@@ -86,7 +89,9 @@ async fn activity_by_lead_id_attaches_to_that_lead() {
         .await,
     )
     .await;
-    assert_eq!(empty["items"], json!([]));
+    // the other lead holds only its own capture
+    assert_eq!(empty["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(empty["items"][0]["kind"], "capture");
 }
 
 #[tokio::test]
@@ -151,6 +156,14 @@ async fn activities_list_newest_first_a_page_at_a_time() {
         .await;
     let id = str_of(&l, "id");
     let path = format!("/v1/leads/{id}/activities");
+    // the capture itself is the lead's first activity, recorded now (newer than the notes)
+    let first = body(app.get(&path, &app.admin).await).await;
+    assert_eq!(first["items"][0]["kind"], "capture");
+    assert_eq!(
+        first["items"][0]["properties"]["raw"]["email"],
+        "p@acme.com"
+    );
+    let capture_id = str_of(&first["items"][0], "id").to_owned();
     // recorded out of order; two share a timestamp (the id breaks the tie)
     let times = [
         "2026-01-03T00:00:00Z",
@@ -177,7 +190,9 @@ async fn activities_list_newest_first_a_page_at_a_time() {
     }
     made.sort();
     made.reverse();
-    let want: Vec<String> = made.into_iter().map(|(_, id)| id).collect();
+    let want: Vec<String> = std::iter::once(capture_id)
+        .chain(made.into_iter().map(|(_, id)| id))
+        .collect();
 
     let mut got = Vec::new();
     let mut cursor: Option<String> = None;
@@ -203,9 +218,9 @@ async fn activities_list_newest_first_a_page_at_a_time() {
     assert_eq!(pages, 3);
     assert_eq!(got, want);
     // a page that ends exactly at the end has no cursor
-    let res = app.get(&format!("{path}?limit=7"), &app.admin).await;
+    let res = app.get(&format!("{path}?limit=8"), &app.admin).await;
     let all = body(res).await;
-    assert_eq!(all["items"].as_array().unwrap().len(), 7);
+    assert_eq!(all["items"].as_array().unwrap().len(), 8);
     assert_eq!(all["next_cursor"], Value::Null);
 
     // last_activity_at is the newest occurrence, not the last recorded
@@ -283,26 +298,29 @@ async fn timeline_mixes_activities_and_events_newest_first() {
         .position(|k| *k == ("event", "stage_changed"))
         .expect("stage_changed");
     assert_eq!(seen[0], ("activity", "note"));
-    assert_eq!(seen[1], ("event", "merged"));
+    // the duplicate capture lands on the lead as an activity, beside the merge it caused
+    assert_eq!(seen[1], ("activity", "capture"));
+    assert_eq!(seen[2], ("event", "merged"));
     assert_eq!(
         {
             let mut p = [updated_pos, stage_pos];
             p.sort();
             p
         },
-        [2, 3]
+        [3, 4]
     );
-    assert_eq!(seen[4], ("activity", "page_view"));
-    assert_eq!(seen[5], ("event", "created"));
-    assert_eq!(seen.len(), 6);
+    assert_eq!(seen[5], ("activity", "page_view"));
+    assert_eq!(seen[6], ("activity", "capture"));
+    assert_eq!(seen[7], ("event", "created"));
+    assert_eq!(seen.len(), 8);
     let ats: Vec<&str> = items.iter().map(|i| str_of(i, "at")).collect();
     let mut sorted = ats.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(ats, sorted, "newest first");
-    assert_eq!(items[1]["data"]["reason"], "email");
-    assert_eq!(items[1]["data"]["filled"], json!(["company"]));
-    assert_eq!(items[5]["id"], id);
-    assert_eq!(items[5]["at"], l["created_at"]);
+    assert_eq!(items[2]["data"]["reason"], "email");
+    assert_eq!(items[2]["data"]["filled"], json!(["company"]));
+    assert_eq!(items[7]["id"], id);
+    assert_eq!(items[7]["at"], l["created_at"]);
     assert_eq!(items[0]["text"], "last");
 
     // pages of two, joined, are the whole timeline
@@ -439,7 +457,17 @@ async fn invalid_activities_are_422_naming_the_field() {
             .await,
     )
     .await;
-    assert_eq!(list["items"], json!([]), "nothing recorded");
+    let kinds: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| str_of(i, "kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["capture"],
+        "nothing recorded besides the capture"
+    );
     let leads = body(app.get("/v1/leads", &app.admin).await).await;
     assert_eq!(leads["items"].as_array().unwrap().len(), 1, "no lead made");
 }

@@ -2076,9 +2076,13 @@ async fn export_holds_the_lead_its_activities_and_events() {
         &export,
         json!({"lead.id": id, "lead.email": "me@acme.com", "lead.stage": "mql"}),
     );
-    let mut texts = strings_of(&export["activities"], "text");
+    let acts = export["activities"].as_array().unwrap();
+    let mut texts: Vec<&str> = acts.iter().filter_map(|a| a["text"].as_str()).collect();
     texts.sort();
     assert_eq!(texts, ["follow up Friday", "likes MES"]);
+    // both captures (the create and the duplicate) are there with what they sent
+    let captures: Vec<&Value> = acts.iter().filter(|a| a["kind"] == "capture").collect();
+    assert_eq!(captures.len(), 2);
     let lead_ids = strings_of(&export["activities"], "lead_id");
     assert!(lead_ids.iter().all(|l| *l == id), "{lead_ids:?}");
     let events = export["events"].as_array().unwrap();

@@ -57,10 +57,11 @@ async fn healthz_and_readyz_need_no_token() {
             .await;
         let ready = body(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
         assert_eq!(ready["leads"], n);
-        assert_eq!(ready["changelog_seq"].as_u64().unwrap(), seq0 + n);
+        // the lead and its capture activity
+        assert_eq!(ready["changelog_seq"].as_u64().unwrap(), seq0 + 2 * n);
     }
     let feed = body(app.get("/v1/changes?limit=500", &app.admin).await).await;
-    assert_eq!(feed["next"].as_u64().unwrap(), seq0 + 5);
+    assert_eq!(feed["next"].as_u64().unwrap(), seq0 + 10);
 }
 
 #[tokio::test]
@@ -243,15 +244,22 @@ async fn changes_are_seq_ordered_and_page_without_gaps() {
         (s("lead"), s("update"), ids[1].clone()),
         (s("lead"), s("delete"), ids[2].clone()),
     ];
+    // each create also recorded its capture activity, right after the lead
+    let captures = got
+        .iter()
+        .filter(|(_, e, _, i)| e == "activity" && *i != activity)
+        .count();
+    assert_eq!(captures, 3);
     assert_eq!(
         got.iter()
+            .filter(|(_, e, _, i)| e != "activity" || *i == activity)
             .map(|(_, e, o, i)| (e.clone(), o.clone(), i.clone()))
             .collect::<Vec<_>>(),
         want
     );
     let seqs: Vec<u64> = got.iter().map(|c| c.0).collect();
-    assert_eq!(seqs, (1..=8).collect::<Vec<u64>>(), "consecutive seqs");
-    assert_eq!(all["next"], 8);
+    assert_eq!(seqs, (1..=11).collect::<Vec<u64>>(), "consecutive seqs");
+    assert_eq!(all["next"], 11);
     for item in all["items"].as_array().unwrap() {
         let at = item["at"].as_str().unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{at}");
@@ -280,17 +288,17 @@ async fn changes_are_seq_ordered_and_page_without_gaps() {
         pages += 1;
         assert!(pages < 10);
     }
-    assert_eq!(pages, 3);
+    assert_eq!(pages, 4);
     assert_eq!(paged, got);
 
     // a later change shows up after the last `next`
     app.create_lead(&app.admin, json!({"email": "late@acme.com"}))
         .await;
-    let page = body(app.get("/v1/changes?since=8", &app.admin).await).await;
+    let page = body(app.get("/v1/changes?since=11", &app.admin).await).await;
     let items = changes_of(&page);
-    assert_eq!(items.len(), 1);
-    assert_eq!(items[0].0, 9);
-    assert_eq!(page["next"], 9);
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].0, 12);
+    assert_eq!(page["next"], 13);
 
     // a rep's feed skips what they may not see but still moves `next` past it
     let (rep_id, rep) = app.rep("r", None).await;

@@ -1,0 +1,455 @@
+//! Capture: a lead arriving from any channel (API, web form, import) is normalized, given a
+//! channel, deduplicated, recorded with the raw values it arrived with as its activity, and
+//! stitched to the anonymous visitor it was; page views from the tracker; lead-to-lead merge.
+
+use super::leads::{BatchItem, CreateOutcome, apply_create};
+use super::{Service, ServiceError, ServiceResult};
+use crate::domain::FieldError;
+use crate::domain::activity::Activity;
+use crate::domain::channel::channel_for;
+use crate::domain::form::valid_visitor_id;
+use crate::domain::lead::{Lead, LeadInput, NewLead, NormalizeRules};
+use crate::domain::user::Principal;
+use crate::domain::visitor::{MAX_VIEWS_PER_VISITOR, PageView, Visitor, VisitorView};
+use crate::store::{Entity, Op, StoreError, Tx};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+/// The way a lead arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Api,
+    Form,
+    Import,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Api => "api",
+            Via::Form => "form",
+            Via::Import => "import",
+        }
+    }
+}
+
+/// Everything about a capture besides the lead fields.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    pub via: Via,
+    /// The activity the capture records (`capture`, `form_submit`, `import`, …).
+    pub activity_kind: String,
+    /// The values exactly as submitted.
+    pub raw: Map<String, Value>,
+    /// Free text for the activity (an import's notes column).
+    pub text: Option<String>,
+    /// More properties for the activity (form key, page, file and line …).
+    pub properties: Map<String, Value>,
+    pub visitor_id: Option<String>,
+    /// The referrer that brought the visitor, for the channel.
+    pub referrer: Option<String>,
+}
+
+impl Capture {
+    pub fn new(via: Via, activity_kind: &str, raw: Map<String, Value>) -> Capture {
+        Capture {
+            via,
+            activity_kind: activity_kind.to_owned(),
+            raw,
+            text: None,
+            properties: Map::new(),
+            visitor_id: None,
+            referrer: None,
+        }
+    }
+}
+
+/// Reads an API create: the lead, and the capture that records what was sent.
+pub fn api_capture(
+    mut input: LeadInput,
+    rules: &NormalizeRules,
+) -> Result<(NewLead, Capture), Vec<FieldError>> {
+    let visitor_id = input.visitor_id.take();
+    let raw = input.raw_values();
+    let bad_visitor = visitor_id.as_deref().is_some_and(|v| !valid_visitor_id(v));
+    let new = match input.validate(rules) {
+        Ok(new) if !bad_visitor => new,
+        Ok(_) => return Err(vec![FieldError::new("visitor_id", VISITOR_ID_RULE)]),
+        Err(mut errors) => {
+            if bad_visitor {
+                errors.push(FieldError::new("visitor_id", VISITOR_ID_RULE));
+            }
+            return Err(errors);
+        }
+    };
+    let mut cap = Capture::new(Via::Api, "capture", raw);
+    cap.visitor_id = visitor_id;
+    Ok((new, cap))
+}
+
+const VISITOR_ID_RULE: &str = "must be 8 to 64 of a-z, A-Z, 0-9, - and _ (the id /t.js keeps)";
+
+/// Derives the channel a client did not give. A form always has one ("direct" without any
+/// signal); an API or import capture only when it carries UTM values or a referrer, since a
+/// lead typed in by a rep came through no marketing channel at all.
+pub(crate) fn derive_channel(rules: &NormalizeRules, new: &mut NewLead, cap: &Capture) {
+    if new.channel.is_some() {
+        return;
+    }
+    let signal = new.utm.source.is_some() || new.utm.medium.is_some() || cap.referrer.is_some();
+    if cap.via == Via::Form || signal {
+        new.channel = channel_for(&rules.channels, &new.utm, cap.referrer.as_deref());
+    }
+}
+
+/// Creates or merges the lead, then records the capture activity on it and stitches its
+/// visitor. Runs in the writer.
+pub(crate) fn apply_capture(
+    tx: &mut Tx<'_>,
+    p: &Principal,
+    new: NewLead,
+    cap: Capture,
+) -> Result<ServiceResult<CreateOutcome>, StoreError> {
+    let campaign_id = new.campaign_id;
+    let mut outcome = match apply_create(tx, p, new)? {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut properties = cap.properties;
+    properties.insert("via".into(), json!(cap.via.as_str()));
+    properties.insert("raw".into(), Value::Object(cap.raw));
+    if let Some(r) = &cap.referrer {
+        properties.insert("referrer".into(), json!(r));
+    }
+    if outcome.merged {
+        properties.insert("merged".into(), json!(true));
+    }
+    let activity = Activity {
+        id: tx.new_id(),
+        lead_id: outcome.lead.id,
+        kind: cap.activity_kind,
+        occurred_at: tx.now,
+        recorded_at: tx.now,
+        actor_id: p.actor(),
+        campaign_id,
+        text: cap.text,
+        properties: Value::Object(properties).to_string(),
+    };
+    tx.put_activity(&activity)?;
+    tx.change(
+        Entity::Activity,
+        activity.id,
+        Op::Create,
+        Some(&outcome.lead),
+    )?;
+    let before = outcome.lead.clone();
+    if cap.via == Via::Form {
+        outcome.lead.last_activity_at = Some(tx.now);
+    }
+    if let Some(vid) = &cap.visitor_id {
+        stitch_visitor(tx, &mut outcome.lead, vid)?;
+    }
+    if outcome.lead != before {
+        if outcome.merged {
+            outcome.lead.version += 1;
+            outcome.lead.updated_at = tx.now;
+            tx.put_lead(Some(&before), &outcome.lead)?;
+            tx.change(
+                Entity::Lead,
+                outcome.lead.id,
+                Op::Update,
+                Some(&outcome.lead),
+            )?;
+        } else {
+            // Still the lead this job created: one create to followers, version 1.
+            tx.put_lead(Some(&before), &outcome.lead)?;
+        }
+    }
+    Ok(Ok(outcome))
+}
+
+/// Links `visitor` to `lead` and moves the visitor's anonymous page views onto the lead as
+/// `page_view` activities, in the order they happened. A visitor already linked to another
+/// lead (a shared computer) stays with that lead.
+fn stitch_visitor(tx: &mut Tx<'_>, lead: &mut Lead, vid: &str) -> Result<(), StoreError> {
+    let mut visitor = match tx.visitor(vid)? {
+        Some(v) if v.lead_id.is_some_and(|l| l != lead.id) => return Ok(()),
+        Some(v) => v,
+        None => Visitor {
+            id: vid.to_owned(),
+            first_seen: tx.now,
+            last_seen: tx.now,
+            lead_id: None,
+            views: 0,
+        },
+    };
+    let views = tx.take_page_views(vid)?;
+    for view in &views {
+        record_page_view(tx, lead, view)?;
+    }
+    visitor.lead_id = Some(lead.id);
+    visitor.views = 0;
+    tx.put_visitor(&visitor)?;
+    tx.link_visitor(lead.id, vid)?;
+    Ok(())
+}
+
+/// A page view of a known lead becomes its activity.
+fn record_page_view(tx: &mut Tx<'_>, lead: &mut Lead, view: &PageView) -> Result<(), StoreError> {
+    let activity = Activity {
+        id: tx.new_id(),
+        lead_id: lead.id,
+        kind: "page_view".into(),
+        occurred_at: view.at,
+        recorded_at: tx.now,
+        actor_id: None,
+        campaign_id: None,
+        text: view.title.clone(),
+        properties: Value::Object(view.properties()).to_string(),
+    };
+    tx.put_activity(&activity)?;
+    tx.change(Entity::Activity, activity.id, Op::Create, Some(lead))?;
+    if lead.last_activity_at.is_none_or(|t| t < view.at) {
+        lead.last_activity_at = Some(view.at);
+    }
+    Ok(())
+}
+
+/// A likely-duplicate group as listed by `GET /v1/leads/duplicates`.
+#[derive(Debug, Clone)]
+pub struct DuplicateGroup {
+    pub reason: &'static str,
+    pub leads: Vec<Lead>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DuplicatesPage {
+    pub groups: Vec<DuplicateGroup>,
+    pub next: Option<String>,
+}
+
+/// Index rows one duplicates page examines at most.
+const DUPLICATE_SCAN: usize = 20_000;
+
+impl Service {
+    /// Captures one lead (created, or merged into the lead with its email or phone).
+    pub async fn create_lead(
+        &self,
+        p: &Principal,
+        mut new: NewLead,
+        cap: Capture,
+        idem: Option<(super::Idempotency, super::Render<CreateOutcome>)>,
+    ) -> ServiceResult<super::Written<CreateOutcome>> {
+        derive_channel(&self.rules, &mut new, &cap);
+        let principal = p.clone();
+        self.write_idempotent(p.id(), idem, move |tx| {
+            apply_capture(tx, &principal, new, cap)
+        })
+        .await
+    }
+
+    /// Captures every valid item in one transaction, in order (so items dedupe against each
+    /// other too); invalid items are reported and skipped.
+    pub async fn create_leads_batch(
+        &self,
+        p: &Principal,
+        items: Vec<Result<(NewLead, Capture), Vec<FieldError>>>,
+        idem: Option<(super::Idempotency, super::Render<Vec<BatchItem>>)>,
+    ) -> ServiceResult<super::Written<Vec<BatchItem>>> {
+        let principal = p.clone();
+        let rules = self.rules.clone();
+        self.write_idempotent(p.id(), idem, move |tx| {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(match item {
+                    Err(errors) => BatchItem::Failed(ServiceError::Invalid(errors)),
+                    Ok((mut new, cap)) => {
+                        derive_channel(&rules, &mut new, &cap);
+                        match apply_capture(tx, &principal, new, cap)? {
+                            Ok(o) => BatchItem::Done(Box::new(o)),
+                            Err(e) => BatchItem::Failed(e),
+                        }
+                    }
+                });
+            }
+            Ok(Ok(out))
+        })
+        .await
+    }
+
+    /// Records a tracker page view: on the lead if the visitor became one, else kept with the
+    /// visitor (bounded).
+    pub async fn track_page_view(&self, visitor_id: String, view: PageView) -> ServiceResult<()> {
+        self.store
+            .write(move |tx| {
+                let mut visitor = tx.visitor(&visitor_id)?.unwrap_or(Visitor {
+                    id: visitor_id.clone(),
+                    first_seen: view.at,
+                    last_seen: view.at,
+                    lead_id: None,
+                    views: 0,
+                });
+                visitor.last_seen = view.at;
+                match visitor.lead_id.map(|id| tx.lead(id)).transpose()?.flatten() {
+                    Some(mut lead) => {
+                        let before = lead.clone();
+                        record_page_view(tx, &mut lead, &view)?;
+                        if lead != before {
+                            lead.version += 1;
+                            lead.updated_at = tx.now;
+                            tx.put_lead(Some(&before), &lead)?;
+                            tx.change(Entity::Lead, lead.id, Op::Update, Some(&lead))?;
+                        }
+                    }
+                    None => {
+                        visitor.lead_id = None;
+                        visitor.views =
+                            tx.add_page_view(&visitor_id, &view, MAX_VIEWS_PER_VISITOR)?;
+                    }
+                }
+                tx.put_visitor(&visitor)?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// A visitor and their anonymous page views. Admins see any; others only a visitor who
+    /// became a lead they can see.
+    pub fn visitor(&self, p: &Principal, id: &str) -> ServiceResult<VisitorView> {
+        let snap = self.store.read()?;
+        let Some(v) = snap.visitor(id)? else {
+            return Err(ServiceError::NotFound("visitor"));
+        };
+        let visible = p.is_admin()
+            || match v.lead_id {
+                Some(l) => snap.lead(l)?.is_some_and(|l| p.can_see_lead(&l)),
+                None => false,
+            };
+        if !visible {
+            return Err(ServiceError::NotFound("visitor"));
+        }
+        Ok(VisitorView::new(&v, &snap.page_views(id)?))
+    }
+
+    /// Where a merged-away lead went, if it was merged (and the survivor is visible).
+    pub fn merged_into(&self, p: &Principal, id: Uuid) -> ServiceResult<Option<Uuid>> {
+        let snap = self.store.read()?;
+        let Some(survivor) = snap.alt_key(&format!("m:{id}"))? else {
+            return Ok(None);
+        };
+        Ok(snap
+            .lead(survivor)?
+            .filter(|l| p.can_see_lead(l))
+            .map(|l| l.id))
+    }
+
+    /// Merges lead `other` into `survivor`: activities, events, visitors and dedupe keys move,
+    /// blank fields are filled from `other`, `other` is removed and its id answers with a
+    /// pointer to the survivor from then on.
+    pub async fn merge_leads(
+        &self,
+        p: &Principal,
+        survivor: Uuid,
+        other: Uuid,
+    ) -> ServiceResult<Lead> {
+        if survivor == other {
+            return Err(ServiceError::invalid(
+                "other_id",
+                "a lead cannot merge with itself",
+            ));
+        }
+        let principal = p.clone();
+        self.store
+            .write(move |tx| {
+                let p = &principal;
+                let (Some(mut lead), Some(gone)) = (tx.lead(survivor)?, tx.lead(other)?) else {
+                    return Ok(Err(ServiceError::NotFound("lead")));
+                };
+                if !p.can_see_lead(&lead) || !p.can_see_lead(&gone) {
+                    return Ok(Err(ServiceError::NotFound("lead")));
+                }
+                if p.role() == crate::domain::user::Role::Rep && gone.owner_id != lead.owner_id {
+                    return Ok(Err(ServiceError::Forbidden(
+                        "reps can only merge leads they own both of".into(),
+                    )));
+                }
+                let before = lead.clone();
+                let moved = tx.move_activities(other, survivor)?;
+                tx.move_alt_keys(other, survivor)?;
+                tx.erase_lead(&gone)?;
+                let report = lead.absorb(NewLead::from_lead(&gone));
+                // Keys the survivor could not take over still find it.
+                if let Some(e) = &gone.email
+                    && lead.email.as_deref() != Some(e.as_str())
+                {
+                    tx.put_alt_key(survivor, &format!("e:{e}"))?;
+                }
+                if let Some(ph) = &gone.phone
+                    && lead.phone.as_deref() != Some(ph.as_str())
+                {
+                    tx.put_alt_key(survivor, &format!("p:{ph}"))?;
+                }
+                tx.put_alt_key(survivor, &format!("m:{other}"))?;
+                if gone.created_at < lead.created_at {
+                    lead.first_touch_at = lead.first_touch_at.or(gone.first_touch_at);
+                }
+                lead.last_activity_at = lead.last_activity_at.max(gone.last_activity_at);
+                lead.version += 1;
+                lead.updated_at = tx.now;
+                tx.put_lead(Some(&before), &lead)?;
+                tx.change(Entity::Lead, other, Op::Merge, Some(&gone))?;
+                tx.change(Entity::Lead, survivor, Op::Update, Some(&lead))?;
+                tx.event(
+                    survivor,
+                    "merged",
+                    p.actor(),
+                    json!({
+                        "reason": "manual",
+                        "merged_id": other,
+                        "survivor_id": survivor,
+                        "activities_moved": moved,
+                        "filled": report.filled,
+                        "conflicts": report.conflicts,
+                    }),
+                )?;
+                Ok(Ok(lead))
+            })
+            .await?
+    }
+
+    /// Groups of leads that are probably the same person, with the reason.
+    pub fn duplicates(
+        &self,
+        p: &Principal,
+        after: Option<&str>,
+        limit: usize,
+    ) -> ServiceResult<DuplicatesPage> {
+        let snap = self.store.read()?;
+        let (groups, scan_stop) = snap.duplicate_groups(after, DUPLICATE_SCAN)?;
+        let mut out: Vec<DuplicateGroup> = Vec::new();
+        let mut last_key = None;
+        let mut full = false;
+        for (key, ids) in groups {
+            let mut leads = Vec::new();
+            for id in ids {
+                if let Some(l) = snap.lead(id)?.filter(|l| p.can_see_lead(l)) {
+                    leads.push(l);
+                }
+            }
+            if leads.len() < 2 {
+                continue;
+            }
+            if out.len() == limit {
+                full = true;
+                break;
+            }
+            let reason = crate::domain::dedupe::DuplicateReason::of_key(&key)
+                .map_or("unknown", |r| r.as_str());
+            last_key = Some(key);
+            out.push(DuplicateGroup { reason, leads });
+        }
+        let next = if full { last_key } else { scan_stop };
+        Ok(DuplicatesPage { groups: out, next })
+    }
+}
