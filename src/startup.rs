@@ -61,11 +61,9 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let state = AppState {
-            service: self.service,
-            config: self.config,
-        };
-        axum::serve(self.listener, api::app(state))
+        let state = AppState::new(self.service, self.config);
+        let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server failed")

@@ -379,14 +379,34 @@ pub struct LeadPage {
 /// Read one lead.
 #[utoipa::path(get, path = "/v1/leads/{id}", tag = "leads",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = LeadView, headers(("ETag" = String))), (status = 401, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = LeadView, headers(("ETag" = String))),
+        (status = 301, description = "Merged into another lead, named by Location and `merged_into`"),
+        (status = 401, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 async fn get_lead(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let lead = state.service.get_lead(&p, path_id(&id, "lead")?)?;
+    let id = path_id(&id, "lead")?;
+    let lead = match state.service.get_lead(&p, id) {
+        Err(ServiceError::NotFound(_)) => {
+            // A lead merged into another answers with where it went.
+            if let Some(survivor) = state.service.merged_into(&p, id)? {
+                let mut res = (
+                    StatusCode::MOVED_PERMANENTLY,
+                    Json(serde_json::json!({"merged_into": survivor})),
+                )
+                    .into_response();
+                if let Ok(v) = HeaderValue::from_str(&lead_location(survivor)) {
+                    res.headers_mut().insert(header::LOCATION, v);
+                }
+                return Ok(res);
+            }
+            return Err(ApiError::NotFound("lead"));
+        }
+        other => other?,
+    };
     Ok(json_with(
         StatusCode::OK,
         &LeadView::from(&lead),

@@ -2,10 +2,12 @@
 //! Every error leaves as RFC 9457 problem+json, including the ones axum and tower produce.
 
 pub mod activities;
+pub mod capture;
 pub mod error;
 pub mod extract;
 pub mod form_page;
 pub mod leads;
+pub mod limits;
 pub mod ops;
 pub mod users;
 
@@ -33,6 +35,28 @@ use utoipa_axum::router::OpenApiRouter;
 pub struct AppState {
     pub service: Service,
     pub config: Arc<Config>,
+    pub guards: Arc<CaptureGuards>,
+}
+
+impl AppState {
+    pub fn new(service: Service, config: Arc<Config>) -> Self {
+        let guards = Arc::new(capture::guards(&config));
+        AppState {
+            service,
+            config,
+            guards,
+        }
+    }
+}
+
+/// The in-memory protections of the public capture endpoints.
+#[derive(Debug)]
+pub struct CaptureGuards {
+    pub form_per_ip: limits::RateLimiter,
+    pub form_per_form: limits::RateLimiter,
+    pub views_per_ip: limits::RateLimiter,
+    pub recent: limits::RecentSubmissions,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(OpenApi)]
@@ -40,7 +64,7 @@ pub struct AppState {
     info(title = "Leadline", description = "The Leadline lead server REST API (v1)."),
     modifiers(&BearerAuth),
     tags(
-        (name = "leads"), (name = "activities"), (name = "users"), (name = "auth"),
+        (name = "leads"), (name = "activities"), (name = "capture"), (name = "users"), (name = "auth"),
         (name = "integration"), (name = "ops")
     )
 )]
@@ -63,6 +87,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(leads::router())
         .merge(activities::router())
+        .merge(capture::router())
         .merge(users::router())
         .merge(ops::router())
         .split_for_parts()
@@ -108,11 +133,12 @@ async fn problem_for_bare_errors(res: Response, max_body_bytes: u64) -> Response
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
-    let is_problem = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if is_problem {
+    // Our own error answers are problem+json already, or an HTML page meant for a person
+    // (a hosted form shown again with its errors).
+    let ours = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes() == PROBLEM_JSON.as_bytes() || v.as_bytes().starts_with(b"text/html")
+    });
+    if ours {
         return res;
     }
     let err = match status {

@@ -6,6 +6,7 @@ mod activities;
 mod auth;
 mod capture;
 mod changes;
+mod forms;
 mod leads;
 mod users;
 
@@ -13,6 +14,7 @@ pub use activities::{ActivityCreated, TimelinePage};
 pub use auth::{LoginOutcome, hash_token, new_token};
 pub use capture::{Capture, DuplicateGroup, DuplicatesPage, Via, api_capture};
 pub use changes::ChangesPage;
+pub use forms::FillTime;
 pub use leads::{BatchItem, CreateOutcome, LeadExport, ListParams};
 
 use crate::clock::Clock;

@@ -291,6 +291,15 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
         txn.open_table(VISITORS)?;
         txn.open_table(PAGE_VIEWS)?;
         txn.open_table(LEAD_VISITORS)?;
+        let mut secrets = txn.open_table(SECRETS)?;
+        for name in SECRET_NAMES {
+            if secrets.get(name)?.is_none() {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| StoreError::Storage(format!("no randomness for a secret: {e}")))?;
+                secrets.insert(name, bytes.as_slice())?;
+            }
+        }
         let changelog = txn.open_table(CHANGELOG)?;
         last_seq = changelog.last()?.map(|(k, _)| k.value()).unwrap_or(0);
     }
@@ -308,6 +317,9 @@ where
         None => Ok(None),
     }
 }
+
+/// The secrets `init_schema` makes (see `tables::SECRETS`).
+pub const SECRET_NAMES: &[&str] = &["form_token"];
 
 /// A likely-duplicate key and the ids of the leads that share it.
 pub type DuplicateGroupIds = (String, Vec<Uuid>);
@@ -393,6 +405,14 @@ impl Snapshot {
             }
         }
         Ok(out)
+    }
+
+    /// A secret made on first start (one of `SECRET_NAMES`).
+    pub fn secret(&self, name: &str) -> StoreResult<Vec<u8>> {
+        match self.txn.open_table(SECRETS)?.get(name)? {
+            Some(v) => Ok(v.value().to_vec()),
+            None => Err(StoreError::Storage(format!("secret {name} is missing"))),
+        }
     }
 
     /// The lead an alt key (`e:`, `p:`, `m:`, `r:`; see `tables::ALT_KEYS`) points at.

@@ -56,5 +56,9 @@ pub const PAGE_VIEWS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::ne
 /// (lead id, visitor id) → (): the visitors stitched to a lead, for erasure and export.
 pub const LEAD_VISITORS: TableDefinition<(u128, &str), ()> = TableDefinition::new("lead_visitors");
 
+/// Named random secrets made on first start (e.g. `form_token`, which signs hosted-form render
+/// times); kept so pages rendered before a restart still validate after it.
+pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+
 /// The on-disk layout version; bumped with a migration when tables change shape.
 pub const FORMAT_VERSION: u64 = 1;

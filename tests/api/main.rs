@@ -3,6 +3,8 @@
 
 mod access;
 mod activities;
+mod browser;
+mod capture;
 mod helpers;
 mod leads;
 mod ops;
