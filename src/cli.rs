@@ -1,4 +1,5 @@
-//! The `leadline` command line: `serve`, `token create`, `user create`, `bench ingest`.
+//! The `leadline` command line: `serve`, `token create`, `user create`, `import`, `export`,
+//! `bench ingest`, `bench import`.
 
 use crate::bench::{IngestOptions, drive_ingest};
 use crate::clock::SystemClock;
@@ -32,9 +33,51 @@ pub enum Command {
     /// Manage users (works on a stopped server's data directory).
     #[command(subcommand)]
     User(UserCommand),
+    /// Import leads from a CSV or NDJSON file (works on a stopped server's data directory;
+    /// while it runs, use POST /v1/leads/import).
+    Import(ImportArgs),
+    /// Export leads as CSV or NDJSON (works on a stopped server's data directory; while it
+    /// runs, use GET /v1/leads/export).
+    Export(ExportArgs),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The file: .csv, or .ndjson/.jsonl (one JSON object per line).
+    pub file: PathBuf,
+    /// csv or ndjson (default: from the file's extension).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Map a column to a lead field: `--map "E-mail=email"`, `--map "Notes=note"`,
+    /// `--map "Budget=fields.budget"`, `--map "Internal=ignore"`. Repeatable.
+    #[arg(long = "map", value_name = "COLUMN=FIELD")]
+    pub map: Vec<String>,
+    /// Report what would be created, merged and rejected; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where rejected rows go, with their line numbers (default: FILE.rejects.csv).
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// csv (default) or ndjson.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    /// Write here instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// A list filter as in GET /v1/leads: `--filter stage=mql --filter channel=event`.
+    #[arg(long = "filter", value_name = "NAME=VALUE")]
+    pub filter: Vec<String>,
 }
 
 /// Where the configuration comes from.
@@ -113,6 +156,16 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Generates a messy lead file (Chinese and English, 5% duplicates) and imports it into a
+    /// fresh store, printing rows/s and peak memory.
+    Import {
+        /// Rows to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        leads: usize,
+        /// Where to put the file and the temporary data directory (default: the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -125,7 +178,7 @@ fn env_map() -> BTreeMap<String, String> {
         .collect()
 }
 
-fn load(args: &ConfigArgs, extra: Overrides) -> anyhow::Result<Config> {
+pub(crate) fn load(args: &ConfigArgs, extra: Overrides) -> anyhow::Result<Config> {
     let overrides = Overrides {
         config: args.config.clone(),
         data_dir: args.data_dir.clone(),
@@ -169,11 +222,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 team,
                 password_stdin,
             }) => user_create(config, name, role, email, team, password_stdin).await,
+            Command::Import(args) => crate::cli_transfer::import(args).await,
+            Command::Export(args) => crate::cli_transfer::export(args).await,
             Command::Bench(BenchCommand::Ingest {
                 clients,
                 leads,
                 dir,
             }) => bench_ingest(clients, leads, dir).await,
+            Command::Bench(BenchCommand::Import { leads, dir }) => {
+                crate::cli_transfer::bench_import(leads, dir).await
+            }
         }
     })
 }

@@ -48,6 +48,8 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Largest `limit` a list accepts.
     pub max_page_size: u64,
+    /// Largest body `POST /v1/leads/import` streams in, in bytes.
+    pub max_import_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +66,8 @@ pub struct StoreConfig {
     pub max_batch: u64,
     /// Most index entries one list page may examine before it returns early with a cursor.
     pub list_scan_budget: u64,
+    /// The database page cache, in MiB (the server's main memory use).
+    pub cache_mib: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,6 +134,7 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             max_page_size: 500,
+            max_import_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -147,6 +152,7 @@ impl Default for StoreConfig {
         StoreConfig {
             max_batch: 1024,
             list_scan_budget: 20_000,
+            cache_mib: 256,
         }
     }
 }

@@ -10,12 +10,14 @@
 //! - [`config`]: layered configuration (defaults → file → environment → flags).
 //! - [`clock`]: injected time.
 //! - [`startup`]: building and running the server (used by the binary and by tests).
-//! - [`cli`]: the `leadline` command line.
+//! - [`transfer`]: CSV/NDJSON import rows and export writers.
+//! - [`cli`]: the `leadline` command line (bulk commands in `cli_transfer`).
 //! - [`bench`]: load generators for `leadline bench`.
 
 pub mod api;
 pub mod bench;
 pub mod cli;
+mod cli_transfer;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -74,6 +74,8 @@ impl Application {
 pub fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Service> {
     let writer = WriterConfig {
         max_batch: usize::try_from(config.store.max_batch).unwrap_or(1024),
+        cache_bytes: usize::try_from(config.store.cache_mib.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
         ..WriterConfig::default()
     };
     let store = Store::open(&config.data_dir, clock.clone(), writer)

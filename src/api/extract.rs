@@ -148,6 +148,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
+    /// Parameters given some other way (the CLI's `--filter`).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Params {
+        Params { pairs }
+    }
+
     /// The value of `name`, if given (the last one wins); an empty value counts as absent.
     pub fn take(&mut self, name: &str) -> Option<String> {
         let mut found = None;

@@ -280,40 +280,8 @@ async fn create_leads_batch(
     }
 }
 
-fn parse_stage(s: &str) -> Result<Stage, String> {
-    Stage::parse(s)
-        .ok_or_else(|| "must be lead, mql, sql, opportunity, customer or disqualified".into())
-}
-
-fn parse_status(s: &str) -> Result<Status, String> {
-    Status::parse(s).ok_or_else(|| {
-        "must be new, attempting, connected, nurturing, unqualified or converted".into()
-    })
-}
-
-fn parse_score(s: &str) -> Result<i32, String> {
-    s.parse().map_err(|_| "must be a whole number".into())
-}
-
-/// List leads the caller may see, filtered and sorted, a page at a time.
-#[utoipa::path(get, path = "/v1/leads", tag = "leads",
-    params(
-        ("stage" = Option<String>, Query), ("status" = Option<String>, Query),
-        ("owner_id" = Option<String>, Query, description = "A user id, or `none` for unowned leads"),
-        ("pool_id" = Option<Uuid>, Query), ("source" = Option<String>, Query), ("channel" = Option<String>, Query),
-        ("campaign_id" = Option<Uuid>, Query), ("tag" = Option<String>, Query),
-        ("min_score" = Option<i32>, Query), ("max_score" = Option<i32>, Query),
-        ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
-        ("updated_after" = Option<String>, Query),
-        ("sort" = Option<String>, Query, description = "created_at|-created_at|score|-score|updated_at|-updated_at (default -created_at)"),
-        ("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = LeadPage), (status = 401, body = Problem), (status = 422, body = Problem)),
-    security(("bearer" = [])))]
-async fn list_leads(
-    State(state): State<AppState>,
-    Auth(p): Auth,
-    mut q: Params,
-) -> ApiResult<Response> {
+/// The list filters and sort of `GET /v1/leads`, shared by the export.
+pub fn filter_and_sort(q: &mut Params) -> ApiResult<(LeadFilter, SortKey, bool)> {
     let filter = LeadFilter {
         stage: q.parse("stage", parse_stage)?,
         status: q.parse("status", parse_status)?,
@@ -349,6 +317,44 @@ async fn list_leads(
             ),
         })?
         .unwrap_or((SortKey::Created, true));
+    Ok((filter, sort, descending))
+}
+
+fn parse_stage(s: &str) -> Result<Stage, String> {
+    Stage::parse(s)
+        .ok_or_else(|| "must be lead, mql, sql, opportunity, customer or disqualified".into())
+}
+
+fn parse_status(s: &str) -> Result<Status, String> {
+    Status::parse(s).ok_or_else(|| {
+        "must be new, attempting, connected, nurturing, unqualified or converted".into()
+    })
+}
+
+fn parse_score(s: &str) -> Result<i32, String> {
+    s.parse().map_err(|_| "must be a whole number".into())
+}
+
+/// List leads the caller may see, filtered and sorted, a page at a time.
+#[utoipa::path(get, path = "/v1/leads", tag = "leads",
+    params(
+        ("stage" = Option<String>, Query), ("status" = Option<String>, Query),
+        ("owner_id" = Option<String>, Query, description = "A user id, or `none` for unowned leads"),
+        ("pool_id" = Option<Uuid>, Query), ("source" = Option<String>, Query), ("channel" = Option<String>, Query),
+        ("campaign_id" = Option<Uuid>, Query), ("tag" = Option<String>, Query),
+        ("min_score" = Option<i32>, Query), ("max_score" = Option<i32>, Query),
+        ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
+        ("updated_after" = Option<String>, Query),
+        ("sort" = Option<String>, Query, description = "created_at|-created_at|score|-score|updated_at|-updated_at (default -created_at)"),
+        ("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = LeadPage), (status = 401, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn list_leads(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    mut q: Params,
+) -> ApiResult<Response> {
+    let (filter, sort, descending) = filter_and_sort(&mut q)?;
     let limit = q.limit(state.config.http.max_page_size)?;
     let after = q.cursor()?;
     q.finish()?;

@@ -9,6 +9,7 @@ pub mod form_page;
 pub mod leads;
 pub mod limits;
 pub mod ops;
+pub mod transfer;
 pub mod users;
 
 use crate::config::Config;
@@ -82,24 +83,34 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The routes and the OpenAPI document generated from them.
-pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The routes and the OpenAPI document generated from them: the ordinary routes, and the bulk
+/// transfer routes, which stream and so get neither the request timeout nor the JSON body limit.
+pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
+    let (bulk, bulk_doc) = OpenApiRouter::new()
+        .merge(transfer::router())
+        .split_for_parts();
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(leads::router())
         .merge(activities::router())
         .merge(capture::router())
         .merge(users::router())
         .merge(ops::router())
-        .split_for_parts()
+        .split_for_parts();
+    doc.merge(bulk_doc);
+    (router, bulk, doc)
 }
 
 /// The complete application: routes, `/openapi.json`, fallbacks and middleware.
 pub fn app(state: AppState) -> Router {
-    let (router, doc) = routes();
+    let (router, bulk, doc) = routes();
     let doc = Arc::new(doc);
     let max_body_bytes = state.config.http.max_body_bytes;
     let max_body = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+    let max_import = usize::try_from(state.config.http.max_import_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
+    let bulk = bulk
+        .with_state(state.clone())
+        .layer(RequestBodyLimitLayer::new(max_import));
     router
         .route(
             "/openapi.json",
@@ -117,6 +128,7 @@ pub fn app(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
+        .merge(bulk)
         // Outside the layers above, so their bare 413/503 answers get a problem body too.
         .layer(axum::middleware::map_response(move |res: Response| {
             problem_for_bare_errors(res, max_body_bytes)

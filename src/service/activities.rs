@@ -62,7 +62,7 @@ impl Service {
                             },
                             ..Default::default()
                         };
-                        match apply_create(tx, p, fresh)? {
+                        match apply_create(tx, p, fresh, false)? {
                             Ok(o) => (o.lead, true),
                             Err(e) => return Ok(Err(e)),
                         }

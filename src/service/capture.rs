@@ -111,10 +111,30 @@ pub(crate) fn apply_capture(
     cap: Capture,
 ) -> Result<ServiceResult<CreateOutcome>, StoreError> {
     let campaign_id = new.campaign_id;
-    let mut outcome = match apply_create(tx, p, new)? {
+    let import = cap.via == Via::Import;
+    // A row without email or phone is known again by its content, so importing the same file
+    // twice creates nothing new.
+    let row_key = (import && new.email.is_none() && new.phone.is_none()).then(|| row_key(&new));
+    if let Some(key) = &row_key
+        && let Some(id) = tx.alt_key(key)?
+        && let Some(lead) = tx.lead(id)?
+    {
+        return Ok(Ok(CreateOutcome {
+            lead,
+            merged: true,
+            changed: false,
+        }));
+    }
+    let mut outcome = match apply_create(tx, p, new, import)? {
         Ok(o) => o,
         Err(e) => return Ok(Err(e)),
     };
+    if let Some(key) = &row_key {
+        tx.put_alt_key(outcome.lead.id, key)?;
+    }
+    if import && !outcome.changed {
+        return Ok(Ok(outcome));
+    }
     let mut properties = cap.properties;
     properties.insert("via".into(), json!(cap.via.as_str()));
     properties.insert("raw".into(), Value::Object(cap.raw));
@@ -166,6 +186,30 @@ pub(crate) fn apply_capture(
         }
     }
     Ok(Ok(outcome))
+}
+
+/// The content key of an imported row without email or phone (see `tables::ALT_KEYS`).
+fn row_key(new: &NewLead) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for v in [
+        &new.name,
+        &new.company,
+        &new.title,
+        &new.industry,
+        &new.region,
+        &new.country,
+        &new.source,
+    ] {
+        h.update(v.as_deref().unwrap_or("").as_bytes());
+        h.update([0]);
+    }
+    h.update(
+        serde_json::Value::Object(new.fields.clone())
+            .to_string()
+            .as_bytes(),
+    );
+    format!("r:{}", hex::encode(&h.finalize()[..16]))
 }
 
 /// Links `visitor` to `lead` and moves the visitor's anonymous page views onto the lead as

@@ -16,6 +16,8 @@ use uuid::Uuid;
 pub struct CreateOutcome {
     pub lead: Lead,
     pub merged: bool,
+    /// False when a duplicate capture had nothing new for the lead it matched.
+    pub changed: bool,
 }
 
 /// One item of a batch create, in request order.
@@ -72,10 +74,12 @@ fn check_owner_exists(tx: &Tx<'_>, owner: Option<Uuid>) -> Result<ServiceResult<
 }
 
 /// Creates `new` or merges it into the lead with the same email or phone. Runs in the writer.
+/// `quiet`: a duplicate that changes nothing leaves no trace (an import run again).
 pub(crate) fn apply_create(
     tx: &mut Tx<'_>,
     p: &Principal,
     mut new: NewLead,
+    quiet: bool,
 ) -> Result<ServiceResult<CreateOutcome>, StoreError> {
     if let Err(e) = check_owner_right(p, new.owner_id) {
         return Ok(Err(e));
@@ -105,6 +109,7 @@ pub(crate) fn apply_create(
         return Ok(Ok(CreateOutcome {
             lead,
             merged: false,
+            changed: true,
         }));
     };
     let Some(mut lead) = tx.lead(existing_id)? else {
@@ -134,11 +139,18 @@ pub(crate) fn apply_create(
         new.owner_id = None;
     }
     let report = lead.absorb(new);
-    if lead != before {
+    let changed = lead != before;
+    if changed {
         lead.version += 1;
         lead.updated_at = tx.now;
         tx.put_lead(Some(&before), &lead)?;
         tx.change(Entity::Lead, lead.id, Op::Update, Some(&lead))?;
+    } else if quiet {
+        return Ok(Ok(CreateOutcome {
+            lead,
+            merged: true,
+            changed,
+        }));
     }
     tx.event(
         lead.id,
@@ -151,7 +163,11 @@ pub(crate) fn apply_create(
             "not_applied": moved_aside,
         }),
     )?;
-    Ok(Ok(CreateOutcome { lead, merged: true }))
+    Ok(Ok(CreateOutcome {
+        lead,
+        merged: true,
+        changed,
+    }))
 }
 
 impl Service {
@@ -289,6 +305,46 @@ impl Service {
                 Ok(Ok(()))
             })
             .await?
+    }
+
+    /// Writes every lead `p` may see that matches `filter`, in `sort` order, to `out`, from one
+    /// consistent snapshot. Blocking: run it off the async workers. Returns how many leads.
+    pub fn export_leads<W: std::io::Write>(
+        &self,
+        p: &Principal,
+        filter: LeadFilter,
+        sort: SortKey,
+        descending: bool,
+        out: &mut crate::transfer::ExportWriter<W>,
+    ) -> ServiceResult<u64> {
+        let visibility = match p.visible_owners() {
+            None => Visibility::All,
+            Some(o) => Visibility::Owners(o),
+        };
+        let snap = self.store.read()?;
+        let mut q = LeadQuery {
+            filter,
+            sort,
+            descending,
+            limit: 500,
+            after: None,
+            visibility,
+            scan_budget: self.cfg.list_scan_budget,
+        };
+        let mut written = 0;
+        loop {
+            let page = query::list_leads(&snap, &q)?;
+            for lead in &page.items {
+                out.write(lead).map_err(|e| {
+                    ServiceError::Store(StoreError::Storage(format!("export stopped: {e}")))
+                })?;
+                written += 1;
+            }
+            match page.next {
+                Some(next) => q.after = Some(next),
+                None => return Ok(written),
+            }
+        }
     }
 
     pub fn export_lead(&self, p: &Principal, id: Uuid) -> ServiceResult<LeadExport> {

@@ -7,6 +7,7 @@ mod auth;
 mod capture;
 mod changes;
 mod forms;
+mod import;
 mod leads;
 mod users;
 
@@ -15,6 +16,7 @@ pub use auth::{LoginOutcome, hash_token, new_token};
 pub use capture::{Capture, DuplicateGroup, DuplicatesPage, Via, api_capture};
 pub use changes::ChangesPage;
 pub use forms::FillTime;
+pub use import::{ImportError, ImportOptions, ImportSummary, Rejection};
 pub use leads::{BatchItem, CreateOutcome, LeadExport, ListParams};
 
 use crate::clock::Clock;

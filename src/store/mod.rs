@@ -151,7 +151,10 @@ impl Store {
             ))
         })?;
         let path = dir.join("leadline.redb");
-        let db = match Database::create(&path) {
+        let db = match redb::Builder::new()
+            .set_cache_size(cfg.cache_bytes)
+            .create(&path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
             Err(e) => {
@@ -405,6 +408,22 @@ impl Snapshot {
             }
         }
         Ok(out)
+    }
+
+    /// The lead with this email, or the lead that absorbed a lead with it.
+    pub fn lead_id_by_email(&self, email: &str) -> StoreResult<Option<Uuid>> {
+        match self.txn.open_table(LEAD_BY_EMAIL)?.get(email)? {
+            Some(v) => Ok(Some(Uuid::from_u128(v.value()))),
+            None => self.alt_key(&format!("e:{email}")),
+        }
+    }
+
+    /// The lead with this phone, or the lead that absorbed a lead with it.
+    pub fn lead_id_by_phone(&self, phone: &str) -> StoreResult<Option<Uuid>> {
+        match self.txn.open_table(LEAD_BY_PHONE)?.get(phone)? {
+            Some(v) => Ok(Some(Uuid::from_u128(v.value()))),
+            None => self.alt_key(&format!("p:{phone}")),
+        }
     }
 
     /// A secret made on first start (one of `SECRET_NAMES`).

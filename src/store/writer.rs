@@ -18,6 +18,8 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// Jobs that may wait in the queue before senders wait (backpressure).
     pub queue: usize,
+    /// redb's page cache, in bytes: the store's main memory use.
+    pub cache_bytes: usize,
 }
 
 impl Default for WriterConfig {
@@ -25,6 +27,7 @@ impl Default for WriterConfig {
         WriterConfig {
             max_batch: 1024,
             queue: 16 * 1024,
+            cache_bytes: 256 * 1024 * 1024,
         }
     }
 }

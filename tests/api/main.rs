@@ -9,4 +9,5 @@ mod helpers;
 mod leads;
 mod ops;
 mod smoke;
+mod transfer;
 mod users;

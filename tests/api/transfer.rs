@@ -1,0 +1,320 @@
+//! Bulk import and export over HTTP: normalization of messy rows, dedupe within a file and
+//! across imports, rejected rows with their line numbers, re-imports that create nothing,
+//! dry runs, NDJSON, and exports with the list filters that re-import cleanly.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A messy file: every sample phone format, a repeat inside the file, Chinese headers, a bad
+/// row and a bad email. Line numbers count the header as line 1; the quoted note spans two.
+const MESSY: &str = "姓名,E-mail,手机,公司,人数,备注,utm_source,utm_medium\n\
+王总,wang@example-corp.cn,13812345678,示例科技有限公司,120,\"展会认识\n对MES感兴趣\",expo,event\n\
+Li Lei,LILEI@ACME.COM ,+86 139 1234 5678,Acme  Ltd,50-200,,baidu,cpc\n\
+Ann,ann@@broken,86-13712345678,Initech,,,,\n\
+Bo,bo@acme.com,(136) 1234-5678,Acme,lots,,,\n\
+Sam,sam@acme.com,+1 415 555 0100,Globex,,,,\n\
+Wang again,  Wang@Example-Corp.cn ,138-1234-5678,,,,,\n\
+Cy,cy@acme.com, 135 1234 5678 ,Acme,,,,\n";
+
+async fn import(
+    app: &TestApp,
+    token: &str,
+    body: &str,
+    query: &str,
+    ct: &str,
+) -> reqwest::Response {
+    app.req(
+        reqwest::Method::POST,
+        &format!("/v1/leads/import{query}"),
+        token,
+    )
+    .header("content-type", ct)
+    .body(body.to_owned())
+    .send()
+    .await
+    .expect("import request")
+}
+
+async fn all_leads(app: &TestApp, token: &str) -> Vec<Value> {
+    let page = expect_json(app.get("/v1/leads?limit=500", token).await, StatusCode::OK).await;
+    page["items"].as_array().expect("items").clone()
+}
+
+fn by_email<'a>(leads: &'a [Value], email: &str) -> &'a Value {
+    leads
+        .iter()
+        .find(|l| l["email"] == email)
+        .unwrap_or_else(|| panic!("no lead {email}"))
+}
+
+#[tokio::test]
+async fn a_messy_csv_is_cleaned_deduped_and_its_bad_rows_named_by_line() {
+    let app = spawn_app().await;
+    let res = import(&app, &app.admin, MESSY, "", "text/csv").await;
+    let r = expect_json(res, StatusCode::OK).await;
+    assert_fields(
+        &r,
+        json!({"dry_run": false, "rows": 7, "created": 5, "merged": 0, "unchanged": 1, "rejected": 1}),
+    );
+    assert_eq!(
+        r["rejects"],
+        json!([{"line": 6, "errors": [{"field": "company_size", "message": r["rejects"][0]["errors"][0]["message"]}]}])
+    );
+
+    let leads = all_leads(&app, &app.admin).await;
+    assert_eq!(leads.len(), 5);
+    let wang = by_email(&leads, "wang@example-corp.cn");
+    assert_fields(
+        wang,
+        json!({"name": "王总", "phone": "+8613812345678", "company": "示例科技有限公司",
+               "company_size": 120, "channel": "event", "utm.source": "expo"}),
+    );
+    assert_fields(
+        by_email(&leads, "lilei@acme.com"),
+        json!({"phone": "+8613912345678", "company": "Acme Ltd", "company_size": 50, "channel": "paid_search"}),
+    );
+    assert_fields(
+        by_email(&leads, "ann@@broken"),
+        json!({"phone": "+8613712345678", "flags.invalid_email": true}),
+    );
+    assert_eq!(by_email(&leads, "sam@acme.com")["phone"], "+14155550100");
+    assert_eq!(by_email(&leads, "cy@acme.com")["phone"], "+8613512345678");
+
+    // the first activity keeps the row as it came, and the note
+    let id = wang["id"].as_str().unwrap();
+    let acts = expect_json(
+        app.get(&format!("/v1/leads/{id}/activities"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let acts = acts["items"].as_array().unwrap();
+    // the repeat on line 8 only offered a different name: an import never overwrites, so it
+    // left nothing
+    assert_eq!(acts.len(), 1);
+    let first = &acts[0];
+    assert_eq!(first["properties"]["line"], 2);
+    assert_fields(
+        first,
+        json!({"kind": "import", "text": "展会认识\n对MES感兴趣", "properties.raw.手机": "13812345678",
+               "properties.raw.E-mail": "wang@example-corp.cn", "properties.via": "import"}),
+    );
+}
+
+#[tokio::test]
+async fn importing_the_same_file_again_creates_nothing() {
+    let app = spawn_app().await;
+    let first = expect_json(
+        import(&app, &app.admin, MESSY, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    let changes = expect_json(
+        app.get("/v1/changes?limit=500", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    let again = expect_json(
+        import(&app, &app.admin, MESSY, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(
+        &again,
+        json!({"created": 0, "merged": 0, "unchanged": 6, "rejected": 1}),
+    );
+    assert_eq!(again["rejects"], first["rejects"]);
+    let after = expect_json(
+        app.get("/v1/changes?limit=500", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(after["next"], changes["next"], "not one change written");
+
+    // a row without email or phone is known again by its content
+    let nameless = "name,company\nNo Contact,Acme\n";
+    let r = expect_json(
+        import(&app, &app.admin, nameless, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(r["created"], 1);
+    let r = expect_json(
+        import(&app, &app.admin, nameless, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(&r, json!({"created": 0, "unchanged": 1}));
+
+    // a later file with the same people fills blanks and merges, across imports
+    let later = "email,title,phone\nsam@acme.com,CFO,\n,Buyer,+86 135 1234 5678\n";
+    let r = expect_json(
+        import(&app, &app.admin, later, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(&r, json!({"rows": 2, "created": 0, "merged": 2}));
+    let leads = all_leads(&app, &app.admin).await;
+    assert_eq!(by_email(&leads, "sam@acme.com")["title"], "CFO");
+    assert_eq!(by_email(&leads, "cy@acme.com")["title"], "Buyer");
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_and_writes_nothing() {
+    let app = spawn_app().await;
+    let r = expect_json(
+        import(&app, &app.admin, MESSY, "?dry_run=true", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(
+        &r,
+        json!({"dry_run": true, "rows": 7, "created": 5, "merged": 1, "rejected": 1, "rejects.0.line": 6}),
+    );
+    assert!(all_leads(&app, &app.admin).await.is_empty());
+}
+
+#[tokio::test]
+async fn ndjson_imports_with_a_column_map_and_bad_lines_are_rejected_alone() {
+    let app = spawn_app().await;
+    let body = "{\"Full\": \"Ann\", \"mail\": \"ann@acme.com\", \"tags\": [\"expo\"], \"utm\": {\"source\": \"linkedin\"}}\n\
+                not json\n\
+                \n\
+                {\"Full\": \"Bo\", \"mail\": \"bo@acme.com\", \"stage\": \"nope\"}\n";
+    let res = import(
+        &app,
+        &app.admin,
+        body,
+        "?map=Full=name",
+        "application/x-ndjson",
+    )
+    .await;
+    let r = expect_json(res, StatusCode::OK).await;
+    assert_fields(
+        &r,
+        json!({"rows": 3, "created": 1, "rejected": 2, "rejects.0.line": 2, "rejects.1.line": 4,
+        "rejects.1.errors.0.field": "stage"}),
+    );
+    let leads = all_leads(&app, &app.admin).await;
+    assert_fields(
+        &leads[0],
+        json!({"name": "Ann", "tags": ["expo"], "channel": "social"}),
+    );
+
+    assert_problem(
+        import(&app, &app.admin, body, "", "application/pdf").await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    assert_invalid(
+        import(
+            &app,
+            &app.admin,
+            body,
+            "?map=Full=nonsense",
+            "application/x-ndjson",
+        )
+        .await,
+        "map",
+    )
+    .await;
+    assert_problem(
+        import(&app, &app.admin, "", "", "text/csv").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_reps_import_is_theirs() {
+    let app = spawn_app().await;
+    let (rep_id, rep) = app.rep("r", None).await;
+    let r = expect_json(
+        import(&app, &rep, "email\nx@acme.com\n", "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(r["created"], 1);
+    assert_eq!(all_leads(&app, &rep).await[0]["owner_id"], rep_id.as_str());
+}
+
+#[tokio::test]
+async fn exports_stream_with_filters_and_re_import_cleanly() {
+    let app = spawn_app().await;
+    expect_json(
+        import(&app, &app.admin, MESSY, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    let res = app.get("/v1/leads/export?channel=event", &app.admin).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = res.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("id,created_at,"), "{}", lines[0]);
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[1].contains("wang@example-corp.cn"));
+
+    let res = app
+        .get("/v1/leads/export?format=ndjson&sort=created_at", &app.admin)
+        .await;
+    let text = res.text().await.unwrap();
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0]["email"], "wang@example-corp.cn");
+
+    let all = app
+        .get("/v1/leads/export", &app.admin)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let other = spawn_app().await;
+    let r = expect_json(
+        import(&other, &other.admin, &all, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(&r, json!({"rows": 5, "created": 5, "rejected": 0}));
+    let mut a: Vec<(Value, Value, Value)> = all_leads(&app, &app.admin)
+        .await
+        .iter()
+        .map(|l| (l["email"].clone(), l["phone"].clone(), l["company"].clone()))
+        .collect();
+    let mut b: Vec<(Value, Value, Value)> = all_leads(&other, &other.admin)
+        .await
+        .iter()
+        .map(|l| (l["email"].clone(), l["phone"].clone(), l["company"].clone()))
+        .collect();
+    a.sort_by_key(|t| t.0.to_string());
+    b.sort_by_key(|t| t.0.to_string());
+    assert_eq!(a, b);
+
+    let (_, rep) = app.rep("r", None).await;
+    let mine = app
+        .get("/v1/leads/export", &rep)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(mine.lines().count(), 1, "a rep exports only what they see");
+    assert_invalid(
+        app.get("/v1/leads/export?format=xml", &app.admin).await,
+        "format",
+    )
+    .await;
+    assert_invalid(
+        app.get("/v1/leads/export?stage=nope", &app.admin).await,
+        "stage",
+    )
+    .await;
+}
