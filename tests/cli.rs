@@ -1,5 +1,6 @@
 //! The `leadline` binary as an operator uses it: help on every command, `token create` and
-//! `user create` against a data directory, config errors, and a clean exit on SIGTERM.
+//! `user create` against a data directory, `import` and `export` of files, config errors, and
+//! a clean exit on SIGTERM.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -36,6 +37,9 @@ fn help_on_every_command() {
         vec!["user", "create", "--help"],
         vec!["bench", "--help"],
         vec!["bench", "ingest", "--help"],
+        vec!["bench", "import", "--help"],
+        vec!["import", "--help"],
+        vec!["export", "--help"],
     ] {
         let (ok, out, err) = run(&args, dir.path());
         assert!(ok, "{args:?} failed: {err}");
@@ -262,4 +266,94 @@ fn starts_with_no_configuration_and_stops_on_sigint() {
     assert!(http_get(port, "/v1/me", &token).starts_with("HTTP/1.1 200"));
     unsafe { libc::kill(server.id() as i32, libc::SIGINT) };
     assert!(server.wait().unwrap().success());
+}
+
+#[test]
+fn import_reports_rejects_by_line_and_a_second_run_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leads.csv");
+    // line 1 header; the quoted note spans lines 3-4; line 5 repeats line 2; line 6 is bad
+    std::fs::write(
+        &file,
+        "Name,Email,Mobile,Company,Employees,Notes\n\
+         王小明,wang@example.cn,13812345678,示例科技,120,\n\
+         Ann Lee,ANN@ACME.COM,+1 415 555 0100,Acme,,\"met at expo\nwants a demo\"\n\
+         王小明,Wang@Example.cn ,138-1234-5678,示例科技,,\n\
+         Bad Row,bad@acme.com,,Acme,lots,\n\
+         Bo,bo@,(138) 0000-1111,Acme,,\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+
+    let (ok, out, err) = run(&["import", path, "--dry-run"], dir.path());
+    assert!(ok, "{err}");
+    assert!(out.contains("5 rows"), "{out}");
+    assert!(out.contains("dry run: nothing was written"), "{out}");
+
+    let (ok, out, err) = run(&["import", path], dir.path());
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("5 rows")
+            && out.contains("3 were created")
+            && out.contains("1 unchanged")
+            && out.contains("1 rejected"),
+        "{out}"
+    );
+    let rejects = std::fs::read_to_string(dir.path().join("leads.csv.rejects.csv")).unwrap();
+    let mut lines = rejects.lines();
+    assert_eq!(lines.next(), Some("line,errors,row"));
+    let bad = lines.next().expect("one rejected row");
+    assert!(bad.starts_with("6,\"company_size:"), "{bad}");
+    assert!(bad.contains("Bad Row"), "{bad}");
+    assert_eq!(lines.next(), None);
+
+    let (ok, out, err) = run(&["import", path], dir.path());
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("0 were created, 0 merged, 4 unchanged, 1 rejected"),
+        "{out}"
+    );
+
+    let (ok, out, err) = run(&["export", "--format", "ndjson"], dir.path());
+    assert!(ok, "{err}");
+    let leads: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(leads.len(), 3);
+    let bo = leads.iter().find(|l| l["name"] == "Bo").expect("Bo");
+    assert_eq!(
+        bo["flags"]["invalid_email"], true,
+        "an import flags a bad email"
+    );
+    assert_eq!(bo["phone"], "+8613800001111");
+    let out_file = dir.path().join("out.csv");
+    let (ok, _, err) = run(
+        &[
+            "export",
+            "--filter",
+            "company=x",
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(
+        !ok && err.contains("company"),
+        "unknown filters are refused: {err}"
+    );
+    let (ok, _, err) = run(
+        &[
+            "export",
+            "--filter",
+            "sort=created_at",
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let csv = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    assert!(csv.lines().nth(1).unwrap().contains("wang@example.cn"));
 }

@@ -4,8 +4,10 @@
 //! a *new* format version, run with `LEADLINE_BLESS_GOLDEN=1` once and commit what it writes.
 
 use leadline::domain::activity::{Activity, LeadEvent};
+use leadline::domain::form::{Form, FormField};
 use leadline::domain::lead::{Flags, Lead, Score, Stage, Status, Utm};
 use leadline::domain::user::{Role, Token, TokenKind, User};
+use leadline::domain::visitor::{PageView, Visitor};
 use leadline::store::codec::{Record, decode, encode};
 use leadline::store::{ChangeEntry, Entity, IdempotentResponse, Op};
 use std::fmt::Debug;
@@ -183,6 +185,71 @@ fn idempotent_response_v1() {
             etag: Some("\"1\"".into()),
             body: br#"{"id":"x","merged":false}"#.to_vec(),
             created_at: 1_795_000_000_000,
+        },
+    );
+}
+
+#[test]
+fn form_v1() {
+    check(
+        "form",
+        Form {
+            id: id(20),
+            key: "expo-2026".into(),
+            name: "展会留资".into(),
+            language: "zh-CN".into(),
+            fields: vec![
+                FormField {
+                    name: "name".into(),
+                    label: "姓名".into(),
+                    required: true,
+                },
+                FormField {
+                    name: "budget".into(),
+                    label: "预算".into(),
+                    required: false,
+                },
+            ],
+            redirect_url: Some("https://www.example.cn/thanks".into()),
+            campaign_id: Some(id(21)),
+            allowed_origins: vec!["https://www.example.cn".into()],
+            source: "web_form".into(),
+            activity_kind: "demo_request".into(),
+            created_at: 1_795_000_000_000,
+            updated_at: 1_795_000_001_000,
+            version: 2,
+        },
+    );
+}
+
+#[test]
+fn visitor_v1() {
+    check(
+        "visitor",
+        Visitor {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            first_seen: 1_795_000_000_000,
+            last_seen: 1_795_000_090_000,
+            lead_id: Some(id(1)),
+            views: 3,
+        },
+    );
+}
+
+#[test]
+fn page_view_v1() {
+    check(
+        "page_view",
+        PageView {
+            at: 1_795_000_000_000,
+            url: "https://www.example.cn/pricing?utm_source=baidu".into(),
+            path: "/pricing".into(),
+            referrer: Some("https://www.baidu.com/".into()),
+            title: Some("价格".into()),
+            utm: Utm {
+                source: Some("baidu".into()),
+                ..Utm::default()
+            },
         },
     );
 }

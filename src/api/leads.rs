@@ -10,6 +10,7 @@ use crate::domain::FieldError;
 use crate::domain::activity::{ActivityView, LeadEvent, TimelineItem};
 use crate::domain::lead::{LeadInput, LeadPatch, LeadView, Stage, Status};
 use crate::domain::time::parse_rfc3339;
+use crate::domain::visitor::VisitorView;
 use crate::service::{BatchItem, CreateOutcome, ListParams, ServiceError, Written, api_capture};
 use crate::store::IdempotentResponse;
 use crate::store::lead_index::SortKey;
@@ -472,8 +473,14 @@ async fn delete_lead(
 #[derive(Serialize, ToSchema)]
 pub struct LeadExportView {
     pub lead: LeadView,
+    /// Every activity, form payloads and page views included.
     pub activities: Vec<ActivityView>,
     pub events: Vec<TimelineItem>,
+    /// The tracker visitors stitched to this person.
+    pub visitors: Vec<VisitorView>,
+    /// Other keys that find this person: `e:` emails and `p:` phones of leads merged into
+    /// this one, `m:` their ids, `r:` fingerprints of imported rows.
+    pub other_keys: Vec<String>,
 }
 
 /// Export all data held about a lead (GDPR access).
@@ -495,6 +502,12 @@ async fn export_lead(
             .iter()
             .map(|ev: &LeadEvent| TimelineItem::from_event(ev))
             .collect(),
+        visitors: e
+            .visitors
+            .iter()
+            .map(|(v, views)| VisitorView::new(v, views))
+            .collect(),
+        other_keys: e.other_keys.clone(),
     };
     let mut res = Json(view).into_response();
     res.headers_mut().insert(

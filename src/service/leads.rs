@@ -5,6 +5,7 @@ use super::{Precondition, Service, ServiceError, ServiceResult};
 use crate::domain::activity::{Activity, LeadEvent};
 use crate::domain::lead::{Lead, NewLead, ValidPatch};
 use crate::domain::user::{Principal, Role};
+use crate::domain::visitor::{PageView, Visitor};
 use crate::store::lead_index::SortKey;
 use crate::store::query::{self, LeadFilter, LeadQuery, Visibility};
 use crate::store::{Entity, Op, StoreError, Tx};
@@ -42,6 +43,11 @@ pub struct LeadExport {
     pub lead: Lead,
     pub activities: Vec<Activity>,
     pub events: Vec<LeadEvent>,
+    /// The tracker visitors stitched to this person, with any page views still held for them.
+    pub visitors: Vec<(Visitor, Vec<PageView>)>,
+    /// Other keys that lead here: emails and phones of merged leads, merged lead ids,
+    /// imported-row fingerprints (`e:`, `p:`, `m:`, `r:`).
+    pub other_keys: Vec<String>,
 }
 
 /// Who may own a lead the caller creates or reassigns: reps only themselves, managers
@@ -353,9 +359,18 @@ impl Service {
             Some(l) if p.can_see_lead(&l) => l,
             _ => return Err(ServiceError::NotFound("lead")),
         };
+        let mut visitors = Vec::new();
+        for vid in snap.visitors_of(id)? {
+            if let Some(v) = snap.visitor(&vid)? {
+                let views = snap.page_views(&vid)?;
+                visitors.push((v, views));
+            }
+        }
         Ok(LeadExport {
             activities: snap.activities_of(id)?,
             events: snap.events_of(id)?,
+            visitors,
+            other_keys: snap.alt_keys_of(id)?,
             lead,
         })
     }

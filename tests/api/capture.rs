@@ -705,6 +705,21 @@ async fn page_views_become_the_leads_activities_in_order_and_later_ones_land_on_
         .unwrap();
     assert_invalid(res, "url").await;
 
+    // the person's export holds the visitor and the page views (now activities)
+    let export = expect_json(
+        app.get(&format!("/v1/leads/{id}/export"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(export["visitors"][0]["visitor_id"], vid);
+    let kinds: Vec<&str> = export["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "page_view").count(), 4);
+
     // erasure takes the visitor and what was tracked with it
     let res = app.delete(&format!("/v1/leads/{id}"), &app.admin).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
