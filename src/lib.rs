@@ -21,6 +21,7 @@ mod cli_transfer;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod search;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -4,6 +4,7 @@
 use crate::api::{self, AppState};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::search::Search;
 use crate::service::{Service, ServiceConfig};
 use crate::store::{Store, WriterConfig};
 use anyhow::Context;
@@ -16,6 +17,7 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     service: Service,
+    search: Search,
     config: Arc<Config>,
     admin_token: Option<String>,
 }
@@ -29,6 +31,8 @@ impl Application {
             .await
             .context("creating the first admin user")?;
         report_plugins(&config);
+        let search = Search::start(&config.data_dir, service.store().clone())
+            .context("opening the search index")?;
         let addr = config.listen_addr()?;
         let listener = TcpListener::bind(addr)
             .await
@@ -38,6 +42,7 @@ impl Application {
             listener,
             addr,
             service,
+            search,
             config: Arc::new(config),
             admin_token,
         })
@@ -61,12 +66,17 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let state = AppState::new(self.service, self.config);
+        let search = self.search.clone();
+        let state = AppState::new(self.service, self.config, self.search);
         let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("HTTP server failed")
+            .context("HTTP server failed");
+        // The indexer holds the store open; it stops before this returns so the data directory
+        // is free for the next start.
+        search.shutdown().await;
+        served
     }
 }
 

@@ -9,6 +9,7 @@ pub mod form_page;
 pub mod leads;
 pub mod limits;
 pub mod ops;
+pub mod search;
 pub mod transfer;
 pub mod users;
 
@@ -37,15 +38,17 @@ pub struct AppState {
     pub service: Service,
     pub config: Arc<Config>,
     pub guards: Arc<CaptureGuards>,
+    pub search: crate::search::Search,
 }
 
 impl AppState {
-    pub fn new(service: Service, config: Arc<Config>) -> Self {
+    pub fn new(service: Service, config: Arc<Config>, search: crate::search::Search) -> Self {
         let guards = Arc::new(capture::guards(&config));
         AppState {
             service,
             config,
             guards,
+            search,
         }
     }
 }
@@ -66,7 +69,7 @@ pub struct CaptureGuards {
     modifiers(&BearerAuth),
     tags(
         (name = "leads"), (name = "activities"), (name = "capture"), (name = "users"), (name = "auth"),
-        (name = "integration"), (name = "ops")
+        (name = "integration"), (name = "search"), (name = "ops")
     )
 )]
 struct ApiDoc;
@@ -95,6 +98,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .merge(capture::router())
         .merge(users::router())
         .merge(ops::router())
+        .merge(search::router())
         .split_for_parts();
     doc.merge(bulk_doc);
     (router, bulk, doc)

@@ -92,9 +92,17 @@ pub struct Readiness {
     /// Seq of the newest durable change.
     pub changelog_seq: u64,
     pub leads: u64,
+    /// Seq of the newest change the search index reflects.
+    pub search_indexed_seq: u64,
+    /// Changes not yet searchable.
+    pub search_lag: u64,
 }
 
-/// Storage is open and the writer is running.
+/// The search index may trail the changelog by this many changes and still count as ready.
+const READY_SEARCH_LAG: u64 = 1000;
+
+/// Storage is open, the writer is running and the search index has caught up (within 1000
+/// changes; `search_lag` says how far behind it is).
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, body = Problem)))]
 async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
@@ -105,11 +113,21 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
         ));
     }
     let snap = store.read()?;
+    let changelog_seq = *store.committed_seq().borrow();
+    let search_indexed_seq = state.search.indexed_seq();
+    let search_lag = changelog_seq.saturating_sub(search_indexed_seq);
+    if search_lag > READY_SEARCH_LAG {
+        return Err(ApiError::Unavailable(format!(
+            "the search index is catching up: {search_lag} changes behind"
+        )));
+    }
     let body = Readiness {
         status: "ready",
         storage: "ok",
-        changelog_seq: *store.committed_seq().borrow(),
+        changelog_seq,
         leads: snap.lead_count()?,
+        search_indexed_seq,
+        search_lag,
     };
     Ok((StatusCode::OK, Json(body)).into_response())
 }

@@ -426,6 +426,34 @@ impl Snapshot {
         }
     }
 
+    /// Up to `n` leads in id (creation) order after `after`, for walking every lead in pages.
+    pub fn leads_after(
+        &self,
+        after: Option<Uuid>,
+        n: usize,
+    ) -> StoreResult<Vec<crate::domain::lead::Lead>> {
+        let table = self.txn.open_table(LEADS)?;
+        let start = after.map_or(0, |a| a.as_u128().saturating_add(1));
+        let mut out = Vec::with_capacity(n.min(4096));
+        if after.is_some_and(|a| a.as_u128() == u128::MAX) {
+            return Ok(out);
+        }
+        for row in table.range(start..)?.take(n) {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The seq of the newest change in this snapshot (0 if none).
+    pub fn last_seq(&self) -> StoreResult<u64> {
+        Ok(self
+            .txn
+            .open_table(CHANGELOG)?
+            .last()?
+            .map_or(0, |(k, _)| k.value()))
+    }
+
     /// A secret made on first start (one of `SECRET_NAMES`).
     pub fn secret(&self, name: &str) -> StoreResult<Vec<u8>> {
         match self.txn.open_table(SECRETS)?.get(name)? {

@@ -1,0 +1,165 @@
+//! `GET /v1/search`: full-text search over the leads and activities the caller may see.
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{Auth, Params, parse_uuid};
+use crate::domain::lead::{CHANNELS, Stage, Status};
+use crate::domain::time::parse_rfc3339;
+use crate::search::SearchRequest;
+use axum::Json;
+use axum::extract::State;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search))
+}
+
+/// Results a page holds at most.
+const MAX_LIMIT: u64 = 100;
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchItem {
+    /// `lead` or `activity`.
+    #[serde(rename = "type")]
+    pub item_type: String,
+    pub id: String,
+    pub lead_id: String,
+    /// Relevance (higher is better).
+    pub score: f32,
+    /// The lead's score, the tie-break between equally relevant results.
+    pub lead_score: i64,
+    /// What matched, in `<b>`, with a few words around; HTML-escaped.
+    pub snippet: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchResults {
+    pub items: Vec<SearchItem>,
+    /// Matches in all, beyond this page.
+    pub total: usize,
+    /// Counts per stage and per channel over every match the caller may see.
+    #[schema(value_type = Object)]
+    pub facets: BTreeMap<&'static str, BTreeMap<String, u64>>,
+    pub next_cursor: Option<String>,
+}
+
+/// Search leads and activities. Finds any two or more consecutive characters of Chinese text,
+/// English words (ASCII-folded, prefixes for type-ahead, one typo in words of 5+ letters),
+/// emails by address, local part or domain, and phones in any format or by their last 4+
+/// digits. Results and facets include only what the caller may see.
+#[utoipa::path(get, path = "/v1/search", tag = "search",
+    params(("q" = Option<String>, Query, description = "The words; empty lists by the filters"),
+        ("type" = Option<String>, Query, description = "lead, activity or all (default)"),
+        ("stage" = Option<String>, Query), ("status" = Option<String>, Query), ("channel" = Option<String>, Query),
+        ("owner_id" = Option<String>, Query, description = "A user id, or `none`"), ("pool_id" = Option<String>, Query),
+        ("min_score" = Option<i64>, Query), ("max_score" = Option<i64>, Query),
+        ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = SearchResults), (status = 401, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn search(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    mut q: Params,
+) -> ApiResult<Json<SearchResults>> {
+    let score = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| "must be a whole number".to_owned())
+    };
+    let text = q.take("q").unwrap_or_default();
+    if text.chars().count() > 200 {
+        return Err(ApiError::field("q", "must be at most 200 characters"));
+    }
+    let request = SearchRequest {
+        doc_type: q
+            .parse("type", |s| match s {
+                "lead" => Ok(Some("lead")),
+                "activity" => Ok(Some("activity")),
+                "all" => Ok(None),
+                _ => Err("must be lead, activity or all".to_owned()),
+            })?
+            .flatten(),
+        stage: q.parse("stage", |s| {
+            Stage::parse(s)
+                .map(|st| st.as_str().to_owned())
+                .ok_or_else(|| "not a stage".to_owned())
+        })?,
+        status: q.parse("status", |s| {
+            Status::parse(s)
+                .map(|st| st.as_str().to_owned())
+                .ok_or_else(|| "not a status".to_owned())
+        })?,
+        channel: q.parse("channel", |s| {
+            let s = s.trim().to_lowercase();
+            if CHANNELS.contains(&s.as_str()) || s == "none" {
+                Ok(s)
+            } else {
+                Err(format!("must be one of {} or none", CHANNELS.join(", ")))
+            }
+        })?,
+        owner: q.parse("owner_id", |s| {
+            if s == "none" {
+                Ok(None)
+            } else {
+                parse_uuid(s).map(Some)
+            }
+        })?,
+        pool: q.parse("pool_id", parse_uuid)?,
+        min_score: q.parse("min_score", score)?,
+        max_score: q.parse("max_score", score)?,
+        created_after: q.parse("created_after", parse_rfc3339)?,
+        created_before: q.parse("created_before", parse_rfc3339)?,
+        visible_owners: p.visible_owners(),
+        limit: {
+            let l = q.parse("limit", |s| {
+                s.parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| format!("must be a whole number from 1 to {MAX_LIMIT}"))
+            })?;
+            usize::try_from(l.unwrap_or(20)).unwrap_or(20)
+        },
+        offset: q
+            .parse("cursor", |s| {
+                URL_SAFE_NO_PAD
+                    .decode(s)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|s| s.strip_prefix("o:").and_then(|n| n.parse().ok()))
+                    .ok_or_else(|| "not a cursor this server issued".to_owned())
+            })?
+            .unwrap_or(0),
+        q: text,
+    };
+    q.finish()?;
+    let search = state.search.clone();
+    let page = tokio::task::spawn_blocking(move || search.search(&request))
+        .await
+        .map_err(|e| ApiError::Internal(format!("search task: {e}")))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(SearchResults {
+        items: page
+            .hits
+            .into_iter()
+            .map(|h| SearchItem {
+                item_type: h.doc_type,
+                id: h.id,
+                lead_id: h.lead_id,
+                score: h.relevance,
+                lead_score: h.lead_score,
+                snippet: h.snippet,
+            })
+            .collect(),
+        total: page.total,
+        facets: page.facets,
+        next_cursor: page
+            .next_offset
+            .map(|o| URL_SAFE_NO_PAD.encode(format!("o:{o}"))),
+    }))
+}
