@@ -39,6 +39,12 @@ pub enum Command {
     /// Export leads as CSV or NDJSON (works on a stopped server's data directory; while it
     /// runs, use GET /v1/leads/export).
     Export(ExportArgs),
+    /// Rebuild the search index from the store, with a progress bar, into a new directory that
+    /// then replaces the old one (works on a stopped server's data directory).
+    Reindex {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -224,6 +230,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }) => user_create(config, name, role, email, team, password_stdin).await,
             Command::Import(args) => crate::cli_transfer::import(args).await,
             Command::Export(args) => crate::cli_transfer::export(args).await,
+            Command::Reindex { config } => crate::cli_transfer::reindex(config).await,
             Command::Bench(BenchCommand::Ingest {
                 clients,
                 leads,

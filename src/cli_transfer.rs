@@ -3,7 +3,7 @@
 
 use crate::api::extract::Params;
 use crate::api::leads::filter_and_sort;
-use crate::cli::{ExportArgs, ImportArgs, load};
+use crate::cli::{ConfigArgs, ExportArgs, ImportArgs, load};
 use crate::clock::SystemClock;
 use crate::config::{Config, Overrides};
 use crate::domain::user::Principal;
@@ -189,6 +189,37 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         println!("dry run: nothing was written");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn reindex(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = load(&args, Overrides::default())?;
+    let service = open_service(&config, Arc::new(SystemClock))?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} leads ({eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let data_dir = config.data_dir.clone();
+    let store = service.store().clone();
+    let progress = bar.clone();
+    let total = tokio::task::spawn_blocking(move || {
+        crate::search::reindex(&data_dir, &store, |done, total| {
+            progress.set_length(total);
+            progress.set_position(done);
+        })
+    })
+    .await
+    .context("reindex task")??;
+    bar.finish_and_clear();
+    println!(
+        "reindexed {total} leads in {:.1} s into {}",
+        started.elapsed().as_secs_f64(),
+        crate::search::index_dir(&config.data_dir).display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

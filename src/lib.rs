@@ -11,6 +11,7 @@
 //! - [`clock`]: injected time.
 //! - [`startup`]: building and running the server (used by the binary and by tests).
 //! - [`transfer`]: CSV/NDJSON import rows and export writers.
+//! - [`search`]: the tantivy index derived from the store, its analyzer, queries and indexer.
 //! - [`cli`]: the `leadline` command line (bulk commands in `cli_transfer`).
 //! - [`bench`]: load generators for `leadline bench`.
 

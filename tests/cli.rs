@@ -40,6 +40,7 @@ fn help_on_every_command() {
         vec!["bench", "import", "--help"],
         vec!["import", "--help"],
         vec!["export", "--help"],
+        vec!["reindex", "--help"],
     ] {
         let (ok, out, err) = run(&args, dir.path());
         assert!(ok, "{args:?} failed: {err}");
@@ -356,4 +357,29 @@ fn import_reports_rejects_by_line_and_a_second_run_creates_nothing() {
     let csv = std::fs::read_to_string(&out_file).unwrap();
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.lines().nth(1).unwrap().contains("wang@example.cn"));
+
+    // the search index is rebuilt from the store into a fresh directory, then swapped in
+    let (ok, out, err) = run(&["reindex"], dir.path());
+    assert!(ok, "{err}");
+    assert!(out.contains("reindexed 3 leads"), "{out}");
+    assert!(dir.path().join("data/search/meta.json").exists());
+    assert!(!dir.path().join("data/search.new").exists());
+    let (ok, token, err) = run(
+        &["token", "create", "--user", "ops", "--role", "admin"],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let port = free_port();
+    let mut server = leadline()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(port);
+    let found = http_get(port, "/v1/search?q=%E5%B0%8F%E6%98%8E", token.trim());
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(found.contains("\"total\":1"), "{found}");
 }
