@@ -172,6 +172,26 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Imports generated leads, adds note activities in Chinese and English, starts a server
+    /// that indexes them, then measures GET /v1/search over keep-alive HTTP (latency
+    /// percentiles, queries/s, index time and size, peak memory).
+    Search {
+        /// Leads to generate and import.
+        #[arg(long, default_value_t = 1_000_000)]
+        leads: usize,
+        /// Note activities to add, spread over the leads.
+        #[arg(long, default_value_t = 5_000_000)]
+        activities: usize,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Search requests to send.
+        #[arg(long, default_value_t = 20_000)]
+        queries: usize,
+        /// Where to put the file and the temporary data directory (default: the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -239,6 +259,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bench(BenchCommand::Import { leads, dir }) => {
                 crate::cli_transfer::bench_import(leads, dir).await
             }
+            Command::Bench(BenchCommand::Search {
+                leads,
+                activities,
+                clients,
+                queries,
+                dir,
+            }) => crate::bench_search::bench_search(leads, activities, clients, queries, dir).await,
         }
     })
 }

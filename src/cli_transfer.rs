@@ -94,7 +94,7 @@ fn rejects_path(file: &Path) -> PathBuf {
 }
 
 /// Runs an import of `file` into `service`, with a progress bar on stderr.
-async fn run_import(
+pub(crate) async fn run_import(
     service: &Service,
     file: &Path,
     opts: ImportOptions,
@@ -293,7 +293,7 @@ const NOTES: &[&str] = &[
 ];
 
 /// Writes `n` messy rows: mixed case and padded emails, phones in every format, 5% repeats.
-fn generate(path: &Path, n: usize) -> anyhow::Result<()> {
+pub(crate) fn generate(path: &Path, n: usize) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(BufWriter::new(File::create(path)?));
     w.write_record([
         "姓名",
@@ -350,7 +350,7 @@ fn generate(path: &Path, n: usize) -> anyhow::Result<()> {
 }
 
 /// Peak resident memory of this process so far, from /proc (Linux).
-fn peak_rss_bytes() -> Option<u64> {
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod bench;
+mod bench_search;
 pub mod cli;
 mod cli_transfer;
 pub mod clock;

@@ -38,6 +38,7 @@ fn help_on_every_command() {
         vec!["bench", "--help"],
         vec!["bench", "ingest", "--help"],
         vec!["bench", "import", "--help"],
+        vec!["bench", "search", "--help"],
         vec!["import", "--help"],
         vec!["export", "--help"],
         vec!["reindex", "--help"],

@@ -1,9 +1,12 @@
 //! Crash safety of the real binary: 16 clients create leads concurrently, the server is
 //! SIGKILLed mid-load, restarted on the same data directory, and every lead whose create was
 //! acknowledged must be there, intact. Five rounds on one data directory.
+//!
+//! The search index after a crash: a large import is SIGKILLed while the index trails it, and
+//! after the restart the index must hold exactly the stored leads, each once, erased ones never.
 
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -186,6 +189,378 @@ async fn acknowledged_creates_survive_sigkill() {
             seen >= acked_now.len(),
             "round {round}: list shows {seen} of {} acknowledged",
             acked_now.len()
+        );
+    }
+}
+
+/// Rounds of the search test: each imports in the background and is SIGKILLed mid-import.
+const SEARCH_ROUNDS: usize = 2;
+/// Rows of each background import (the kill comes long before its end).
+const BULK_ROWS: usize = 20_000;
+/// Every probe lead's name holds this word.
+const PROBE: &str = "crashprobe";
+
+/// A probe lead's name and email. `tag` is a letter, digits and `q` of a fixed width, so it is
+/// one token, never a prefix of another tag and never a one-typo neighbour (it has digits):
+/// searching the whole name finds that lead alone.
+fn probe_row(tag: &str) -> (String, String) {
+    (
+        format!("Crashprobe Person {tag}"),
+        format!("{tag}@probe.example.com"),
+    )
+}
+
+fn probe_csv(prefix: &str, rows: usize) -> String {
+    let mut csv = String::from("name,email\n");
+    for i in 0..rows {
+        let (name, email) = probe_row(&format!("{prefix}{i:06}q"));
+        csv.push_str(&format!("{name},{email}\n"));
+    }
+    csv
+}
+
+/// `/readyz`: its status and its body (JSON when 200, the problem otherwise).
+async fn readyz(client: &reqwest::Client, base: &str) -> Option<(u16, String)> {
+    let res = client.get(format!("{base}/readyz")).send().await.ok()?;
+    let status = res.status().as_u16();
+    Some((status, res.text().await.ok()?))
+}
+
+/// Waits (60 s at most) until the index has applied every change; returns that `/readyz`.
+async fn wait_indexed(client: &reqwest::Client, base: &str, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    loop {
+        if let Some((200, body)) = readyz(client, base).await {
+            let ready: Value = serde_json::from_str(&body).expect("readyz json");
+            if ready["search_lag"] == 0 {
+                return ready;
+            }
+            last = Some(ready);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the search index did not catch up in 60 s; last /readyz: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn import_csv(client: &reqwest::Client, base: &str, token: &str, csv: String) -> Value {
+    let res = client
+        .post(format!("{base}/v1/leads/import"))
+        .bearer_auth(token)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("import");
+    assert_eq!(res.status(), reqwest::StatusCode::OK, "import");
+    res.json().await.expect("import json")
+}
+
+/// Every stored lead: id → name.
+async fn stored_leads(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> HashMap<String, String> {
+    let mut leads = HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/v1/leads?limit=500");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("list json");
+        for l in page["items"].as_array().expect("items") {
+            let id = l["id"].as_str().expect("id").to_owned();
+            let name = l["name"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                leads.insert(id.clone(), name).is_none(),
+                "lead {id} listed twice"
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return leads,
+        }
+    }
+}
+
+/// Every lead hit of a search, page by page (100 a page), and the total the first page gave.
+async fn search_leads(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    q: &str,
+) -> (u64, Vec<String>) {
+    let mut hits = Vec::new();
+    let mut total = None;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("q", q), ("type", "lead"), ("limit", "100")];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c));
+        }
+        let res = client
+            .get(format!("{base}/v1/search"))
+            .query(&query)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("search");
+        assert_eq!(res.status(), reqwest::StatusCode::OK, "search {q:?}");
+        let page: Value = res.json().await.expect("search json");
+        let page_total = page["total"].as_u64().expect("total");
+        assert_eq!(
+            *total.get_or_insert(page_total),
+            page_total,
+            "search {q:?}: the total changed between pages"
+        );
+        for item in page["items"].as_array().expect("items") {
+            assert_eq!(item["type"], "lead");
+            hits.push(item["lead_id"].as_str().expect("lead_id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return (total.unwrap_or(0), hits),
+        }
+    }
+}
+
+/// The search index against the store: every stored lead found exactly once by the word all
+/// their names share, and no erased lead found at all.
+async fn check_index(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    erased: &[(String, String)],
+    what: &str,
+) -> usize {
+    let stored = stored_leads(client, base, token).await;
+    for (id, name) in &stored {
+        assert!(
+            name.to_lowercase().contains(PROBE),
+            "{what}: stored lead {id} is not a probe: {name:?}"
+        );
+    }
+    for (id, name) in erased {
+        assert!(
+            !stored.contains_key(id),
+            "{what}: erased lead {id} ({name}) is stored again"
+        );
+    }
+    let (total, hits) = search_leads(client, base, token, PROBE).await;
+    let mut seen = HashSet::new();
+    let twice: Vec<&String> = hits.iter().filter(|id| !seen.insert(*id)).collect();
+    assert!(
+        twice.is_empty(),
+        "{what}: {} leads found more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+    let found_erased: Vec<&(String, String)> =
+        erased.iter().filter(|(id, _)| seen.contains(id)).collect();
+    assert!(
+        found_erased.is_empty(),
+        "{what}: erased leads found by {PROBE:?}: {found_erased:?}"
+    );
+    let missing: Vec<&String> = stored.keys().filter(|id| !seen.contains(id)).collect();
+    let unknown: Vec<&String> = seen
+        .iter()
+        .filter(|id| !stored.contains_key(**id))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "{what}: {} stored leads not found (e.g. {:?}), {} hits not stored (e.g. {:?})",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        unknown.len(),
+        &unknown[..unknown.len().min(5)]
+    );
+    assert_eq!(
+        total,
+        stored.len() as u64,
+        "{what}: search total vs stored leads"
+    );
+    assert_eq!(
+        hits.len(),
+        stored.len(),
+        "{what}: hits paged vs stored leads"
+    );
+    for (id, name) in erased {
+        let (total, hits) = search_leads(client, base, token, name).await;
+        assert!(
+            total == 0 && hits.is_empty(),
+            "{what}: erased lead {id} found by its name {name:?}: total {total}, hits {hits:?}"
+        );
+    }
+    stored.len()
+}
+
+/// A probe lead of the first import, by number: its id and name, checked to find it alone.
+async fn first_probe(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    by_name: &HashMap<String, String>,
+    i: usize,
+) -> (String, String) {
+    let (name, _) = probe_row(&format!("k{i:06}q"));
+    let id = by_name[&name].clone();
+    let (total, hits) = search_leads(client, base, token, &name).await;
+    assert_eq!((total, &hits), (1, &vec![id.clone()]), "search {name:?}");
+    (id, name)
+}
+
+async fn erase_lead(client: &reqwest::Client, base: &str, token: &str, id: &str) {
+    let res = client
+        .delete(format!("{base}/v1/leads/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), reqwest::StatusCode::NO_CONTENT, "delete {id}");
+}
+
+/// Whether the changelog holds a change with a seq of at least `seq`.
+async fn changelog_reached(client: &reqwest::Client, base: &str, token: &str, seq: u64) -> bool {
+    let res = client
+        .get(format!("{base}/v1/changes?since={}&limit=1", seq - 1))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("changes");
+    assert_eq!(res.status(), reqwest::StatusCode::OK, "changes");
+    let page: Value = res.json().await.expect("changes json");
+    !page["items"].as_array().expect("items").is_empty()
+}
+
+/// Regression guard for the search index's crash recovery: the index commits at most twice a
+/// second and resumes from the seq in its last commit, so a SIGKILL mid-import leaves it
+/// behind the store; after a restart it must catch up to exactly the store: each lead once,
+/// erased leads never. Each round erases a few leads while the import runs, just before the
+/// kill, so their erasure is most likely not yet in the index when it dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_index_survives_sigkill_during_a_batch_import() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut server, token) = start(dir.path()).await;
+    let token = token.expect("first start prints the admin token");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+
+    let first = import_csv(&client, &server.base, &token, probe_csv("k", 200)).await;
+    assert_eq!(first["created"], 200, "first import: {first}");
+    wait_indexed(&client, &server.base, "first import").await;
+    let by_name: HashMap<String, String> = stored_leads(&client, &server.base, &token)
+        .await
+        .into_iter()
+        .map(|(id, name)| (name, id))
+        .collect();
+    assert_eq!(by_name.len(), 200);
+    // Erase every tenth.
+    let mut erased: Vec<(String, String)> = Vec::new();
+    for i in (0..200).step_by(10) {
+        let (id, name) = first_probe(&client, &server.base, &token, &by_name, i).await;
+        erase_lead(&client, &server.base, &token, &id).await;
+        erased.push((id, name));
+    }
+
+    for round in 0..SEARCH_ROUNDS {
+        let what = format!("round {round}");
+        let before = wait_indexed(&client, &server.base, &what).await;
+        let base_seq = before["changelog_seq"].as_u64().expect("changelog_seq");
+        // Kill at a different depth each round (every imported lead is two changes).
+        let kill_at = base_seq + 4000 + 6000 * round as u64;
+        let mut late = Vec::new();
+        for j in 0..5 {
+            let i = 5 + 10 * (5 * round + j);
+            late.push(first_probe(&client, &server.base, &token, &by_name, i).await);
+        }
+
+        let import = tokio::spawn({
+            let (client, base, token) = (client.clone(), server.base.clone(), token.clone());
+            let csv = probe_csv(&format!("b{round}"), BULK_ROWS);
+            async move {
+                client
+                    .post(format!("{base}/v1/leads/import"))
+                    .bearer_auth(&token)
+                    .header("content-type", "text/csv")
+                    .body(csv)
+                    .send()
+                    .await
+            }
+        });
+        // Wait until the changelog is that deep into the import (or the import is over).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let why = loop {
+            if import.is_finished() {
+                break "the import finished first";
+            }
+            if changelog_reached(&client, &server.base, &token, kill_at).await {
+                break "mid-import";
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the changelog did not reach seq {kill_at} (from {base_seq}) within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // All at once: each waits for the writer, which is busy with the import.
+        let erasing: Vec<_> = late
+            .iter()
+            .map(|(id, _)| {
+                let (client, base, token, id) = (
+                    client.clone(),
+                    server.base.clone(),
+                    token.clone(),
+                    id.clone(),
+                );
+                tokio::spawn(async move { erase_lead(&client, &base, &token, &id).await })
+            })
+            .collect();
+        for e in erasing {
+            e.await.expect("erase task");
+        }
+        erased.extend(late);
+        let last = readyz(&client, &server.base).await;
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().expect("reap");
+        let import = import.await.expect("import task");
+        eprintln!(
+            "{what}: changelog from {base_seq}, SIGKILL at {:?} ({why}, seq {kill_at} reached); \
+             /readyz just before: {last:?}; import answered: {}",
+            started.elapsed(),
+            import.is_ok()
+        );
+
+        let (restarted, again) = start(dir.path()).await;
+        assert!(again.is_none(), "a restart must not create another admin");
+        server = restarted;
+        let caught_up = wait_indexed(&client, &server.base, &what).await;
+        let stored = check_index(&client, &server.base, &token, &erased, &what).await;
+        eprintln!(
+            "{what}: after restart /readyz {caught_up}; {stored} leads, each found once; \
+             {} erased, none found; at {:?}",
+            erased.len(),
+            started.elapsed()
+        );
+        assert!(
+            stored > by_name.len() - erased.len(),
+            "{what}: no row of the killed import was stored"
         );
     }
 }
