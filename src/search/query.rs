@@ -6,7 +6,7 @@
 use super::index::{SearchIndex, SearchResult, visibility_key};
 use super::tokenizer::{self, QueryGroup};
 use std::collections::BTreeMap;
-use tantivy::collector::{Count, FacetCollector, TopDocs};
+use tantivy::collector::{FacetCollector, TopDocs};
 use tantivy::query::{
     BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery,
     TermSetQuery,
@@ -61,6 +61,13 @@ pub struct SearchPage {
 /// Latin words at least this long also match with one typo.
 const FUZZY_MIN_CHARS: usize = 5;
 
+type Ranked = Vec<((Score, i64), DocAddress)>;
+type Counts = BTreeMap<String, u64>;
+
+fn fuzzy_eligible(w: &str) -> bool {
+    w.chars().count() >= FUZZY_MIN_CHARS && w.chars().all(|c| c.is_ascii_alphabetic())
+}
+
 fn boxed(q: impl Query + 'static) -> Box<dyn Query> {
     Box::new(q)
 }
@@ -87,7 +94,7 @@ impl SearchIndex {
     }
 
     /// One group of the user's words, matched in any text field.
-    fn group_query(&self, group: &QueryGroup, last: bool) -> Box<dyn Query> {
+    fn group_query(&self, group: &QueryGroup, last: bool, fuzzy: bool) -> Box<dyn Query> {
         let mut clauses: Vec<Box<dyn Query>> = Vec::new();
         for (field, weight) in self.text_fields() {
             match group {
@@ -104,9 +111,7 @@ impl SearchIndex {
                             weight,
                         ));
                     }
-                    if w.chars().count() >= FUZZY_MIN_CHARS
-                        && w.chars().all(|c| c.is_ascii_alphabetic())
-                    {
+                    if fuzzy && fuzzy_eligible(w) {
                         clauses.push(boost(
                             boxed(FuzzyTermQuery::new(term, 1, true)),
                             weight * 0.3,
@@ -156,7 +161,7 @@ impl SearchIndex {
 
     /// The user's words: every group must match somewhere; or the whole input as an email or
     /// a phone number.
-    fn text_query(&self, q: &str) -> Option<Box<dyn Query>> {
+    fn text_query(&self, q: &str, fuzzy: bool) -> Option<Box<dyn Query>> {
         let groups = tokenizer::query_groups(q);
         let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
         if !groups.is_empty() {
@@ -164,7 +169,7 @@ impl SearchIndex {
             let all: Vec<(Occur, Box<dyn Query>)> = groups
                 .iter()
                 .enumerate()
-                .map(|(i, g)| (Occur::Must, self.group_query(g, i + 1 == n)))
+                .map(|(i, g)| (Occur::Must, self.group_query(g, i + 1 == n, fuzzy)))
                 .collect();
             alternatives.push(Box::new(BooleanQuery::new(all)));
         }
@@ -249,19 +254,21 @@ impl SearchIndex {
         out
     }
 
-    /// Runs a search. An empty `q` lists what the filters allow, best lead score first.
-    pub fn search(&self, r: &SearchRequest) -> SearchResult<SearchPage> {
-        let searcher = self.reader.searcher();
-        let text = self.text_query(&r.q);
+    /// Runs one query with the filters: the page, and the facet counts over every match.
+    fn run(
+        &self,
+        searcher: &tantivy::Searcher,
+        text: Option<&dyn Query>,
+        r: &SearchRequest,
+    ) -> SearchResult<(Ranked, usize, Counts, Counts)> {
         let mut clauses = self.filters(r);
-        if let Some(t) = &text {
+        if let Some(t) = text {
             clauses.push((Occur::Must, t.box_clone()));
         }
         if clauses.is_empty() || text.is_none() {
             clauses.push((Occur::Must, boxed(tantivy::query::AllQuery)));
         }
         let query = BooleanQuery::new(clauses);
-
         let score_field = "score";
         let top = TopDocs::with_limit(r.limit.max(1))
             .and_offset(r.offset)
@@ -280,8 +287,40 @@ impl SearchIndex {
         stage_facets.add_facet("/");
         let mut channel_facets = FacetCollector::for_field("facet_channel");
         channel_facets.add_facet("/");
-        let (top, total, stages, channels) =
-            searcher.search(&query, &(top, Count, stage_facets, channel_facets))?;
+        let (top, stages, channels) =
+            searcher.search(&query, &(top, stage_facets, channel_facets))?;
+        let counts = |c: tantivy::collector::FacetCounts| -> Counts {
+            c.get("/")
+                .map(|(facet, n)| {
+                    let name = facet
+                        .to_path()
+                        .last()
+                        .map_or_else(String::new, |s| (*s).to_owned());
+                    (name, n)
+                })
+                .collect()
+        };
+        let stages = counts(stages);
+        // Every document has exactly one stage, so the stage counts add up to the matches.
+        let total = usize::try_from(stages.values().sum::<u64>()).unwrap_or(usize::MAX);
+        Ok((top, total, stages, counts(channels)))
+    }
+
+    /// Runs a search. An empty `q` lists what the filters allow, best lead score first. Words
+    /// with a typo are looked for only when the exact words do not fill the page, so they rank
+    /// below exact matches and cost nothing when the user typed well.
+    pub fn search(&self, r: &SearchRequest) -> SearchResult<SearchPage> {
+        let searcher = self.reader.searcher();
+        let mut text = self.text_query(&r.q, false);
+        let (mut top, mut total, mut stages, mut channels) =
+            self.run(&searcher, text.as_deref(), r)?;
+        let typos_possible = tokenizer::query_groups(&r.q)
+            .iter()
+            .any(|g| matches!(g, QueryGroup::Word(w) if fuzzy_eligible(w)));
+        if typos_possible && total < r.offset + r.limit {
+            text = self.text_query(&r.q, true);
+            (top, total, stages, channels) = self.run(&searcher, text.as_deref(), r)?;
+        }
 
         let generators: Vec<SnippetGenerator> = match &text {
             Some(t) => self
@@ -300,21 +339,8 @@ impl SearchIndex {
             hits.push(self.hit(&searcher, addr, relevance, lead_score, &generators)?);
         }
         let mut facets = BTreeMap::new();
-        for (name, counts) in [("stage", stages), ("channel", channels)] {
-            let m: BTreeMap<String, u64> = counts
-                .get("/")
-                .map(|(facet, n)| {
-                    (
-                        facet
-                            .to_path()
-                            .last()
-                            .map_or_else(String::new, |s| (*s).to_owned()),
-                        n,
-                    )
-                })
-                .collect();
-            facets.insert(name, m);
-        }
+        facets.insert("stage", stages);
+        facets.insert("channel", channels);
         let end = r.offset + hits.len();
         Ok(SearchPage {
             next_offset: (end < total).then_some(end),
