@@ -281,13 +281,13 @@ fn new_histogram() -> anyhow::Result<Histogram<u64>> {
         .context("creating latency histogram")
 }
 
-/// One keep-alive HTTP/1.1 connection and the task driving it.
-struct Conn {
-    sender: SendRequest<Full<Bytes>>,
+/// One keep-alive HTTP/1.1 connection sending bodies of type `B`, and the task driving it.
+pub(crate) struct Conn<B = Full<Bytes>> {
+    pub(crate) sender: SendRequest<B>,
     driver: JoinHandle<()>,
 }
 
-impl Drop for Conn {
+impl<B> Drop for Conn<B> {
     fn drop(&mut self) {
         // The connection is either finished (all responses read) or deemed broken; either
         // way nothing is waiting on it any more, so stop its driver and close the socket.
@@ -295,7 +295,12 @@ impl Drop for Conn {
     }
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<Conn> {
+pub(crate) async fn connect<B>(addr: SocketAddr) -> anyhow::Result<Conn<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let setup = async {
         let stream = TcpStream::connect(addr)
             .await

@@ -24,17 +24,14 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, HOST, HeaderValue};
 use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
@@ -48,8 +45,6 @@ const LEAD_PAGE: usize = 10_000;
 const READY_POLL: Duration = Duration::from_millis(50);
 /// How often a line is printed while waiting for the index.
 const READY_REPORT: Duration = Duration::from_secs(15);
-/// Upper bound for a TCP connect plus the HTTP/1.1 handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound for one request; also the histogram's upper bound.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of the first failed response body is printed.
@@ -537,37 +532,11 @@ fn dir_size(path: &Path) -> u64 {
 
 // ----- HTTP -----
 
-/// One keep-alive HTTP/1.1 connection; its driver task stops when it is dropped.
-struct Conn {
-    sender: SendRequest<Empty<Bytes>>,
-    driver: JoinHandle<()>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
-}
+/// One keep-alive connection sending empty bodies.
+type Conn = crate::bench::Conn<Empty<Bytes>>;
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<Conn> {
-    let setup = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true).context("setting TCP_NODELAY")?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP/1.1 handshake")?;
-        let driver = tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%error, "bench connection ended with an error");
-            }
-        });
-        anyhow::Ok(Conn { sender, driver })
-    };
-    tokio::time::timeout(CONNECT_TIMEOUT, setup)
-        .await
-        .map_err(|_| anyhow!("connecting to {addr} timed out after {CONNECT_TIMEOUT:?}"))?
+    crate::bench::connect(addr).await
 }
 
 /// Headers every request carries.

@@ -188,13 +188,18 @@ impl Params {
 
     /// `limit`, 1..=max, default 50.
     pub fn limit(&mut self, max: u64) -> Result<usize, ApiError> {
+        self.limit_or(50, max)
+    }
+
+    /// `limit`, 1..=max, default `default`.
+    pub fn limit_or(&mut self, default: u64, max: u64) -> Result<usize, ApiError> {
         let limit = self.parse("limit", |s| {
             s.parse::<u64>()
                 .ok()
                 .filter(|n| (1..=max).contains(n))
                 .ok_or_else(|| format!("must be a whole number from 1 to {max}"))
         })?;
-        Ok(usize::try_from(limit.unwrap_or(50)).unwrap_or(50))
+        Ok(usize::try_from(limit.unwrap_or(default)).unwrap_or(usize::MAX))
     }
 
     /// `cursor`, as issued by an earlier page.

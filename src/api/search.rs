@@ -116,15 +116,7 @@ async fn search(
         created_after: q.parse("created_after", parse_rfc3339)?,
         created_before: q.parse("created_before", parse_rfc3339)?,
         visible_owners: p.visible_owners(),
-        limit: {
-            let l = q.parse("limit", |s| {
-                s.parse::<u64>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| format!("must be a whole number from 1 to {MAX_LIMIT}"))
-            })?;
-            usize::try_from(l.unwrap_or(20)).unwrap_or(20)
-        },
+        limit: q.limit_or(20, MAX_LIMIT)?,
         offset: q
             .parse("cursor", |s| {
                 URL_SAFE_NO_PAD
