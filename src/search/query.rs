@@ -94,7 +94,7 @@ impl SearchIndex {
     }
 
     /// One group of the user's words, matched in any text field.
-    fn group_query(&self, group: &QueryGroup, last: bool, fuzzy: bool) -> Box<dyn Query> {
+    fn group_query(&self, group: &QueryGroup, last: bool, expand: bool) -> Box<dyn Query> {
         let mut clauses: Vec<Box<dyn Query>> = Vec::new();
         for (field, weight) in self.text_fields() {
             match group {
@@ -104,14 +104,14 @@ impl SearchIndex {
                         boxed(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)),
                         weight * 2.0,
                     ));
-                    if last {
+                    if expand && last {
                         // Type-ahead: the word being typed is a prefix.
                         clauses.push(boost(
                             boxed(FuzzyTermQuery::new_prefix(term.clone(), 0, false)),
                             weight,
                         ));
                     }
-                    if fuzzy && fuzzy_eligible(w) {
+                    if expand && fuzzy_eligible(w) {
                         clauses.push(boost(
                             boxed(FuzzyTermQuery::new(term, 1, true)),
                             weight * 0.3,
@@ -121,12 +121,18 @@ impl SearchIndex {
                 QueryGroup::Cjk(grams) => match grams.as_slice() {
                     [] => {}
                     [one] if one.chars().count() == 1 => {
-                        // One character: any bigram starting with it.
                         let term = Term::from_field_text(field, one);
                         clauses.push(boost(
-                            boxed(FuzzyTermQuery::new_prefix(term, 0, false)),
-                            weight,
+                            boxed(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)),
+                            weight * 2.0,
                         ));
+                        if expand {
+                            // One character: any bigram starting with it.
+                            clauses.push(boost(
+                                boxed(FuzzyTermQuery::new_prefix(term, 0, false)),
+                                weight,
+                            ));
+                        }
                     }
                     [one] => clauses.push(boost(
                         boxed(TermQuery::new(
@@ -161,7 +167,7 @@ impl SearchIndex {
 
     /// The user's words: every group must match somewhere; or the whole input as an email or
     /// a phone number.
-    fn text_query(&self, q: &str, fuzzy: bool) -> Option<Box<dyn Query>> {
+    fn text_query(&self, q: &str, expand: bool) -> Option<Box<dyn Query>> {
         let groups = tokenizer::query_groups(q);
         let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
         if !groups.is_empty() {
@@ -169,7 +175,7 @@ impl SearchIndex {
             let all: Vec<(Occur, Box<dyn Query>)> = groups
                 .iter()
                 .enumerate()
-                .map(|(i, g)| (Occur::Must, self.group_query(g, i + 1 == n, fuzzy)))
+                .map(|(i, g)| (Occur::Must, self.group_query(g, i + 1 == n, expand)))
                 .collect();
             alternatives.push(Box::new(BooleanQuery::new(all)));
         }
@@ -306,18 +312,21 @@ impl SearchIndex {
         Ok((top, total, stages, counts(channels)))
     }
 
-    /// Runs a search. An empty `q` lists what the filters allow, best lead score first. Words
-    /// with a typo are looked for only when the exact words do not fill the page, so they rank
-    /// below exact matches and cost nothing when the user typed well.
+    /// Runs a search. An empty `q` lists what the filters allow, best lead score first. The
+    /// exact words are looked for first; prefixes of the last word (type-ahead) and one-typo
+    /// matches are added only when the exact matches do not fill the page. So they rank below
+    /// exact matches, and a broad query that already fills its page does not pay for expanding
+    /// its words over the whole term dictionary.
     pub fn search(&self, r: &SearchRequest) -> SearchResult<SearchPage> {
         let searcher = self.reader.searcher();
         let mut text = self.text_query(&r.q, false);
         let (mut top, mut total, mut stages, mut channels) =
             self.run(&searcher, text.as_deref(), r)?;
-        let typos_possible = tokenizer::query_groups(&r.q)
-            .iter()
-            .any(|g| matches!(g, QueryGroup::Word(w) if fuzzy_eligible(w)));
-        if typos_possible && total < r.offset + r.limit {
+        let expandable = tokenizer::query_groups(&r.q).iter().any(|g| match g {
+            QueryGroup::Word(_) => true,
+            QueryGroup::Cjk(grams) => grams.len() == 1 && grams[0].chars().count() == 1,
+        });
+        if expandable && total < r.offset + r.limit {
             text = self.text_query(&r.q, true);
             (top, total, stages, channels) = self.run(&searcher, text.as_deref(), r)?;
         }
