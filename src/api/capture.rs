@@ -511,6 +511,11 @@ async fn form_preflight(
 ) -> ApiResult<Response> {
     let form = state.service.public_form(&key)?;
     let allowed = check_origin(&form, &headers)?;
+    Ok(with_cors(preflight_answer(), allowed.as_deref()))
+}
+
+/// The answer to a CORS preflight for a POST with a content type, cached for ten minutes.
+fn preflight_answer() -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
     let h = res.headers_mut();
     h.insert(
@@ -525,7 +530,7 @@ async fn form_preflight(
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("600"),
     );
-    Ok(with_cors(res, allowed.as_deref()))
+    res
 }
 
 // ----- public: tracking -----
@@ -581,17 +586,7 @@ async fn track(State(state): State<AppState>, ClientIp(ip): ClientIp, body: Byte
 /// CORS preflight for `/t` (only needed when a page sends it as application/json).
 #[utoipa::path(options, path = "/t", tag = "capture", responses((status = 204, description = "Allowed")))]
 async fn track_preflight() -> Response {
-    let mut res = any_origin(StatusCode::NO_CONTENT.into_response());
-    let h = res.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("content-type"),
-    );
-    res
+    any_origin(preflight_answer())
 }
 
 /// A tracked visitor and their anonymous page views (admins; others for visitors who became a

@@ -7,7 +7,7 @@ use crate::domain::activity::Activity;
 use crate::domain::lead::Lead;
 use crate::store::{Snapshot, StoreError};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tantivy::schema::{
     FAST, Facet, FacetOptions, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema,
     TextFieldIndexing, TextOptions,
@@ -120,7 +120,6 @@ pub struct SearchIndex {
     pub(super) reader: IndexReader,
     pub(super) writer: std::sync::Mutex<IndexWriter>,
     pub(super) fields: Fields,
-    pub(super) dir: PathBuf,
 }
 
 impl SearchIndex {
@@ -159,7 +158,6 @@ impl SearchIndex {
                 reader,
                 writer: std::sync::Mutex::new(writer),
                 fields,
-                dir: dir.to_path_buf(),
             },
             seq,
             fresh,
@@ -332,24 +330,5 @@ impl SearchIndex {
     pub fn rollback(&self) -> SearchResult<()> {
         self.writer().rollback()?;
         Ok(())
-    }
-
-    /// Bytes the index takes on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            std::fs::read_dir(p)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| match e.metadata() {
-                            Ok(m) if m.is_dir() => walk(&e.path()),
-                            Ok(m) => m.len(),
-                            Err(_) => 0,
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
-        }
-        walk(&self.dir)
     }
 }

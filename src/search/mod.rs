@@ -80,10 +80,6 @@ impl Search {
         self.index.search(request)
     }
 
-    pub fn size_on_disk(&self) -> u64 {
-        self.index.size_on_disk()
-    }
-
     async fn follow(
         self,
         store: Store,

@@ -50,8 +50,14 @@ fn fresh_key() -> String {
 
 impl Service {
     fn token_mac(&self, form_key: &str, rendered_at: Millis) -> ServiceResult<String> {
-        let secret = self.store.read()?.secret("form_token")?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&secret)
+        let secret = match self.form_secret.get() {
+            Some(s) => s,
+            None => {
+                let s = self.store.read()?.secret("form_token")?;
+                self.form_secret.get_or_init(|| s)
+            }
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret)
             .map_err(|e| ServiceError::Store(crate::store::StoreError::Storage(e.to_string())))?;
         mac.update(format!("{form_key}.{rendered_at}").as_bytes());
         Ok(hex::encode(&mac.finalize().into_bytes()[..16]))

@@ -110,6 +110,8 @@ pub struct Service {
     rules: Arc<NormalizeRules>,
     cfg: Arc<ServiceConfig>,
     principals: Arc<auth::PrincipalCache>,
+    /// The key that signs hosted-form render times, read from the store on first use.
+    form_secret: Arc<std::sync::OnceLock<Vec<u8>>>,
 }
 
 impl Service {
@@ -125,6 +127,7 @@ impl Service {
             rules: Arc::new(rules),
             cfg: Arc::new(cfg),
             principals: Arc::default(),
+            form_secret: Arc::default(),
         }
     }
 

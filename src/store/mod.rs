@@ -310,6 +310,27 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
     Ok(last_seq)
 }
 
+/// The lead an email or phone (`value`) finds: the lead that has it, or else the lead that
+/// absorbed a lead that had it (its alt key `prefix` + `value`). Shared by writes and reads so
+/// both find the same lead.
+pub(crate) fn lead_by_key<D, A>(
+    direct: &D,
+    alt: &A,
+    prefix: &str,
+    value: &str,
+) -> StoreResult<Option<Uuid>>
+where
+    D: ReadableTable<&'static str, u128>,
+    A: ReadableTable<&'static str, u128>,
+{
+    if let Some(v) = direct.get(value)? {
+        return Ok(Some(Uuid::from_u128(v.value())));
+    }
+    Ok(alt
+        .get(format!("{prefix}{value}").as_str())?
+        .map(|v| Uuid::from_u128(v.value())))
+}
+
 pub(crate) fn get_record<T, Tbl>(table: &Tbl, id: u128) -> StoreResult<Option<T>>
 where
     T: Record,
@@ -412,18 +433,20 @@ impl Snapshot {
 
     /// The lead with this email, or the lead that absorbed a lead with it.
     pub fn lead_id_by_email(&self, email: &str) -> StoreResult<Option<Uuid>> {
-        match self.txn.open_table(LEAD_BY_EMAIL)?.get(email)? {
-            Some(v) => Ok(Some(Uuid::from_u128(v.value()))),
-            None => self.alt_key(&format!("e:{email}")),
-        }
+        let (direct, alt) = (
+            self.txn.open_table(LEAD_BY_EMAIL)?,
+            self.txn.open_table(ALT_KEYS)?,
+        );
+        lead_by_key(&direct, &alt, "e:", email)
     }
 
     /// The lead with this phone, or the lead that absorbed a lead with it.
     pub fn lead_id_by_phone(&self, phone: &str) -> StoreResult<Option<Uuid>> {
-        match self.txn.open_table(LEAD_BY_PHONE)?.get(phone)? {
-            Some(v) => Ok(Some(Uuid::from_u128(v.value()))),
-            None => self.alt_key(&format!("p:{phone}")),
-        }
+        let (direct, alt) = (
+            self.txn.open_table(LEAD_BY_PHONE)?,
+            self.txn.open_table(ALT_KEYS)?,
+        );
+        lead_by_key(&direct, &alt, "p:", phone)
     }
 
     /// Up to `n` leads in id (creation) order after `after`, for walking every lead in pages.

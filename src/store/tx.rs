@@ -4,7 +4,7 @@
 use super::codec::{decode, encode};
 use super::lead_index;
 use super::tables::*;
-use super::{ChangeEntry, Entity, IdempotentResponse, Op, StoreResult, get_record};
+use super::{ChangeEntry, Entity, IdempotentResponse, Op, StoreResult, get_record, lead_by_key};
 use crate::domain::activity::{Activity, LeadEvent};
 use crate::domain::form::Form;
 use crate::domain::lead::Lead;
@@ -136,18 +136,12 @@ impl<'t> Tx<'t> {
 
     /// The lead with this email, or the lead that absorbed a lead with it.
     pub fn lead_id_by_email(&self, email: &str) -> StoreResult<Option<Uuid>> {
-        match self.lead_by_email.get(email)? {
-            Some(v) => Ok(Some(Uuid::from_u128(v.value()))),
-            None => self.alt_key(&format!("e:{email}")),
-        }
+        lead_by_key(&self.lead_by_email, &self.alt_keys, "e:", email)
     }
 
     /// The lead with this phone, or the lead that absorbed a lead with it.
     pub fn lead_id_by_phone(&self, phone: &str) -> StoreResult<Option<Uuid>> {
-        match self.lead_by_phone.get(phone)? {
-            Some(v) => Ok(Some(Uuid::from_u128(v.value()))),
-            None => self.alt_key(&format!("p:{phone}")),
-        }
+        lead_by_key(&self.lead_by_phone, &self.alt_keys, "p:", phone)
     }
 
     pub fn alt_key(&self, key: &str) -> StoreResult<Option<Uuid>> {
