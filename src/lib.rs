@@ -11,6 +11,7 @@
 //! - [`clock`]: injected time.
 //! - [`startup`]: building and running the server (used by the binary and by tests).
 //! - [`transfer`]: CSV/NDJSON import rows and export writers.
+//! - [`script`]: the Rhai plugin runtime: hooks, limits, reload, the built-in fallbacks.
 //! - [`search`]: the tantivy index derived from the store, its analyzer, queries and indexer.
 //! - [`cli`]: the `leadline` command line (bulk commands in `cli_transfer`).
 //! - [`bench`]: load generators for `leadline bench`.
@@ -23,6 +24,7 @@ mod cli_transfer;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod script;
 pub mod search;
 pub mod service;
 pub mod startup;

@@ -8,6 +8,8 @@ pub mod email;
 pub mod form;
 pub mod lead;
 pub mod phone;
+pub mod score;
+pub mod stats;
 pub mod time;
 pub mod user;
 pub mod visitor;

@@ -102,6 +102,16 @@ impl Record for crate::domain::visitor::PageView {
     const VERSION: u8 = 1;
 }
 
+impl Record for crate::domain::stats::ActivityStats {
+    const NAME: &'static str = "activity stats";
+    const VERSION: u8 = 1;
+}
+
+impl Record for crate::domain::score::ScoreDetails {
+    const NAME: &'static str = "score details";
+    const VERSION: u8 = 1;
+}
+
 impl Record for super::ChangeEntry {
     const NAME: &'static str = "change";
     const VERSION: u8 = 1;

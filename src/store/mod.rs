@@ -294,6 +294,9 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
         txn.open_table(VISITORS)?;
         txn.open_table(PAGE_VIEWS)?;
         txn.open_table(LEAD_VISITORS)?;
+        txn.open_table(LEAD_STATS)?;
+        txn.open_table(SCORE_DETAILS)?;
+        txn.open_table(SCORE_REVIEW)?;
         let mut secrets = txn.open_table(SECRETS)?;
         for name in SECRET_NAMES {
             if secrets.get(name)?.is_none() {
@@ -409,6 +412,38 @@ impl Snapshot {
             Some(v) => Ok(Some(decode(v.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// A lead's activity summary (empty when it has no activity).
+    pub fn lead_stats(&self, id: Uuid) -> StoreResult<crate::domain::stats::ActivityStats> {
+        Ok(get_record(&self.txn.open_table(LEAD_STATS)?, id.as_u128())?.unwrap_or_default())
+    }
+
+    pub fn score_details(
+        &self,
+        id: Uuid,
+    ) -> StoreResult<Option<crate::domain::score::ScoreDetails>> {
+        get_record(&self.txn.open_table(SCORE_DETAILS)?, id.as_u128())
+    }
+
+    /// Up to `limit` leads whose score is due for a time-based review at or before `now`,
+    /// soonest first; and the due time of the next one after those.
+    pub fn score_reviews_due(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> StoreResult<(Vec<Uuid>, Option<Millis>)> {
+        let table = self.txn.open_table(SCORE_REVIEW)?;
+        let mut due = Vec::new();
+        for row in table.iter()? {
+            let (k, _) = row?;
+            let (at, id) = k.value();
+            if at > now || due.len() >= limit {
+                return Ok((due, Some(at)));
+            }
+            due.push(Uuid::from_u128(id));
+        }
+        Ok((due, None))
     }
 
     pub fn activity(&self, id: Uuid) -> StoreResult<Option<crate::domain::activity::Activity>> {

@@ -62,3 +62,11 @@ pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets"
 
 /// The on-disk layout version; bumped with a migration when tables change shape.
 pub const FORMAT_VERSION: u64 = 1;
+/// Lead id → encoded `ActivityStats`: counts and last times per activity kind and page path,
+/// kept current by every activity write (what the score hook reads).
+pub const LEAD_STATS: TableDefinition<u128, &[u8]> = TableDefinition::new("lead_stats");
+/// Lead id → encoded `ScoreDetails`: the reasons behind the current score and its history.
+pub const SCORE_DETAILS: TableDefinition<u128, &[u8]> = TableDefinition::new("score_details");
+/// (due time, lead id) → (): when a lead's score may change by time alone (decay), so it is
+/// looked at again then without scanning every lead.
+pub const SCORE_REVIEW: TableDefinition<(i64, u128), ()> = TableDefinition::new("score_review");

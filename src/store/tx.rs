@@ -8,6 +8,8 @@ use super::{ChangeEntry, Entity, IdempotentResponse, Op, StoreResult, get_record
 use crate::domain::activity::{Activity, LeadEvent};
 use crate::domain::form::Form;
 use crate::domain::lead::Lead;
+use crate::domain::score::ScoreDetails;
+use crate::domain::stats::ActivityStats;
 use crate::domain::time::Millis;
 use crate::domain::user::{Token, User};
 use crate::domain::visitor::{PageView, Visitor};
@@ -85,6 +87,9 @@ pub struct Tx<'t> {
     pub(super) visitors: Table<'t, &'static str, &'static [u8]>,
     pub(super) page_views: Table<'t, (&'static str, u128), &'static [u8]>,
     pub(super) lead_visitors: Table<'t, (u128, &'static str), ()>,
+    pub(super) lead_stats: Table<'t, u128, &'static [u8]>,
+    pub(super) score_details: Table<'t, u128, &'static [u8]>,
+    pub(super) score_review: Table<'t, (i64, u128), ()>,
 }
 
 impl<'t> Tx<'t> {
@@ -121,6 +126,9 @@ impl<'t> Tx<'t> {
             visitors: txn.open_table(VISITORS)?,
             page_views: txn.open_table(PAGE_VIEWS)?,
             lead_visitors: txn.open_table(LEAD_VISITORS)?,
+            lead_stats: txn.open_table(LEAD_STATS)?,
+            score_details: txn.open_table(SCORE_DETAILS)?,
+            score_review: txn.open_table(SCORE_REVIEW)?,
         })
     }
 
@@ -226,6 +234,13 @@ impl<'t> Tx<'t> {
     pub fn erase_lead(&mut self, lead: &Lead) -> StoreResult<()> {
         let id = lead.id.as_u128();
         self.leads.remove(id)?;
+        self.lead_stats.remove(id)?;
+        if let Some(details) = self.score_details(lead.id)? {
+            if let Some(at) = details.review_at {
+                self.score_review.remove((at, id))?;
+            }
+            self.score_details.remove(id)?;
+        }
         for key in crate::domain::dedupe::duplicate_keys(lead) {
             self.duplicate_keys.remove((key.as_str(), id))?;
         }
@@ -429,11 +444,46 @@ impl<'t> Tx<'t> {
 
     // ----- activities and events -----
 
+    /// Writes an activity and counts it in its lead's activity summary.
     pub fn put_activity(&mut self, a: &Activity) -> StoreResult<()> {
         let id = a.id.as_u128();
         self.activities.insert(id, encode(a).as_slice())?;
         self.activity_by_lead
             .insert((a.lead_id.as_u128(), a.occurred_at, id), ())?;
+        let mut stats = self.lead_stats(a.lead_id)?;
+        stats.record(a);
+        self.lead_stats
+            .insert(a.lead_id.as_u128(), encode(&stats).as_slice())?;
+        Ok(())
+    }
+
+    /// A lead's activity summary (empty when it has no activity).
+    pub fn lead_stats(&self, lead: Uuid) -> StoreResult<ActivityStats> {
+        Ok(get_record(&self.lead_stats, lead.as_u128())?.unwrap_or_default())
+    }
+
+    pub fn score_details(&self, lead: Uuid) -> StoreResult<Option<ScoreDetails>> {
+        get_record(&self.score_details, lead.as_u128())
+    }
+
+    /// Stores a lead's score details and keeps the review index in step with `review_at`.
+    pub fn put_score_details(
+        &mut self,
+        lead: Uuid,
+        old: Option<&ScoreDetails>,
+        new: &ScoreDetails,
+    ) -> StoreResult<()> {
+        let id = lead.as_u128();
+        let old_review = old.and_then(|d| d.review_at);
+        if old_review != new.review_at {
+            if let Some(at) = old_review {
+                self.score_review.remove((at, id))?;
+            }
+            if let Some(at) = new.review_at {
+                self.score_review.insert((at, id), ())?;
+            }
+        }
+        self.score_details.insert(id, encode(new).as_slice())?;
         Ok(())
     }
 

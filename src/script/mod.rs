@@ -1,0 +1,633 @@
+//! The plugin runtime: compiles every `plugins/*.rhai` once, finds hooks by name, calls them
+//! under the limits of [`engine::harden`], checks the shape of what they return, and falls back
+//! to the built-in rule whenever a hook is missing, fails or answers nonsense — counting and
+//! logging each failure so `GET /v1/admin/plugins` can show it. A reload swaps in newly
+//! compiled scripts; a script that no longer compiles keeps its last good version running.
+
+pub mod engine;
+mod hooks;
+mod watch;
+
+pub use engine::{LeadObj, Limits, StatsObj};
+pub use hooks::{EnrichOutcome, apply_enrichment};
+pub use watch::watch;
+
+use crate::domain::score::{DefaultRules, Thresholds};
+use crate::domain::time::Millis;
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Scope};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+use utoipa::ToSchema;
+
+/// The hooks a script may define, by function name.
+pub const HOOKS: &[Hook] = &[
+    Hook::Classify,
+    Hook::Enrich,
+    Hook::Score,
+    Hook::Route,
+    Hook::Sla,
+    Hook::OnEvent,
+    Hook::StageGate,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    Classify,
+    Enrich,
+    Score,
+    Route,
+    Sla,
+    OnEvent,
+    StageGate,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Classify => "classify",
+            Hook::Enrich => "enrich",
+            Hook::Score => "score",
+            Hook::Route => "route",
+            Hook::Sla => "sla",
+            Hook::OnEvent => "on_event",
+            Hook::StageGate => "stage_gate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Hook> {
+        HOOKS.iter().copied().find(|h| h.name() == s)
+    }
+
+    /// How many arguments the hook takes (a function of another arity is not this hook).
+    pub fn arity(self) -> usize {
+        match self {
+            Hook::Classify | Hook::Enrich | Hook::Sla => 1,
+            Hook::Score | Hook::OnEvent | Hook::StageGate => 2,
+            Hook::Route => 3,
+        }
+    }
+}
+
+/// Plugin settings (the `[plugins]` section of the config).
+#[derive(Debug, Clone, Default)]
+pub struct PluginSettings {
+    pub dir: PathBuf,
+    pub limits: Limits,
+    /// Each script's own settings, by file stem; a script sees its table as `config`.
+    pub config: BTreeMap<String, serde_json::Value>,
+}
+
+/// Why a hook call did not produce a usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct HookFailure {
+    pub hook: String,
+    pub message: String,
+    /// Line in the script, when the error has one.
+    pub line: Option<usize>,
+    /// When it happened (ms since the epoch, from the server clock).
+    pub at: Millis,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    nanos: AtomicU64,
+    last_error: Mutex<Option<HookFailure>>,
+}
+
+/// One compiled script.
+pub struct Script {
+    pub file: String,
+    path: PathBuf,
+    source: String,
+    ast: AST,
+    hooks: Vec<Hook>,
+    /// Constants the script's top level defined, plus `config`; every call sees them.
+    scope: Scope<'static>,
+    /// Scopes ready for reuse, so a call does not clone the constants.
+    spare: Mutex<Vec<Scope<'static>>>,
+    metrics: Metrics,
+    loaded_at: Millis,
+}
+
+impl Script {
+    fn constant_i32(&self, name: &str) -> Option<i32> {
+        self.scope
+            .get_value::<i64>(name)
+            .and_then(|v| i32::try_from(v).ok())
+    }
+}
+
+/// A failed compile of one file.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CompileFailure {
+    pub file: String,
+    pub message: String,
+    pub line: Option<usize>,
+    pub at: Millis,
+}
+
+/// The scripts in force, and which script answers each hook.
+pub struct Loaded {
+    scripts: Vec<Arc<Script>>,
+    by_hook: BTreeMap<Hook, Arc<Script>>,
+    compile_errors: Vec<CompileFailure>,
+    /// Hooks defined by more than one script: the first file (by name) wins.
+    conflicts: Vec<String>,
+    pub thresholds: Thresholds,
+}
+
+/// The plugin runtime; cheap to clone.
+#[derive(Clone)]
+pub struct Plugins {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: PluginSettings,
+    engine: Engine,
+    current: RwLock<Arc<Loaded>>,
+    defaults: DefaultRules,
+    /// Serializes reloads (file watch and the admin endpoint may race).
+    reloading: Mutex<()>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReloadReport {
+    /// Files compiled anew.
+    pub compiled: Vec<String>,
+    /// Files unchanged since the last load.
+    pub unchanged: Vec<String>,
+    /// Files that failed to compile (their last good version, if any, stays in force).
+    pub failed: Vec<CompileFailure>,
+    /// Files no longer present.
+    pub removed: Vec<String>,
+}
+
+impl Plugins {
+    /// Loads every script in `settings.dir` (a missing directory means no scripts). A script
+    /// that fails to compile is reported, not fatal.
+    pub fn load(settings: PluginSettings, now: Millis) -> Plugins {
+        let engine = engine::build(&settings.limits);
+        let plugins = Plugins {
+            inner: Arc::new(Inner {
+                settings,
+                engine,
+                current: RwLock::new(Arc::new(Loaded {
+                    scripts: Vec::new(),
+                    by_hook: BTreeMap::new(),
+                    compile_errors: Vec::new(),
+                    conflicts: Vec::new(),
+                    thresholds: Thresholds::default(),
+                })),
+                defaults: DefaultRules::default(),
+                reloading: Mutex::new(()),
+            }),
+        };
+        plugins.reload(now);
+        plugins
+    }
+
+    /// No scripts at all: every hook is the built-in rule.
+    pub fn builtin() -> Plugins {
+        Plugins::load(
+            PluginSettings {
+                dir: PathBuf::from("/nonexistent/leadline-no-plugins"),
+                ..PluginSettings::default()
+            },
+            0,
+        )
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.settings.dir
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.settings.limits
+    }
+
+    /// The scripts in force now. Hold the result for one decision, not longer: a reload
+    /// replaces it.
+    pub fn current(&self) -> Arc<Loaded> {
+        match self.inner.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Compiles what changed in the plugins directory and swaps it in.
+    pub fn reload(&self, now: Millis) -> ReloadReport {
+        let _serial = self
+            .inner
+            .reloading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let old = self.current();
+        let mut report = ReloadReport {
+            compiled: Vec::new(),
+            unchanged: Vec::new(),
+            failed: Vec::new(),
+            removed: Vec::new(),
+        };
+        let files = match script_files(&self.inner.settings.dir) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(dir = %self.inner.settings.dir.display(), error = %e, "cannot read the plugins directory; keeping the scripts loaded before");
+                return report;
+            }
+        };
+        let mut scripts: Vec<Arc<Script>> = Vec::new();
+        for path in &files {
+            let file = file_name(path);
+            let previous = old.scripts.iter().find(|s| s.path == *path).cloned();
+            let source = match std::fs::read_to_string(path) {
+                Ok(s) => s,
+                Err(e) => {
+                    report.failed.push(CompileFailure {
+                        file: file.clone(),
+                        message: format!("cannot read the file: {e}"),
+                        line: None,
+                        at: now,
+                    });
+                    scripts.extend(previous);
+                    continue;
+                }
+            };
+            if let Some(prev) = &previous
+                && prev.source == source
+            {
+                report.unchanged.push(file);
+                scripts.push(prev.clone());
+                continue;
+            }
+            match self.compile(path, source, now) {
+                Ok(script) => {
+                    tracing::info!(file = %file, hooks = ?script.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(), "plugin loaded");
+                    report.compiled.push(file);
+                    scripts.push(Arc::new(script));
+                }
+                Err(failure) => {
+                    tracing::error!(file = %failure.file, line = failure.line, error = %failure.message, "plugin failed to compile; its last good version (if any) stays in force");
+                    report.failed.push(failure);
+                    scripts.extend(previous);
+                }
+            }
+        }
+        for s in &old.scripts {
+            if !files.contains(&s.path) {
+                report.removed.push(s.file.clone());
+            }
+        }
+        let mut by_hook: BTreeMap<Hook, Arc<Script>> = BTreeMap::new();
+        let mut conflicts = Vec::new();
+        for s in &scripts {
+            for h in &s.hooks {
+                match by_hook.get(h) {
+                    Some(first) => conflicts.push(format!(
+                        "{} is defined in {} and {}; {} is used",
+                        h.name(),
+                        first.file,
+                        s.file,
+                        first.file
+                    )),
+                    None => {
+                        by_hook.insert(*h, s.clone());
+                    }
+                }
+            }
+        }
+        let defaults = Thresholds::default();
+        let thresholds = by_hook.get(&Hook::Score).map_or(defaults, |s| Thresholds {
+            mql: s.constant_i32("MQL").unwrap_or(defaults.mql),
+            sql: s.constant_i32("SQL").unwrap_or(defaults.sql),
+        });
+        let loaded = Loaded {
+            scripts,
+            by_hook,
+            compile_errors: report.failed.clone(),
+            conflicts,
+            thresholds,
+        };
+        match self.inner.current.write() {
+            Ok(mut g) => *g = Arc::new(loaded),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(loaded),
+        }
+        report
+    }
+
+    fn compile(&self, path: &Path, source: String, now: Millis) -> Result<Script, CompileFailure> {
+        let file = file_name(path);
+        let fail = |message: String, line: Option<usize>| CompileFailure {
+            file: file.clone(),
+            message,
+            line,
+            at: now,
+        };
+        let engine = &self.inner.engine;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let config = self
+            .inner
+            .settings
+            .config
+            .get(&stem)
+            .cloned()
+            .unwrap_or(serde_json::Value::Object(Default::default()));
+        let config = rhai::serde::to_dynamic(config).map_err(|e| fail(e.to_string(), None))?;
+        let mut scope = Scope::new();
+        scope.push_constant("config", config);
+        let mut ast = engine
+            .compile_with_scope(&scope, &source)
+            .map_err(|e| fail(e.to_string(), e.1.line()))?;
+        ast.set_source(file.as_str());
+        {
+            // The top level runs once, here, under the same limits as a call: it defines the
+            // constants the hooks use.
+            let _window = engine::CallWindow::open(self.inner.settings.limits.timeout, now);
+            engine.run_ast_with_scope(&mut scope, &ast).map_err(|e| {
+                fail(
+                    format!("while running the top level: {e}"),
+                    e.position().line(),
+                )
+            })?;
+        }
+        // Hooks see the top level's names as constants: no call can change what the next sees.
+        let mut frozen = Scope::new();
+        for (name, _, value) in scope.iter() {
+            frozen.push_constant_dynamic(name.to_owned(), value);
+        }
+        let mut hooks = Vec::new();
+        for f in ast.iter_functions() {
+            if let Some(h) = Hook::parse(f.name) {
+                if f.params.len() == h.arity() {
+                    hooks.push(h);
+                } else {
+                    return Err(fail(
+                        format!(
+                            "hook {} takes {} argument(s), not {}",
+                            h.name(),
+                            h.arity(),
+                            f.params.len()
+                        ),
+                        None,
+                    ));
+                }
+            }
+        }
+        hooks.sort();
+        hooks.dedup();
+        ast.clear_statements();
+        Ok(Script {
+            file,
+            path: path.to_owned(),
+            source,
+            ast,
+            hooks,
+            scope: frozen,
+            spare: Mutex::new(Vec::new()),
+            metrics: Metrics::default(),
+            loaded_at: now,
+        })
+    }
+
+    /// Calls `hook` of the script that defines it. `None`: no script defines it (use the
+    /// built-in rule). `Some(Err)`: it failed; the failure is already counted and logged.
+    pub fn call(
+        &self,
+        loaded: &Loaded,
+        hook: Hook,
+        args: impl FuncArgs,
+        now: Millis,
+    ) -> Option<(Arc<Script>, Result<Dynamic, HookFailure>)> {
+        let script = loaded.by_hook.get(&hook)?.clone();
+        let result = self.call_script(&script, hook, args, now);
+        Some((script, result))
+    }
+
+    fn call_script(
+        &self,
+        script: &Script,
+        hook: Hook,
+        args: impl FuncArgs,
+        now: Millis,
+    ) -> Result<Dynamic, HookFailure> {
+        let mut scope = script
+            .spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_else(|| script.scope.clone());
+        let started = Instant::now();
+        let result = {
+            let _window = engine::CallWindow::open(self.inner.settings.limits.timeout, now);
+            self.inner.engine.call_fn_with_options::<Dynamic>(
+                CallFnOptions::new().eval_ast(false).rewind_scope(true),
+                &mut scope,
+                &script.ast,
+                hook.name(),
+                args,
+            )
+        };
+        let elapsed = started.elapsed();
+        if let Ok(mut spare) = script.spare.lock()
+            && spare.len() < 8
+        {
+            spare.push(scope);
+        }
+        let m = &script.metrics;
+        m.calls.fetch_add(1, Ordering::Relaxed);
+        m.nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        result.map_err(|e| {
+            let failure = runtime_failure(hook, &e, self.limits(), now);
+            self.record_failure(script, failure.clone());
+            failure
+        })
+    }
+
+    /// Counts and logs a failure found after the call (a wrong shape).
+    pub fn record_failure(&self, script: &Script, failure: HookFailure) {
+        let m = &script.metrics;
+        m.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            file = %script.file,
+            line = failure.line,
+            hook = %failure.hook,
+            error = %failure.message,
+            "plugin hook failed; the built-in rule was used"
+        );
+        if let Ok(mut last) = m.last_error.lock() {
+            *last = Some(failure);
+        }
+    }
+
+    pub fn defaults(&self) -> &DefaultRules {
+        &self.inner.defaults
+    }
+
+    /// What `GET /v1/admin/plugins` shows.
+    pub fn report(&self) -> PluginsReport {
+        let loaded = self.current();
+        let scripts = loaded
+            .scripts
+            .iter()
+            .map(|s| {
+                let calls = s.metrics.calls.load(Ordering::Relaxed);
+                let nanos = s.metrics.nanos.load(Ordering::Relaxed);
+                ScriptReport {
+                    file: s.file.clone(),
+                    hooks: s.hooks.iter().map(|h| h.name().to_owned()).collect(),
+                    calls,
+                    errors: s.metrics.errors.load(Ordering::Relaxed),
+                    last_error: s.metrics.last_error.lock().ok().and_then(|g| g.clone()),
+                    mean_time_us: if calls == 0 {
+                        0.0
+                    } else {
+                        nanos as f64 / calls as f64 / 1000.0
+                    },
+                    loaded_at: s.loaded_at,
+                    compile_error: loaded
+                        .compile_errors
+                        .iter()
+                        .find(|c| c.file == s.file)
+                        .cloned(),
+                }
+            })
+            .collect::<Vec<_>>();
+        let hooks = HOOKS
+            .iter()
+            .map(|h| {
+                (
+                    h.name().to_owned(),
+                    loaded
+                        .by_hook
+                        .get(h)
+                        .map_or_else(|| "built-in".to_owned(), |s| s.file.clone()),
+                )
+            })
+            .collect();
+        let failed_without_version = loaded
+            .compile_errors
+            .iter()
+            .filter(|c| !loaded.scripts.iter().any(|s| s.file == c.file))
+            .cloned()
+            .collect();
+        let limits = self.limits();
+        PluginsReport {
+            dir: self.dir().display().to_string(),
+            scripts,
+            not_loaded: failed_without_version,
+            hooks,
+            conflicts: loaded.conflicts.clone(),
+            thresholds: loaded.thresholds,
+            limits: LimitsReport {
+                timeout_ms: limits.timeout.as_millis() as u64,
+                max_operations: limits.max_operations,
+                max_call_levels: limits.max_call_levels,
+                max_expr_depth: limits.max_expr_depth,
+                max_string_bytes: limits.max_string_bytes,
+                max_array_len: limits.max_array_len,
+                max_map_len: limits.max_map_len,
+            },
+        }
+    }
+}
+
+impl Loaded {
+    /// The script that answers `hook`, if any.
+    pub fn script_for(&self, hook: Hook) -> Option<&Arc<Script>> {
+        self.by_hook.get(&hook)
+    }
+}
+
+fn runtime_failure(hook: Hook, e: &EvalAltResult, limits: &Limits, now: Millis) -> HookFailure {
+    let message = match e {
+        EvalAltResult::ErrorTerminated(token, _)
+            if token.clone().into_immutable_string().ok().as_deref() == Some(engine::TIMED_OUT) =>
+        {
+            format!(
+                "timed out: still running after {} ms",
+                limits.timeout.as_millis()
+            )
+        }
+        other => other.to_string(),
+    };
+    HookFailure {
+        hook: hook.name().to_owned(),
+        message,
+        line: e.position().line(),
+        at: now,
+    }
+}
+
+fn script_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|x| x == "rhai") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScriptReport {
+    pub file: String,
+    pub hooks: Vec<String>,
+    pub calls: u64,
+    pub errors: u64,
+    pub last_error: Option<HookFailure>,
+    pub mean_time_us: f64,
+    pub loaded_at: Millis,
+    /// The newest edit failed to compile: this older version is what runs.
+    pub compile_error: Option<CompileFailure>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LimitsReport {
+    pub timeout_ms: u64,
+    pub max_operations: u64,
+    pub max_call_levels: usize,
+    pub max_expr_depth: usize,
+    pub max_string_bytes: usize,
+    pub max_array_len: usize,
+    pub max_map_len: usize,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PluginsReport {
+    pub dir: String,
+    pub scripts: Vec<ScriptReport>,
+    /// Files that never compiled, so nothing of theirs runs.
+    pub not_loaded: Vec<CompileFailure>,
+    /// Hook name → the file that answers it, or `built-in`.
+    pub hooks: BTreeMap<String, String>,
+    pub conflicts: Vec<String>,
+    pub thresholds: Thresholds,
+    pub limits: LimitsReport,
+}
+
+#[cfg(test)]
+mod tests;

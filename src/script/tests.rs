@@ -1,0 +1,313 @@
+//! The runtime against real scripts: the shipped scoring plugin agrees with the built-in
+//! table, and hostile scripts get the built-in rule quickly without harming the caller.
+
+use super::*;
+use crate::domain::lead::{Lead, NewLead};
+use crate::domain::score::{DAY_MS, default_score};
+use crate::domain::stats::ActivityStats;
+use std::time::Duration;
+
+const NOW: Millis = 1_800_000_000_000;
+
+fn shipped() -> Plugins {
+    Plugins::load(
+        PluginSettings {
+            dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins"),
+            ..PluginSettings::default()
+        },
+        NOW,
+    )
+}
+
+fn with_script(src: &str) -> (tempfile::TempDir, Plugins) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("scoring.rhai"), src).unwrap();
+    let p = Plugins::load(
+        PluginSettings {
+            dir: dir.path().to_owned(),
+            ..PluginSettings::default()
+        },
+        NOW,
+    );
+    (dir, p)
+}
+
+fn lead(f: impl FnOnce(&mut NewLead)) -> Lead {
+    let mut n = NewLead::default();
+    f(&mut n);
+    n.into_lead(uuid::Uuid::nil(), NOW - 10 * DAY_MS)
+}
+
+/// Leads and activity that, together, fire every rule of the table.
+fn samples() -> Vec<(Lead, ActivityStats)> {
+    let titles = [
+        None,
+        Some("CEO"),
+        Some("华东区总经理"),
+        Some("Sales Manager"),
+        Some("Director"),
+    ];
+    let channels = [
+        None,
+        Some("referral"),
+        Some("paid_search"),
+        Some("organic_search"),
+        Some("event"),
+        Some("social"),
+    ];
+    let kinds: [&[&str]; 8] = [
+        &[],
+        &["demo_request"],
+        &["case_study_download", "email_open", "email_click"],
+        &["page_view"; 5],
+        &["webinar_question"],
+        &["chat", "support", "chat"],
+        &["inquiry", "trial_request"],
+        &["email_open"],
+    ];
+    let mut out = Vec::new();
+    for (i, t) in titles.iter().enumerate() {
+        for (j, c) in channels.iter().enumerate() {
+            for (k, ks) in kinds.iter().enumerate() {
+                let l = lead(|n| {
+                    n.title = t.map(Into::into);
+                    n.channel = c.map(Into::into);
+                    n.company_size = [None, Some(50), Some(500), Some(501)][(i + k) % 4];
+                    n.industry =
+                        [None, Some("Retail"), Some("banking")][(j + k) % 3].map(Into::into);
+                    n.flags.personal_email = (i + j + k) % 2 == 0;
+                });
+                let mut s = ActivityStats::default();
+                let at = if (i + j + k) % 3 == 0 {
+                    NOW - 100 * DAY_MS
+                } else {
+                    NOW - DAY_MS
+                };
+                for kind in *ks {
+                    s.record_parts(kind, None, at);
+                }
+                if (j + k) % 4 == 0 {
+                    s.record_parts("page_view", Some("/pricing/team"), at);
+                }
+                out.push((l, s));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_shipped_scoring_plugin_agrees_with_the_built_in_table() {
+    let plugins = shipped();
+    let loaded = plugins.current();
+    assert!(
+        loaded.script_for(Hook::Score).is_some(),
+        "{:?}",
+        plugins.report().not_loaded
+    );
+    assert_eq!(loaded.thresholds, Thresholds { mql: 40, sql: 60 });
+    for (l, s) in samples() {
+        let (card, source) = plugins.score(&loaded, &l, &s, NOW);
+        assert_eq!(source, hooks::Source::Script("scoring.rhai".into()));
+        let builtin = default_score(plugins.defaults(), &l, &s, NOW);
+        assert_eq!(card.reasons, builtin.reasons, "lead {l:?} stats {s:?}");
+        assert_eq!(card.review_at.is_some(), builtin.review_at.is_some());
+    }
+    let report = plugins.report();
+    assert_eq!(
+        report.scripts[0].errors, 0,
+        "{:?}",
+        report.scripts[0].last_error
+    );
+}
+
+#[test]
+fn plugin_config_reaches_the_script() {
+    let mut config = BTreeMap::new();
+    config.insert(
+        "scoring".to_owned(),
+        serde_json::json!({"target_industries": ["banking"]}),
+    );
+    let plugins = Plugins::load(
+        PluginSettings {
+            dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins"),
+            config,
+            ..PluginSettings::default()
+        },
+        NOW,
+    );
+    let l = lead(|n| n.industry = Some("Banking".into()));
+    let (card, _) = plugins.score(&plugins.current(), &l, &ActivityStats::default(), NOW);
+    assert_eq!(card.score().profile, 10);
+}
+
+fn assert_falls_back(src: &str, expect_in_error: &str) {
+    let (_dir, plugins) = with_script(src);
+    let loaded = plugins.current();
+    let l = lead(|n| n.title = Some("CTO".into()));
+    let started = std::time::Instant::now();
+    let (card, source) = plugins.score(&loaded, &l, &ActivityStats::default(), NOW);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(100), "{src}: took {took:?}");
+    assert_eq!(card.score().total, 20, "the built-in table answered");
+    match source {
+        hooks::Source::Fallback(file, failure) => {
+            assert_eq!(file, "scoring.rhai");
+            assert!(
+                failure.message.contains(expect_in_error),
+                "{src}: {}",
+                failure.message
+            );
+        }
+        other => panic!("{src}: expected a fallback, got {other:?}"),
+    }
+    let report = plugins.report();
+    assert_eq!(report.scripts[0].errors, 1);
+    assert!(report.scripts[0].last_error.is_some());
+}
+
+#[test]
+fn hostile_scripts_get_the_built_in_rule() {
+    assert_falls_back("fn score(lead, stats) { loop {} }", "");
+    assert_falls_back("fn f(n) { f(n + 1) } fn score(lead, stats) { f(0) }", "");
+    assert_falls_back(
+        r#"fn score(lead, stats) { let s = "x"; s.pad(100_000_000, 'x'); s }"#,
+        "",
+    );
+    assert_falls_back(
+        "fn score(lead, stats) { no_such_function(lead) }",
+        "no_such_function",
+    );
+    assert_falls_back(r#"fn score(lead, stats) { 1 + "a" - lead }"#, "");
+    assert_falls_back(r#"fn score(lead, stats) { "very high" }"#, "wrong shape");
+}
+
+#[test]
+fn a_busy_loop_is_cut_off_by_the_wall_clock_too() {
+    let mut limits = Limits::default();
+    limits.max_operations = u64::MAX;
+    limits.timeout = Duration::from_millis(20);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.rhai"),
+        "fn score(lead, stats) { loop {} }",
+    )
+    .unwrap();
+    let plugins = Plugins::load(
+        PluginSettings {
+            dir: dir.path().to_owned(),
+            limits,
+            ..PluginSettings::default()
+        },
+        NOW,
+    );
+    let (_, source) = plugins.score(
+        &plugins.current(),
+        &lead(|_| {}),
+        &ActivityStats::default(),
+        NOW,
+    );
+    match source {
+        hooks::Source::Fallback(_, f) => assert!(f.message.contains("timed out"), "{}", f.message),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_broken_edit_keeps_the_last_good_version() {
+    let (dir, plugins) =
+        with_script(r#"fn score(lead, stats) { [#{rule: "v1", points: 1, part: "profile"}] }"#);
+    let l = lead(|_| {});
+    let s = ActivityStats::default();
+    assert_eq!(
+        plugins
+            .score(&plugins.current(), &l, &s, NOW)
+            .0
+            .score()
+            .total,
+        1
+    );
+    std::fs::write(
+        dir.path().join("scoring.rhai"),
+        "fn score(lead, stats) { [ }",
+    )
+    .unwrap();
+    let report = plugins.reload(NOW);
+    assert_eq!(report.failed.len(), 1);
+    assert!(report.failed[0].line.is_some());
+    assert_eq!(
+        plugins
+            .score(&plugins.current(), &l, &s, NOW)
+            .0
+            .score()
+            .total,
+        1
+    );
+    assert!(plugins.report().scripts[0].compile_error.is_some());
+    std::fs::write(
+        dir.path().join("scoring.rhai"),
+        r#"fn score(lead, stats) { [#{rule: "v2", points: 2, part: "profile"}] }"#,
+    )
+    .unwrap();
+    plugins.reload(NOW);
+    assert_eq!(
+        plugins
+            .score(&plugins.current(), &l, &s, NOW)
+            .0
+            .score()
+            .total,
+        2
+    );
+    assert!(plugins.report().scripts[0].compile_error.is_none());
+}
+
+#[test]
+fn scripts_cannot_reach_outside() {
+    for src in [
+        r#"fn score(lead, stats) { eval("1") }"#,
+        r#"import "x" as y; fn score(lead, stats) { [] }"#,
+    ] {
+        let (_dir, plugins) = with_script(src);
+        let (card, source) = plugins.score(
+            &plugins.current(),
+            &lead(|_| {}),
+            &ActivityStats::default(),
+            NOW,
+        );
+        assert_eq!(card.score().total, 0);
+        assert!(!matches!(source, hooks::Source::Script(_)), "{src}");
+    }
+}
+
+#[test]
+fn classify_and_enrich_apply_when_defined() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("capture.rhai"),
+        r#"
+        fn classify(lead) { if lead.utm_source == "partnerx" { "referral" } }
+        fn enrich(lead) { if lead.email_domain == "acme.example" { #{ company: "Acme" } } }
+        "#,
+    )
+    .unwrap();
+    let plugins = Plugins::load(
+        PluginSettings {
+            dir: dir.path().to_owned(),
+            ..Default::default()
+        },
+        NOW,
+    );
+    let loaded = plugins.current();
+    let l = lead(|n| n.utm.source = Some("partnerx".into()));
+    assert_eq!(
+        plugins.classify(&loaded, &l, NOW).as_deref(),
+        Some("referral")
+    );
+    assert_eq!(plugins.classify(&loaded, &lead(|_| {}), NOW), None);
+    let mut n = NewLead {
+        email: Some("a@acme.example".into()),
+        ..Default::default()
+    };
+    assert_eq!(plugins.enrich(&loaded, &mut n, NOW).fields, vec!["company"]);
+    assert_eq!(n.company.as_deref(), Some("Acme"));
+}
