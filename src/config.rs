@@ -37,6 +37,47 @@ pub struct Config {
     pub auth: AuthConfig,
     pub store: StoreConfig,
     pub capture: CaptureConfig,
+    pub plugins: PluginsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Wall-clock limit of one hook call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Most Rhai operations one hook call may run.
+    pub max_operations: u64,
+    /// Deepest function-call nesting in a hook.
+    pub max_call_levels: u64,
+    /// Deepest expression nesting in a script.
+    pub max_expr_depth: u64,
+    /// Longest string a script may build, in bytes.
+    pub max_string_bytes: u64,
+    /// Most items in an array a script builds.
+    pub max_array_len: u64,
+    /// Most entries in a map a script builds.
+    pub max_map_len: u64,
+    /// Reload scripts when a file in the plugins directory changes.
+    pub watch: bool,
+    /// Each script's own settings: `[plugins.config.scoring]` reaches `scoring.rhai` as `config`.
+    pub config: BTreeMap<String, toml::Table>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        let l = crate::script::Limits::default();
+        PluginsConfig {
+            timeout_ms: l.timeout.as_millis() as u64,
+            max_operations: l.max_operations,
+            max_call_levels: l.max_call_levels as u64,
+            max_expr_depth: l.max_expr_depth as u64,
+            max_string_bytes: l.max_string_bytes as u64,
+            max_array_len: l.max_array_len as u64,
+            max_map_len: l.max_map_len as u64,
+            watch: true,
+            config: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +165,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             capture: CaptureConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -325,6 +367,24 @@ impl Config {
                 )
             })?;
         }
+        // In Rhai a limit of 0 means "no limit"; every hook call must have one.
+        let p = &self.plugins;
+        for (key, value) in [
+            ("plugins.timeout_ms", p.timeout_ms),
+            ("plugins.max_operations", p.max_operations),
+            ("plugins.max_call_levels", p.max_call_levels),
+            ("plugins.max_expr_depth", p.max_expr_depth),
+            ("plugins.max_string_bytes", p.max_string_bytes),
+            ("plugins.max_array_len", p.max_array_len),
+            ("plugins.max_map_len", p.max_map_len),
+        ] {
+            if value == 0 {
+                return Err(invalid(
+                    key,
+                    "must be at least 1: every plugin call runs under a limit".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -333,6 +393,34 @@ impl Config {
             key: "listen".into(),
             message: format!("`{}` is not an address such as 127.0.0.1:8080", self.listen),
         })
+    }
+
+    /// What the plugin runtime needs from the configuration.
+    pub fn plugin_settings(&self) -> crate::script::PluginSettings {
+        let p = &self.plugins;
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        crate::script::PluginSettings {
+            dir: self.plugins_dir.clone(),
+            limits: crate::script::Limits {
+                timeout: std::time::Duration::from_millis(p.timeout_ms.max(1)),
+                max_operations: p.max_operations,
+                max_call_levels: size(p.max_call_levels),
+                max_expr_depth: size(p.max_expr_depth),
+                max_string_bytes: size(p.max_string_bytes),
+                max_array_len: size(p.max_array_len),
+                max_map_len: size(p.max_map_len),
+            },
+            config: p
+                .config
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+                    )
+                })
+                .collect(),
+        }
     }
 
     pub fn normalize_rules(&self) -> NormalizeRules {

@@ -20,6 +20,7 @@ pub struct Application {
     search: Search,
     config: Arc<Config>,
     admin_token: Option<String>,
+    plugin_watch: Option<crate::script::PluginWatch>,
 }
 
 impl Application {
@@ -30,7 +31,14 @@ impl Application {
             .bootstrap_admin()
             .await
             .context("creating the first admin user")?;
-        report_plugins(&config);
+        let plugin_watch = if config.plugins.watch {
+            let watch = crate::script::PluginWatch::start(service.plugins());
+            // An edit made between the first load and the watch starting is picked up here.
+            service.plugins().reload(service.now());
+            watch
+        } else {
+            None
+        };
         let search = Search::start(&config.data_dir, service.store().clone())
             .context("opening the search index")?;
         let addr = config.listen_addr()?;
@@ -45,6 +53,7 @@ impl Application {
             search,
             config: Arc::new(config),
             admin_token,
+            plugin_watch,
         })
     }
 
@@ -67,6 +76,18 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let search = self.search.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut background = Vec::new();
+        if let Some(watch) = self.plugin_watch {
+            background.push(tokio::spawn(
+                watch.run(self.service.clock(), stop.clone().cancelled_owned()),
+            ));
+        }
+        background.push(tokio::spawn(crate::service::run_score_reviews(
+            self.service.clone(),
+            SCORE_REVIEW_TICK,
+            stop.clone().cancelled_owned(),
+        )));
         let state = AppState::new(self.service, self.config, self.search);
         let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
@@ -76,6 +97,10 @@ impl Application {
         // The indexer holds the store open; it stops before this returns so the data directory
         // is free for the next start.
         search.shutdown().await;
+        stop.cancel();
+        for task in background {
+            let _ = task.await;
+        }
         served
     }
 }
@@ -90,6 +115,12 @@ pub fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Se
     };
     let store = Store::open(&config.data_dir, clock.clone(), writer)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let plugins = crate::script::Plugins::load(config.plugin_settings(), clock.now_ms());
+    let report = plugins.report();
+    for failure in &report.not_loaded {
+        tracing::error!(file = %failure.file, line = failure.line, error = %failure.message, "plugin not loaded");
+    }
+    tracing::info!(dir = %config.plugins_dir.display(), scripts = report.scripts.len(), hooks = ?report.hooks, "plugins");
     Ok(Service::new(
         store,
         clock,
@@ -100,30 +131,12 @@ pub fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Se
                 .saturating_mul(3_600_000),
             list_scan_budget: usize::try_from(config.store.list_scan_budget).unwrap_or(20_000),
         },
-    ))
+    )
+    .with_plugins(plugins))
 }
 
-/// Says what is in the plugins directory. Scripts are compiled and run by the plugin runtime
-/// (issue 5), which this build does not contain yet; until then leads get default stage/score.
-fn report_plugins(config: &Config) {
-    let dir = &config.plugins_dir;
-    match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            let scripts = entries
-                .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "rhai"))
-                .count();
-            tracing::warn!(
-                dir = %dir.display(),
-                scripts,
-                "plugins directory found, but this build has no plugin runtime yet: scripts are not run"
-            );
-        }
-        Err(_) => {
-            tracing::info!(dir = %dir.display(), "no plugins directory; using built-in rules")
-        }
-    }
-}
+/// How often the score reviewer looks at the clock for leads due a decay review.
+const SCORE_REVIEW_TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
 /// future is first polled, so a signal that arrives as soon as the server answers is not lost

@@ -9,6 +9,7 @@ pub mod form_page;
 pub mod leads;
 pub mod limits;
 pub mod ops;
+pub mod plugins;
 pub mod search;
 pub mod transfer;
 pub mod users;
@@ -91,6 +92,7 @@ impl utoipa::Modify for BearerAuth {
 pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
     let (bulk, bulk_doc) = OpenApiRouter::new()
         .merge(transfer::router())
+        .merge(plugins::bulk_router())
         .split_for_parts();
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(leads::router())
@@ -99,6 +101,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .merge(users::router())
         .merge(ops::router())
         .merge(search::router())
+        .merge(plugins::router())
         .split_for_parts();
     doc.merge(bulk_doc);
     (router, bulk, doc)

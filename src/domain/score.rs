@@ -104,17 +104,30 @@ impl Trigger {
     }
 }
 
-/// The stage a lead moves to with a new score. Scores move stages up (`lead → mql → sql`);
-/// only a time-based review (the decay rule) may move an MQL or SQL back down. Later stages
-/// and disqualification are human acts the score never touches.
-pub fn stage_after(stage: Stage, total: i32, t: Thresholds, trigger: Trigger) -> Stage {
-    let earned = if total >= t.sql {
+/// The stage a score earns.
+pub fn earned_stage(total: i32, t: Thresholds) -> Stage {
+    if total >= t.sql {
         Stage::Sql
     } else if total >= t.mql {
         Stage::Mql
     } else {
         Stage::Lead
-    };
+    }
+}
+
+/// The stage a lead moves to when its score goes from `old_total` to `total`. Scores move
+/// stages up (`lead → mql → sql`); only a time-based review (the decay rule) may move an MQL
+/// or SQL back down, and only a stage the old score had earned (a stage a person set stays).
+/// Later stages and disqualification are human acts the score never touches.
+pub fn stage_after(
+    stage: Stage,
+    old_total: i32,
+    total: i32,
+    t: Thresholds,
+    trigger: Trigger,
+) -> Stage {
+    let earned = earned_stage(total, t);
+    let may_fall = trigger == Trigger::Review && earned_stage(old_total, t) == stage;
     let rank = |s: Stage| match s {
         Stage::Lead => 0,
         Stage::Mql => 1,
@@ -123,7 +136,7 @@ pub fn stage_after(stage: Stage, total: i32, t: Thresholds, trigger: Trigger) ->
     };
     match stage {
         Stage::Lead | Stage::Mql | Stage::Sql => {
-            if rank(earned) > rank(stage) || (trigger == Trigger::Review && earned != stage) {
+            if rank(earned) > rank(stage) || (may_fall && earned != stage) {
                 earned
             } else {
                 stage
@@ -408,17 +421,37 @@ mod tests {
     #[test]
     fn stages_move_up_with_the_score_and_down_only_on_review() {
         let t = Thresholds::default();
-        assert_eq!(stage_after(Stage::Lead, 40, t, Trigger::Change), Stage::Mql);
-        assert_eq!(stage_after(Stage::Lead, 75, t, Trigger::Change), Stage::Sql);
-        assert_eq!(stage_after(Stage::Sql, 10, t, Trigger::Change), Stage::Sql);
-        assert_eq!(stage_after(Stage::Sql, 10, t, Trigger::Rescore), Stage::Sql);
-        assert_eq!(stage_after(Stage::Sql, 45, t, Trigger::Review), Stage::Mql);
         assert_eq!(
-            stage_after(Stage::Disqualified, 90, t, Trigger::Change),
+            stage_after(Stage::Lead, 0, 40, t, Trigger::Change),
+            Stage::Mql
+        );
+        assert_eq!(
+            stage_after(Stage::Lead, 0, 75, t, Trigger::Change),
+            Stage::Sql
+        );
+        assert_eq!(
+            stage_after(Stage::Sql, 70, 10, t, Trigger::Change),
+            Stage::Sql
+        );
+        assert_eq!(
+            stage_after(Stage::Sql, 70, 10, t, Trigger::Rescore),
+            Stage::Sql
+        );
+        assert_eq!(
+            stage_after(Stage::Sql, 65, 45, t, Trigger::Review),
+            Stage::Mql
+        );
+        // A person made it an SQL at 10 points: decay does not undo that.
+        assert_eq!(
+            stage_after(Stage::Sql, 10, 0, t, Trigger::Review),
+            Stage::Sql
+        );
+        assert_eq!(
+            stage_after(Stage::Disqualified, 0, 90, t, Trigger::Change),
             Stage::Disqualified
         );
         assert_eq!(
-            stage_after(Stage::Opportunity, 0, t, Trigger::Review),
+            stage_after(Stage::Opportunity, 70, 0, t, Trigger::Review),
             Stage::Opportunity
         );
     }

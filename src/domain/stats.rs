@@ -58,6 +58,28 @@ impl ActivityStats {
         };
     }
 
+    /// A summary made up for a test or a dry run: counts per kind and per page path, all last
+    /// seen at `last_at`.
+    pub fn from_counts<'a>(
+        kinds: impl IntoIterator<Item = (&'a str, u32)>,
+        pages: impl IntoIterator<Item = (&'a str, u32)>,
+        last_at: Millis,
+    ) -> ActivityStats {
+        let tally = |(k, n): (&str, u32)| Tally {
+            key: k.to_owned(),
+            count: n,
+            last_at,
+        };
+        let kinds: Vec<Tally> = kinds.into_iter().map(tally).collect();
+        let pages: Vec<Tally> = pages.into_iter().map(tally).collect();
+        let any = !kinds.is_empty() || !pages.is_empty();
+        ActivityStats {
+            kinds,
+            pages,
+            last_at: any.then_some(last_at),
+        }
+    }
+
     pub fn count(&self, kind: &str) -> u32 {
         self.kinds
             .iter()

@@ -3,7 +3,7 @@
 
 use super::engine::{LeadObj, StatsObj};
 use super::{Hook, HookFailure, Loaded, Plugins, Script};
-use crate::domain::lead::{Lead, NewLead};
+use crate::domain::lead::{CHANNELS, Lead, NewLead};
 use crate::domain::score::{DAY_MS, MIN_RECHECK_MS, Part, Reason, ScoreCard, default_score};
 use crate::domain::stats::ActivityStats;
 use crate::domain::time::Millis;
@@ -73,6 +73,9 @@ impl Plugins {
 
     /// Applies the `enrich` hook's answer to `new`. The built-in rule changes nothing.
     pub fn enrich(&self, loaded: &Loaded, new: &mut NewLead, now: Millis) -> EnrichOutcome {
+        if loaded.script_for(Hook::Enrich).is_none() {
+            return EnrichOutcome::default();
+        }
         let lead = new.clone().into_lead(uuid::Uuid::nil(), now);
         let Some((script, result)) =
             self.call(loaded, Hook::Enrich, (LeadObj(Arc::new(lead)),), now)
@@ -238,17 +241,19 @@ fn channel(d: Dynamic) -> Result<Option<String>, String> {
     if d.is_unit() {
         return Ok(None);
     }
-    let c = text(&d, "the channel")?.to_lowercase();
-    if !c
-        .chars()
-        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
-        || c.len() > 40
-    {
-        return Err(format!(
-            "channel {c:?} must be up to 40 letters, digits, `_` or `-`"
-        ));
+    known_channel(&text(&d, "the channel")?).map(Some)
+}
+
+fn known_channel(c: &str) -> Result<String, String> {
+    let c = c.to_lowercase();
+    if CHANNELS.contains(&c.as_str()) {
+        Ok(c)
+    } else {
+        Err(format!(
+            "channel {c:?} is not one of {}",
+            CHANNELS.join(", ")
+        ))
     }
-    Ok(Some(c))
 }
 
 /// Applies an `enrich` answer (a map of field → value, `()` for no change) to `new`; returns
@@ -262,6 +267,11 @@ pub fn apply_enrichment(new: &mut NewLead, d: Dynamic) -> Result<Vec<String>, St
     }
     let mut set = Vec::new();
     for (k, v) in d.cast::<Map>() {
+        if k.as_str() == "channel" && !v.is_unit() {
+            new.channel = Some(known_channel(&text(&v, "`channel`")?)?);
+            set.push("channel".to_owned());
+            continue;
+        }
         if v.is_unit() {
             continue;
         }
@@ -371,8 +381,12 @@ mod tests {
     #[test]
     fn a_channel_is_a_short_name_or_nothing() {
         assert_eq!(
-            channel(eval(r#""Partner""#)).unwrap().as_deref(),
-            Some("partner")
+            channel(eval(r#""Referral""#)).unwrap().as_deref(),
+            Some("referral")
+        );
+        assert!(
+            channel(eval(r#""partner""#)).is_err(),
+            "not a known channel"
         );
         assert_eq!(channel(eval("()")).unwrap(), None);
         assert!(channel(eval(r#""no spaces please""#)).is_err());

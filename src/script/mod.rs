@@ -4,13 +4,15 @@
 //! logging each failure so `GET /v1/admin/plugins` can show it. A reload swaps in newly
 //! compiled scripts; a script that no longer compiles keeps its last good version running.
 
+mod dry_run;
 pub mod engine;
-mod hooks;
+pub mod hooks;
 mod watch;
 
+pub use dry_run::{DryRun, stats_obj};
 pub use engine::{LeadObj, Limits, StatsObj};
-pub use hooks::{EnrichOutcome, apply_enrichment};
-pub use watch::watch;
+pub use hooks::{EnrichOutcome, Source, apply_enrichment};
+pub use watch::PluginWatch;
 
 use crate::domain::score::{DefaultRules, Thresholds};
 use crate::domain::time::Millis;
@@ -385,6 +387,21 @@ impl Plugins {
         }
         hooks.sort();
         hooks.dedup();
+        if hooks.contains(&Hook::Score) {
+            let int = |name: &str| -> Result<Option<i64>, CompileFailure> {
+                match scope.get(name) {
+                    None => Ok(None),
+                    Some(v) => v.as_int().map(Some).map_err(|_| {
+                        fail(format!("{name} must be a whole number of points"), None)
+                    }),
+                }
+            };
+            let d = Thresholds::default();
+            let (mql, sql) = (int("MQL")?, int("SQL")?);
+            if mql.unwrap_or(i64::from(d.mql)) > sql.unwrap_or(i64::from(d.sql)) {
+                return Err(fail("MQL must not be above SQL".into(), None));
+            }
+        }
         ast.clear_statements();
         Ok(Script {
             file,

@@ -184,9 +184,11 @@ fn hostile_scripts_get_the_built_in_rule() {
 
 #[test]
 fn a_busy_loop_is_cut_off_by_the_wall_clock_too() {
-    let mut limits = Limits::default();
-    limits.max_operations = u64::MAX;
-    limits.timeout = Duration::from_millis(20);
+    let limits = Limits {
+        max_operations: u64::MAX,
+        timeout: Duration::from_millis(20),
+        ..Limits::default()
+    };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("s.rhai"),

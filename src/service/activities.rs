@@ -41,6 +41,7 @@ impl Service {
             LeadRef::Email(e) => Email::parse(e).is_ok_and(|e| self.rules.is_personal(&e)),
             LeadRef::Id(_) => false,
         };
+        let plugins = self.plugins.clone();
         self.write_idempotent(p.id(), idem, move |tx| {
             let p = &principal;
             let (mut lead, lead_created) = match &new.lead {
@@ -87,6 +88,13 @@ impl Service {
             {
                 lead.first_touch_at = Some(activity.occurred_at);
             }
+            super::scoring::settle(
+                tx,
+                &plugins,
+                &mut lead,
+                crate::domain::score::Trigger::Change,
+                super::scoring::StageRule::Follow,
+            )?;
             if lead != before {
                 lead.version += 1;
                 lead.updated_at = tx.now;

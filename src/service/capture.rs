@@ -3,14 +3,17 @@
 //! stitched to the anonymous visitor it was; page views from the tracker; lead-to-lead merge.
 
 use super::leads::{BatchItem, CreateOutcome, apply_create};
+use super::scoring::{StageRule, settle};
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::FieldError;
 use crate::domain::activity::Activity;
 use crate::domain::channel::channel_for;
 use crate::domain::form::valid_visitor_id;
 use crate::domain::lead::{Lead, LeadInput, NewLead, NormalizeRules};
+use crate::domain::score::Trigger;
 use crate::domain::user::Principal;
 use crate::domain::visitor::{MAX_VIEWS_PER_VISITOR, PageView, Visitor, VisitorView};
+use crate::script::Plugins;
 use crate::store::{Entity, Op, StoreError, Tx};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -106,6 +109,7 @@ pub(crate) fn derive_channel(rules: &NormalizeRules, new: &mut NewLead, cap: &Ca
 /// visitor. Runs in the writer.
 pub(crate) fn apply_capture(
     tx: &mut Tx<'_>,
+    plugins: &Plugins,
     p: &Principal,
     new: NewLead,
     cap: Capture,
@@ -169,6 +173,13 @@ pub(crate) fn apply_capture(
     if let Some(vid) = &cap.visitor_id {
         stitch_visitor(tx, &mut outcome.lead, vid)?;
     }
+    settle(
+        tx,
+        plugins,
+        &mut outcome.lead,
+        Trigger::Change,
+        StageRule::Follow,
+    )?;
     if outcome.lead != before {
         if outcome.merged {
             outcome.lead.version += 1;
@@ -272,6 +283,29 @@ pub struct DuplicatesPage {
     pub next: Option<String>,
 }
 
+impl Service {
+    /// What happens to a capture before it reaches the writer: the `enrich` hook fills or
+    /// fixes fields, the built-in rules pick a channel, then the `classify` hook may pick
+    /// another.
+    /// The channel the configured UTM/referrer rules give a capture (no hooks).
+    pub fn built_in_channel(&self, new: &mut NewLead, cap: &Capture) {
+        derive_channel(&self.rules, new, cap);
+    }
+
+    pub(crate) fn prepare_capture(&self, new: &mut NewLead, cap: &Capture) {
+        let loaded = self.plugins.current();
+        let now = self.now();
+        self.plugins.enrich(&loaded, new, now);
+        derive_channel(&self.rules, new, cap);
+        if loaded.script_for(crate::script::Hook::Classify).is_some() {
+            let lead = new.clone().into_lead(Uuid::nil(), now);
+            if let Some(channel) = self.plugins.classify(&loaded, &lead, now) {
+                new.channel = Some(channel);
+            }
+        }
+    }
+}
+
 /// Index rows one duplicates page examines at most.
 const DUPLICATE_SCAN: usize = 20_000;
 
@@ -284,10 +318,11 @@ impl Service {
         cap: Capture,
         idem: Option<(super::Idempotency, super::Render<CreateOutcome>)>,
     ) -> ServiceResult<super::Written<CreateOutcome>> {
-        derive_channel(&self.rules, &mut new, &cap);
+        self.prepare_capture(&mut new, &cap);
         let principal = p.clone();
+        let plugins = self.plugins.clone();
         self.write_idempotent(p.id(), idem, move |tx| {
-            apply_capture(tx, &principal, new, cap)
+            apply_capture(tx, &plugins, &principal, new, cap)
         })
         .await
     }
@@ -297,23 +332,23 @@ impl Service {
     pub async fn create_leads_batch(
         &self,
         p: &Principal,
-        items: Vec<Result<(NewLead, Capture), Vec<FieldError>>>,
+        mut items: Vec<Result<(NewLead, Capture), Vec<FieldError>>>,
         idem: Option<(super::Idempotency, super::Render<Vec<BatchItem>>)>,
     ) -> ServiceResult<super::Written<Vec<BatchItem>>> {
         let principal = p.clone();
-        let rules = self.rules.clone();
+        for (new, cap) in items.iter_mut().flatten() {
+            self.prepare_capture(new, cap);
+        }
+        let plugins = self.plugins.clone();
         self.write_idempotent(p.id(), idem, move |tx| {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
                 out.push(match item {
                     Err(errors) => BatchItem::Failed(ServiceError::Invalid(errors)),
-                    Ok((mut new, cap)) => {
-                        derive_channel(&rules, &mut new, &cap);
-                        match apply_capture(tx, &principal, new, cap)? {
-                            Ok(o) => BatchItem::Done(Box::new(o)),
-                            Err(e) => BatchItem::Failed(e),
-                        }
-                    }
+                    Ok((new, cap)) => match apply_capture(tx, &plugins, &principal, new, cap)? {
+                        Ok(o) => BatchItem::Done(Box::new(o)),
+                        Err(e) => BatchItem::Failed(e),
+                    },
                 });
             }
             Ok(Ok(out))
@@ -324,6 +359,7 @@ impl Service {
     /// Records a tracker page view: on the lead if the visitor became one, else kept with the
     /// visitor (bounded).
     pub async fn track_page_view(&self, visitor_id: String, view: PageView) -> ServiceResult<()> {
+        let plugins = self.plugins.clone();
         self.store
             .write(move |tx| {
                 let mut visitor = tx.visitor(&visitor_id)?.unwrap_or(Visitor {
@@ -338,6 +374,13 @@ impl Service {
                     Some(mut lead) => {
                         let before = lead.clone();
                         record_page_view(tx, &mut lead, &view)?;
+                        super::scoring::settle(
+                            tx,
+                            &plugins,
+                            &mut lead,
+                            Trigger::Change,
+                            StageRule::Follow,
+                        )?;
                         if lead != before {
                             lead.version += 1;
                             lead.updated_at = tx.now;
@@ -404,6 +447,7 @@ impl Service {
             ));
         }
         let principal = p.clone();
+        let plugins = self.plugins.clone();
         self.store
             .write(move |tx| {
                 let p = &principal;
@@ -439,6 +483,13 @@ impl Service {
                     lead.first_touch_at = lead.first_touch_at.or(gone.first_touch_at);
                 }
                 lead.last_activity_at = lead.last_activity_at.max(gone.last_activity_at);
+                super::scoring::settle(
+                    tx,
+                    &plugins,
+                    &mut lead,
+                    Trigger::Change,
+                    StageRule::Follow,
+                )?;
                 lead.version += 1;
                 lead.updated_at = tx.now;
                 tx.put_lead(Some(&before), &lead)?;

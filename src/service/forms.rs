@@ -2,7 +2,7 @@
 //! page tell a bot's instant submit from a person's, and turning a public submission into a
 //! capture.
 
-use super::capture::{Capture, Via, apply_capture, derive_channel};
+use super::capture::{Capture, Via, apply_capture};
 use super::leads::CreateOutcome;
 use super::{Precondition, Service, ServiceError, ServiceResult};
 use crate::domain::form::{Form, FormInput, Submission};
@@ -207,10 +207,11 @@ impl Service {
         }
         cap.visitor_id = visitor_id;
         cap.referrer = referrer;
-        derive_channel(&self.rules, &mut new, &cap);
+        self.prepare_capture(&mut new, &cap);
         let system = Principal::system();
+        let plugins = self.plugins.clone();
         self.store
-            .write(move |tx| apply_capture(tx, &system, new, cap))
+            .write(move |tx| apply_capture(tx, &plugins, &system, new, cap))
             .await?
     }
 }

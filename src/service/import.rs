@@ -3,7 +3,7 @@
 //! numbers, progress, and a dry run that reports what would happen without writing.
 //! Re-importing a file creates nothing new: rows that match and add nothing leave no trace.
 
-use super::capture::{Capture, Via, apply_capture, derive_channel};
+use super::capture::{Capture, Via, apply_capture};
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::FieldError;
 use crate::domain::lead::{BadEmail, NewLead};
@@ -103,7 +103,7 @@ impl Service {
                 cap.text = note;
                 cap.properties.insert("file".into(), json!(origin));
                 cap.properties.insert("line".into(), json!(line));
-                derive_channel(&self.rules, &mut new, &cap);
+                self.prepare_capture(&mut new, &cap);
                 (new, cap)
             });
         Prepared { line, raw, item }
@@ -116,6 +116,7 @@ impl Service {
         rows: Vec<Prepared>,
     ) -> ServiceResult<Vec<(Prepared, RowOutcome)>> {
         let principal = p.clone();
+        let plugins = self.plugins.clone();
         self.store
             .write(move |tx| {
                 let mut out = Vec::with_capacity(rows.len());
@@ -123,15 +124,18 @@ impl Service {
                     let item = std::mem::replace(&mut row.item, Err(Vec::new()));
                     let outcome = match item {
                         Err(errors) => RowOutcome::Rejected(errors),
-                        Ok((new, cap)) => match apply_capture(tx, &principal, new, cap)? {
-                            Ok(o) if !o.merged => RowOutcome::Created(o.lead.id),
-                            Ok(o) if o.changed => RowOutcome::Merged(o.lead.id),
-                            Ok(o) => RowOutcome::Unchanged(o.lead.id),
-                            Err(ServiceError::Invalid(errors)) => RowOutcome::Rejected(errors),
-                            Err(e) => {
-                                RowOutcome::Rejected(vec![FieldError::new("row", e.to_string())])
+                        Ok((new, cap)) => {
+                            match apply_capture(tx, &plugins, &principal, new, cap)? {
+                                Ok(o) if !o.merged => RowOutcome::Created(o.lead.id),
+                                Ok(o) if o.changed => RowOutcome::Merged(o.lead.id),
+                                Ok(o) => RowOutcome::Unchanged(o.lead.id),
+                                Err(ServiceError::Invalid(errors)) => RowOutcome::Rejected(errors),
+                                Err(e) => RowOutcome::Rejected(vec![FieldError::new(
+                                    "row",
+                                    e.to_string(),
+                                )]),
                             }
-                        },
+                        }
                     };
                     out.push((row, outcome));
                 }

@@ -210,6 +210,7 @@ impl Service {
         patch: ValidPatch,
     ) -> ServiceResult<Lead> {
         let principal = p.clone();
+        let plugins = self.plugins.clone();
         self.store
             .write(move |tx| {
                 let p = &principal;
@@ -261,12 +262,25 @@ impl Service {
                         "another lead already has this phone; merge the two leads instead".into(),
                     )));
                 }
+                // A stage a person set in this very write is theirs; the score follows.
+                let human_stage = changed.contains(&"stage");
+                super::scoring::settle(
+                    tx,
+                    &plugins,
+                    &mut lead,
+                    crate::domain::score::Trigger::Change,
+                    if human_stage {
+                        super::scoring::StageRule::Keep
+                    } else {
+                        super::scoring::StageRule::Follow
+                    },
+                )?;
                 lead.version += 1;
                 lead.updated_at = tx.now;
                 tx.put_lead(Some(&before), &lead)?;
                 tx.change(Entity::Lead, id, Op::Update, Some(&lead))?;
                 tx.event(id, "updated", Some(p.id()), json!({ "fields": changed }))?;
-                if before.stage != lead.stage {
+                if human_stage && before.stage != lead.stage {
                     tx.event(
                         id,
                         "stage_changed",

@@ -9,6 +9,7 @@ mod changes;
 mod forms;
 mod import;
 mod leads;
+mod scoring;
 mod users;
 
 pub use activities::{ActivityCreated, TimelinePage};
@@ -18,6 +19,7 @@ pub use changes::ChangesPage;
 pub use forms::FillTime;
 pub use import::{ImportError, ImportOptions, ImportSummary, Rejection};
 pub use leads::{BatchItem, CreateOutcome, LeadExport, ListParams};
+pub use scoring::{RescoreExample, RescoreReport, ScoreHistoryView, ScoreView, run_score_reviews};
 
 use crate::clock::Clock;
 use crate::domain::FieldError;
@@ -112,6 +114,8 @@ pub struct Service {
     principals: Arc<auth::PrincipalCache>,
     /// The key that signs hosted-form render times, read from the store on first use.
     form_secret: Arc<std::sync::OnceLock<Vec<u8>>>,
+    /// The Rhai hooks (or their built-in rules) every capture and score goes through.
+    plugins: crate::script::Plugins,
 }
 
 impl Service {
@@ -128,7 +132,14 @@ impl Service {
             cfg: Arc::new(cfg),
             principals: Arc::default(),
             form_secret: Arc::default(),
+            plugins: crate::script::Plugins::builtin(),
         }
+    }
+
+    /// Uses these plugins instead of the built-in rules.
+    pub fn with_plugins(mut self, plugins: crate::script::Plugins) -> Self {
+        self.plugins = plugins;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -137,6 +148,10 @@ impl Service {
 
     pub fn rules(&self) -> &NormalizeRules {
         &self.rules
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     pub fn now(&self) -> Millis {

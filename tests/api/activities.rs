@@ -309,18 +309,20 @@ async fn timeline_mixes_activities_and_events_newest_first() {
         },
         [3, 4]
     );
-    assert_eq!(seen[5], ("activity", "page_view"));
-    assert_eq!(seen[6], ("activity", "capture"));
-    assert_eq!(seen[7], ("event", "created"));
-    assert_eq!(seen.len(), 8);
+    // the new title scored in the same write, before the update was recorded
+    assert_eq!(seen[5], ("event", "scored"));
+    assert_eq!(seen[6], ("activity", "page_view"));
+    assert_eq!(seen[7], ("activity", "capture"));
+    assert_eq!(seen[8], ("event", "created"));
+    assert_eq!(seen.len(), 9);
     let ats: Vec<&str> = items.iter().map(|i| str_of(i, "at")).collect();
     let mut sorted = ats.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(ats, sorted, "newest first");
     assert_eq!(items[2]["data"]["reason"], "email");
     assert_eq!(items[2]["data"]["filled"], json!(["company"]));
-    assert_eq!(items[7]["id"], id);
-    assert_eq!(items[7]["at"], l["created_at"]);
+    assert_eq!(items[8]["id"], id);
+    assert_eq!(items[8]["at"], l["created_at"]);
     assert_eq!(items[0]["text"], "last");
 
     // pages of two, joined, are the whole timeline

@@ -574,7 +574,8 @@ async fn create_returns_201_with_location_etag_and_normalized_lead() {
             "status": "new",
             "owner_id": null,
             "pool_id": null,
-            "score.total": 0,
+            // the built-in scoring table: +10 for paid search
+            "score.total": 10,
             "flags.do_not_contact": true,
             "flags.personal_email": false,
             "created_at": lead["updated_at"]
@@ -1265,7 +1266,7 @@ async fn list_filters_by_owner_pool_campaign_source_channel_and_tag() {
 
 #[tokio::test]
 async fn list_filters_by_score_range() {
-    // Every score is 0 until scoring lands: [0, ∞) holds all, (-∞, -1] none.
+    // The built-in scoring table gives b 15 (event) and c 10 (paid search); a and d score 0.
     let app = spawn_app().await;
     filter_fixture(&app).await;
     let all = &["a", "b", "c", "d"];
@@ -1273,11 +1274,12 @@ async fn list_filters_by_score_range() {
         &app,
         &[
             (&[("min_score", "0")], all),
-            (&[("max_score", "0")], all),
-            (&[("min_score", "0"), ("max_score", "0")], all),
+            (&[("max_score", "0")], &["a", "d"]),
+            (&[("min_score", "10"), ("max_score", "15")], &["b", "c"]),
+            (&[("min_score", "11")], &["b"]),
             (&[("min_score", "-100"), ("max_score", "100")], all),
             (&[("max_score", "-1")], &[]),
-            (&[("min_score", "1")], &[]),
+            (&[("min_score", "16")], &[]),
             (&[("min_score", "1"), ("max_score", "0")], &[]),
             (&[("min_score", "0"), ("stage", "mql")], &["a"]),
         ],

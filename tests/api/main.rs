@@ -8,6 +8,7 @@ mod capture;
 mod helpers;
 mod leads;
 mod ops;
+mod scoring;
 mod search;
 mod smoke;
 mod transfer;

@@ -1,0 +1,420 @@
+//! Scoring in the write path: every write that changes a lead or its activity settles the
+//! lead's score (and the stage it earns) in the same transaction, so no read sees a stale
+//! score. Also: the score view, rescoring every lead after a rule change, and the review of
+//! leads whose score changes by time alone (decay).
+
+use super::{Service, ServiceError, ServiceResult};
+use crate::domain::lead::{Lead, Score, Stage};
+use crate::domain::score::{
+    Reason, ScoreCard, ScoreChange, ScoreDetails, Thresholds, Trigger, stage_after,
+};
+use crate::domain::time::{Millis, to_rfc3339};
+use crate::domain::user::Principal;
+use crate::script::{Loaded, Plugins};
+use crate::store::{Entity, Op, StoreError, Tx};
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Arc;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Whether a settle may move the stage. A write in which a person set the stage leaves the
+/// stage to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StageRule {
+    Follow,
+    Keep,
+}
+
+/// Scores `lead` from its stored activity stats and applies the result to it (score and
+/// stage) and to its score details. The caller writes the lead.
+pub(crate) fn settle(
+    tx: &mut Tx<'_>,
+    plugins: &Plugins,
+    lead: &mut Lead,
+    trigger: Trigger,
+    stage_rule: StageRule,
+) -> Result<(), StoreError> {
+    let loaded = plugins.current();
+    let stats = tx.lead_stats(lead.id)?;
+    let (card, _) = plugins.score(&loaded, lead, &stats, tx.now);
+    apply_card(tx, lead, card, loaded.thresholds, trigger, stage_rule)
+}
+
+/// Applies a computed score to `lead`: score, stage (with a `stage_changed` event), a
+/// `scored` event when the total moved, and the stored reasons and history.
+pub(crate) fn apply_card(
+    tx: &mut Tx<'_>,
+    lead: &mut Lead,
+    card: ScoreCard,
+    thresholds: Thresholds,
+    trigger: Trigger,
+    stage_rule: StageRule,
+) -> Result<(), StoreError> {
+    let old = tx.score_details(lead.id)?;
+    let score = card.score();
+    let mut details = old.clone().unwrap_or_default();
+    if old.is_none() || score != lead.score {
+        details.push_history(ScoreChange {
+            at: tx.now,
+            score,
+            trigger: trigger.as_str().to_owned(),
+        });
+    }
+    if old.is_some() && score.total != lead.score.total {
+        tx.event(
+            lead.id,
+            "scored",
+            None,
+            json!({"from": lead.score.total, "to": score.total, "trigger": trigger.as_str()}),
+        )?;
+    }
+    details.reasons = card.reasons;
+    details.review_at = card.review_at;
+    if old.as_ref() != Some(&details) {
+        tx.put_score_details(lead.id, old.as_ref(), &details)?;
+    }
+    let old_total = lead.score.total;
+    lead.score = score;
+    if stage_rule == StageRule::Follow {
+        let stage = stage_after(lead.stage, old_total, score.total, thresholds, trigger);
+        if stage != lead.stage {
+            tx.event(
+                lead.id,
+                "stage_changed",
+                None,
+                json!({"from": lead.stage, "to": stage, "score": score.total, "by": trigger.as_str()}),
+            )?;
+            lead.stage = stage;
+        }
+    }
+    Ok(())
+}
+
+/// Settles a stored lead and writes it if anything changed. `None`: no such lead.
+fn resettle(
+    tx: &mut Tx<'_>,
+    id: Uuid,
+    card: Option<(u64, ScoreCard, Thresholds)>,
+    plugins: &Plugins,
+    trigger: Trigger,
+) -> Result<Option<bool>, StoreError> {
+    let Some(before) = tx.lead(id)? else {
+        return Ok(None);
+    };
+    let mut lead = before.clone();
+    match card {
+        // Scored from a snapshot at this very version: no need to score again.
+        Some((version, card, thresholds)) if version == before.version => {
+            apply_card(tx, &mut lead, card, thresholds, trigger, StageRule::Follow)?
+        }
+        _ => settle(tx, plugins, &mut lead, trigger, StageRule::Follow)?,
+    }
+    if lead == before {
+        return Ok(Some(false));
+    }
+    lead.version += 1;
+    lead.updated_at = tx.now;
+    tx.put_lead(Some(&before), &lead)?;
+    tx.change(Entity::Lead, id, Op::Update, Some(&lead))?;
+    Ok(Some(true))
+}
+
+/// `GET /v1/leads/{id}/score`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScoreView {
+    pub lead_id: Uuid,
+    pub total: i32,
+    pub parts: crate::domain::lead::ScoreParts,
+    pub stage: Stage,
+    pub reasons: Vec<Reason>,
+    /// Oldest first; the most recent changes only.
+    pub history: Vec<ScoreHistoryView>,
+    /// When time alone may next change the score (the decay rule).
+    pub review_at: Option<String>,
+    pub thresholds: Thresholds,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScoreHistoryView {
+    pub at: String,
+    pub total: i32,
+    pub parts: crate::domain::lead::ScoreParts,
+    pub trigger: String,
+}
+
+fn parts(s: &Score) -> crate::domain::lead::ScoreParts {
+    crate::domain::lead::ScoreParts {
+        profile: s.profile,
+        engagement: s.engagement,
+        source: s.source,
+        interaction: s.interaction,
+    }
+}
+
+/// One lead whose score or stage a rescore changes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RescoreExample {
+    pub lead_id: Uuid,
+    pub name: Option<String>,
+    pub score_before: i32,
+    pub score_after: i32,
+    pub stage_before: Stage,
+    pub stage_after: Stage,
+}
+
+/// What a rescore found (and, without dry run, did).
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct RescoreReport {
+    pub dry_run: bool,
+    pub leads: u64,
+    pub score_changed: u64,
+    pub stage_changed: u64,
+    /// Up to 20 of the changes.
+    pub examples: Vec<RescoreExample>,
+    pub seconds: f64,
+}
+
+/// Leads scored per writer job while rescoring: small enough that other writes never wait
+/// long behind one.
+const RESCORE_CHUNK: usize = 256;
+const EXAMPLES: usize = 20;
+
+impl Service {
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+
+    /// A lead the caller may see, with its activity summary.
+    pub fn lead_with_stats(
+        &self,
+        p: &Principal,
+        id: Uuid,
+    ) -> ServiceResult<(Lead, crate::domain::stats::ActivityStats)> {
+        let snap = self.store.read()?;
+        match snap.lead(id)? {
+            Some(l) if p.can_see_lead(&l) => {
+                let stats = snap.lead_stats(id)?;
+                Ok((l, stats))
+            }
+            _ => Err(ServiceError::NotFound("lead")),
+        }
+    }
+
+    pub fn lead_score(&self, p: &Principal, id: Uuid) -> ServiceResult<ScoreView> {
+        let snap = self.store.read()?;
+        let lead = match snap.lead(id)? {
+            Some(l) if p.can_see_lead(&l) => l,
+            _ => return Err(ServiceError::NotFound("lead")),
+        };
+        let details = snap.score_details(id)?.unwrap_or_default();
+        Ok(ScoreView {
+            lead_id: id,
+            total: lead.score.total,
+            parts: parts(&lead.score),
+            stage: lead.stage,
+            reasons: details.reasons,
+            history: details
+                .history
+                .iter()
+                .map(|h| ScoreHistoryView {
+                    at: to_rfc3339(h.at),
+                    total: h.score.total,
+                    parts: parts(&h.score),
+                    trigger: h.trigger.clone(),
+                })
+                .collect(),
+            review_at: details.review_at.map(to_rfc3339),
+            thresholds: self.plugins.current().thresholds,
+        })
+    }
+
+    /// Scores every lead with the rules in force. A dry run only counts; otherwise changes
+    /// are written in small writer jobs (other writes interleave), each re-checking that the
+    /// lead did not change since it was scored. `progress(done, total)` after each chunk.
+    pub async fn rescore(
+        &self,
+        dry_run: bool,
+        progress: impl Fn(u64, u64) + Send,
+    ) -> ServiceResult<RescoreReport> {
+        let started = std::time::Instant::now();
+        let loaded = self.plugins.current();
+        let now = self.now();
+        let snap = self.store.read()?;
+        let total = snap.lead_count()?;
+        let mut report = RescoreReport {
+            dry_run,
+            ..RescoreReport::default()
+        };
+        let mut after: Option<Uuid> = None;
+        loop {
+            let leads = snap.leads_after(after, RESCORE_CHUNK)?;
+            let Some(last) = leads.last() else { break };
+            after = Some(last.id);
+            let scored = score_chunk(&self.plugins, &loaded, &snap, leads, now)?;
+            report.leads += scored.len() as u64;
+            let mut changes = Vec::new();
+            for (lead, card, details_differ) in scored {
+                let score = card.score();
+                let stage = stage_after(
+                    lead.stage,
+                    lead.score.total,
+                    score.total,
+                    loaded.thresholds,
+                    Trigger::Rescore,
+                );
+                if score != lead.score || stage != lead.stage {
+                    if score.total != lead.score.total {
+                        report.score_changed += 1;
+                    }
+                    if stage != lead.stage {
+                        report.stage_changed += 1;
+                    }
+                    if report.examples.len() < EXAMPLES {
+                        report.examples.push(RescoreExample {
+                            lead_id: lead.id,
+                            name: lead.name.clone(),
+                            score_before: lead.score.total,
+                            score_after: score.total,
+                            stage_before: lead.stage,
+                            stage_after: stage,
+                        });
+                    }
+                }
+                // Reasons and review dates may change without the number: write those too.
+                if details_differ || score != lead.score || stage != lead.stage {
+                    changes.push((lead.id, lead.version, card));
+                }
+            }
+            if !dry_run && !changes.is_empty() {
+                self.apply_scores(changes, loaded.clone(), Trigger::Rescore)
+                    .await?;
+            }
+            progress(report.leads, total);
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    async fn apply_scores(
+        &self,
+        changes: Vec<(Uuid, u64, ScoreCard)>,
+        loaded: Arc<Loaded>,
+        trigger: Trigger,
+    ) -> ServiceResult<usize> {
+        let plugins = self.plugins.clone();
+        let thresholds = loaded.thresholds;
+        Ok(self
+            .store
+            .write(move |tx| {
+                let mut written = 0;
+                for (id, version, card) in changes {
+                    if resettle(tx, id, Some((version, card, thresholds)), &plugins, trigger)?
+                        == Some(true)
+                    {
+                        written += 1;
+                    }
+                }
+                Ok(written)
+            })
+            .await?)
+    }
+
+    /// Settles the leads whose score is due for a time-based review. Returns how many were
+    /// reviewed and when the next review falls due.
+    pub async fn review_scores(&self, limit: usize) -> ServiceResult<(usize, Option<Millis>)> {
+        let now = self.now();
+        let (due, next) = self.store.read()?.score_reviews_due(now, limit)?;
+        if due.is_empty() {
+            return Ok((0, next));
+        }
+        let n = due.len();
+        let plugins = self.plugins.clone();
+        self.store
+            .write(move |tx| {
+                for id in due {
+                    if resettle(tx, id, None, &plugins, Trigger::Review)?.is_none() {
+                        // Erased since: nothing to review. (Erasure removes its entry too.)
+                        continue;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        Ok((n, next))
+    }
+}
+
+/// Scores a chunk of leads from one snapshot, on every core.
+fn score_chunk(
+    plugins: &Plugins,
+    loaded: &Arc<Loaded>,
+    snap: &crate::store::Snapshot,
+    leads: Vec<Lead>,
+    now: Millis,
+) -> Result<Vec<(Lead, ScoreCard, bool)>, StoreError> {
+    let mut inputs = Vec::with_capacity(leads.len());
+    for lead in leads {
+        let stats = snap.lead_stats(lead.id)?;
+        let details = snap.score_details(lead.id)?;
+        inputs.push((lead, stats, details));
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = inputs.len().div_ceil(threads).max(1);
+    let mut out = Vec::with_capacity(inputs.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = inputs
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(lead, stats, details)| {
+                            let (card, _) = plugins.score(loaded, lead, stats, now);
+                            let differ = details.as_ref().is_none_or(|d: &ScoreDetails| {
+                                d.reasons != card.reasons || d.review_at != card.review_at
+                            });
+                            (lead.clone(), card, differ)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                Err(_) => return Err(StoreError::Storage("a scoring thread panicked".into())),
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Reviews due scores until `stop` resolves: wakes when the next review falls due (by the
+/// injected clock, checked every `tick`), and keeps going after errors.
+pub async fn run_score_reviews(
+    service: Service,
+    tick: std::time::Duration,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut backoff = tick;
+    loop {
+        let wait = match service.review_scores(500).await {
+            Ok((n, _)) if n > 0 => std::time::Duration::ZERO,
+            Ok(_) => {
+                backoff = tick;
+                tick
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "score review failed; retrying");
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

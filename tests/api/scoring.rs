@@ -1,0 +1,677 @@
+//! Scoring through the shipped `plugins/scoring.rhai`: one test per row of the scoring table,
+//! thresholds and stage events, decay under the controllable clock, rescoring; and the plugin
+//! runtime seen from outside: hostile scripts, reload, file watch, the admin endpoints.
+
+use crate::helpers::*;
+use leadline::clock::ManualClock;
+use leadline::config::Config;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DAY_MS: i64 = 86_400_000;
+const SHIPPED: &str = include_str!("../../plugins/scoring.rhai");
+
+fn with_plugin(file: &'static str, src: &'static str) -> impl FnOnce(&mut Config) {
+    move |c: &mut Config| {
+        std::fs::create_dir_all(&c.plugins_dir).expect("plugins dir");
+        std::fs::write(c.plugins_dir.join(file), src).expect("write plugin");
+    }
+}
+
+async fn shipped_app() -> TestApp {
+    spawn_app_with(with_plugin("scoring.rhai", SHIPPED)).await
+}
+
+async fn record(app: &TestApp, lead: &str, kind: &str, props: Value) {
+    let res = app
+        .post(
+            &format!("/v1/leads/{lead}/activities"),
+            &app.admin,
+            &json!({"kind": kind, "properties": props}),
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+}
+
+async fn score_of(app: &TestApp, lead: &str) -> Value {
+    expect_json(
+        app.get(&format!("/v1/leads/{lead}/score"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_owned()
+}
+
+/// Creates the lead, records the activities, and checks that exactly `rule` fired with
+/// `points` in `part` (besides nothing else).
+async fn check_row(lead: Value, activities: &[(&str, Value)], rule: &str, points: i64, part: &str) {
+    let app = shipped_app().await;
+    let l = app.create_lead(&app.admin, lead).await;
+    let id = id_of(&l);
+    for (kind, props) in activities {
+        record(&app, &id, kind, props.clone()).await;
+    }
+    let s = score_of(&app, &id).await;
+    let reasons = s["reasons"].as_array().expect("reasons");
+    assert_eq!(reasons.len(), 1, "only `{rule}` should fire: {reasons:?}");
+    assert_eq!(reasons[0]["rule"], rule);
+    assert_eq!(reasons[0]["points"], points);
+    assert_eq!(reasons[0]["part"], part);
+    assert_eq!(s["total"], points);
+    assert_eq!(s["parts"][part], points);
+    let got = expect_json(
+        app.get(&format!("/v1/leads/{id}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(got["score"]["total"], points, "the lead carries its score");
+}
+
+macro_rules! row {
+    ($name:ident, $lead:expr, [$($kind:expr => $props:expr),*], $rule:expr, $points:expr, $part:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            check_row($lead, &[$(($kind, $props)),*], $rule, $points, $part).await;
+        }
+    };
+}
+
+row!(
+    row_decision_maker_title,
+    json!({"email": "a@acme.com", "title": "CTO"}),
+    [],
+    "title is a decision maker",
+    20,
+    "profile"
+);
+row!(
+    row_decision_maker_title_in_chinese,
+    json!({"email": "a@acme.com", "title": "华东区总经理"}),
+    [],
+    "title is a decision maker",
+    20,
+    "profile"
+);
+row!(
+    row_user_or_influencer_title,
+    json!({"email": "a@acme.com", "title": "QA Engineer"}),
+    [],
+    "title is a user or influencer",
+    10,
+    "profile"
+);
+row!(
+    row_company_size,
+    json!({"email": "a@acme.com", "company_size": 120}),
+    [],
+    "company size 50–500",
+    15,
+    "profile"
+);
+row!(
+    row_target_industry,
+    json!({"email": "a@acme.com", "industry": "Manufacturing"}),
+    [],
+    "target industry",
+    10,
+    "profile"
+);
+row!(
+    row_personal_email,
+    json!({"email": "someone@gmail.com"}),
+    [],
+    "free or personal email domain",
+    -10,
+    "profile"
+);
+row!(row_pricing_page, json!({"email": "a@acme.com"}),
+    ["page_view" => json!({"url": "https://acme.example/pricing"})],
+    "visited a pricing or solution page", 15, "engagement");
+row!(row_demo_or_trial, json!({"email": "a@acme.com"}), ["demo_request" => json!({})],
+    "requested a demo or trial", 30, "engagement");
+row!(row_high_value_content, json!({"email": "a@acme.com"}), ["white_paper_download" => json!({})],
+    "downloaded high-value content", 10, "engagement");
+row!(row_five_site_visits, json!({"email": "a@acme.com"}),
+    ["page_view" => json!({"path": "/a"}), "page_view" => json!({"path": "/b"}),
+     "page_view" => json!({"path": "/c"}), "page_view" => json!({"path": "/d"}),
+     "page_view" => json!({"path": "/e"})],
+    "5 or more site visits", 8, "engagement");
+row!(row_opened_and_clicked_email, json!({"email": "a@acme.com"}),
+    ["email_open" => json!({}), "email_click" => json!({})],
+    "opened and clicked a marketing email", 5, "engagement");
+row!(
+    row_partner_or_referral,
+    json!({"email": "a@acme.com", "utm": {"source": "partner", "medium": "referral"}}),
+    [],
+    "partner or referral",
+    20,
+    "source"
+);
+row!(
+    row_paid_search,
+    json!({"email": "a@acme.com", "utm": {"source": "baidu", "medium": "cpc"}}),
+    [],
+    "paid search",
+    10,
+    "source"
+);
+row!(
+    row_organic_search,
+    json!({"email": "a@acme.com", "utm": {"source": "google", "medium": "organic"}}),
+    [],
+    "organic search",
+    8,
+    "source"
+);
+row!(
+    row_offline_event,
+    json!({"email": "a@acme.com", "utm": {"source": "expo", "medium": "event"}}),
+    [],
+    "offline event or trade show",
+    15,
+    "source"
+);
+row!(row_webinar_question, json!({"email": "a@acme.com"}), ["webinar_question" => json!({})],
+    "attended a webinar and asked a question", 15, "interaction");
+row!(row_deep_conversation, json!({"email": "a@acme.com"}),
+    ["chat" => json!({}), "support" => json!({}), "chat" => json!({})],
+    "deep conversation with chat or support", 10, "interaction");
+row!(row_requirements_inquiry, json!({"email": "a@acme.com"}), ["inquiry" => json!({})],
+    "submitted a specific requirements inquiry", 25, "interaction");
+
+async fn timeline_kinds(app: &TestApp, id: &str) -> Vec<Value> {
+    let tl = expect_json(
+        app.get(&format!("/v1/leads/{id}/timeline?limit=100"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    tl["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn events_of<'a>(items: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    items
+        .iter()
+        .filter(|i| i["type"] == "event" && i["kind"] == kind)
+        .collect()
+}
+
+#[tokio::test]
+async fn crossing_thresholds_moves_the_stage_up_with_events() {
+    let app = shipped_app().await;
+    // 20 (CTO): still a lead.
+    let l = app
+        .create_lead(&app.admin, json!({"email": "cto@acme.com", "title": "CTO"}))
+        .await;
+    assert_eq!(l["stage"], "lead");
+    assert_eq!(
+        l["score"]["total"], 20,
+        "the create response carries the score"
+    );
+    let id = id_of(&l);
+    // +30 demo request = 50: MQL.
+    record(&app, &id, "demo_request", json!({})).await;
+    let s = score_of(&app, &id).await;
+    assert_eq!(
+        (s["total"].as_i64(), s["stage"].as_str()),
+        (Some(50), Some("mql"))
+    );
+    // +25 inquiry = 75: SQL.
+    record(&app, &id, "inquiry", json!({})).await;
+    let s = score_of(&app, &id).await;
+    assert_eq!(
+        (s["total"].as_i64(), s["stage"].as_str()),
+        (Some(75), Some("sql"))
+    );
+    assert_eq!(s["thresholds"], json!({"mql": 40, "sql": 60}));
+    let history: Vec<i64> = s["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["total"].as_i64().unwrap())
+        .collect();
+    assert_eq!(history, vec![20, 50, 75]);
+    let items = timeline_kinds(&app, &id).await;
+    let stages: Vec<(String, String)> = events_of(&items, "stage_changed")
+        .iter()
+        .map(|e| {
+            (
+                e["data"]["from"].as_str().unwrap().to_owned(),
+                e["data"]["to"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        vec![("mql".into(), "sql".into()), ("lead".into(), "mql".into())],
+        "newest first"
+    );
+    assert_eq!(events_of(&items, "scored").len(), 2);
+    // A lower score never moves the stage down by itself: a person sets the title to nothing.
+    let res = app
+        .patch(
+            &format!("/v1/leads/{id}"),
+            &app.admin,
+            &json!({"title": null}),
+        )
+        .await;
+    let after = expect_json(res, StatusCode::OK).await;
+    assert_eq!(after["score"]["total"], 55);
+    assert_eq!(after["stage"], "sql");
+    // A stage a person sets is theirs, even below what the score earns.
+    let res = app
+        .patch(
+            &format!("/v1/leads/{id}"),
+            &app.admin,
+            &json!({"stage": "lead"}),
+        )
+        .await;
+    assert_eq!(expect_json(res, StatusCode::OK).await["stage"], "lead");
+}
+
+#[tokio::test]
+async fn ninety_quiet_days_decay_the_score_on_time() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let app = spawn_app_with_clock(clock.clone(), with_plugin("scoring.rhai", SHIPPED)).await;
+    let l = app
+        .create_lead(
+            &app.admin,
+            json!({"email": "vp@acme.com", "title": "VP Sales", "utm": {"source": "baidu", "medium": "cpc"}}),
+        )
+        .await;
+    let id = id_of(&l);
+    record(&app, &id, "demo_request", json!({})).await;
+    let s = score_of(&app, &id).await;
+    assert_eq!(
+        (s["total"].as_i64(), s["stage"].as_str()),
+        (Some(60), Some("sql"))
+    );
+    assert!(s["review_at"].is_string(), "{s}");
+
+    clock.advance(89 * DAY_MS);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(score_of(&app, &id).await["total"], 60, "not yet");
+
+    clock.advance(2 * DAY_MS);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = score_of(&app, &id).await;
+        if s["total"] == 40 || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(s["total"], 40, "{s}");
+    assert!(
+        s["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule"] == "no interaction for more than 90 days"),
+        "{s}"
+    );
+    assert_eq!(
+        s["stage"], "mql",
+        "the decay review may move the stage back"
+    );
+    assert_eq!(
+        s["history"].as_array().unwrap().last().unwrap()["trigger"],
+        "decay"
+    );
+    let items = timeline_kinds(&app, &id).await;
+    assert_eq!(events_of(&items, "stage_changed")[0]["data"]["by"], "decay");
+
+    // New activity brings it back, and stages move up again.
+    record(&app, &id, "webinar_question", json!({})).await;
+    let s = score_of(&app, &id).await;
+    assert_eq!(
+        (s["total"].as_i64(), s["stage"].as_str()),
+        (Some(75), Some("sql"))
+    );
+}
+
+/// The median time of a few lead creates.
+async fn create_time(app: &TestApp, tag: &str) -> (Duration, Vec<Value>) {
+    let mut times = Vec::new();
+    let mut leads = Vec::new();
+    for i in 0..3 {
+        let started = Instant::now();
+        let res = app
+            .post(
+                "/v1/leads",
+                &app.admin,
+                &json!({"email": format!("{tag}{i}@acme.com"), "title": "CTO"}),
+            )
+            .await;
+        times.push(started.elapsed());
+        leads.push(expect_json(res, StatusCode::CREATED).await);
+    }
+    times.sort();
+    (times[1], leads)
+}
+
+#[tokio::test]
+async fn hostile_plugins_get_the_built_in_rule_and_the_server_stays_healthy() {
+    let normal_app = spawn_app().await;
+    let (warm, _) = create_time(&normal_app, "warm").await;
+    let (normal, _) = create_time(&normal_app, "n").await;
+    let normal = normal.max(warm);
+    let cases: [(&str, &'static str); 6] = [
+        ("infinite loop", "fn score(lead, stats) { loop { } }"),
+        (
+            "unbounded recursion",
+            "fn down(n) { down(n + 1) } fn score(lead, stats) { down(0) }",
+        ),
+        (
+            "a 100 MB string",
+            r#"fn score(lead, stats) { let s = ""; s.pad(100_000_000, 'x'); [] }"#,
+        ),
+        (
+            "an undefined function",
+            "fn score(lead, stats) { no_such_helper(lead) }",
+        ),
+        (
+            "a type error",
+            r#"fn score(lead, stats) { lead.title + 5 * "x" }"#,
+        ),
+        (
+            "the wrong shape",
+            r#"fn score(lead, stats) { #{ total: 99 } }"#,
+        ),
+    ];
+    for (what, src) in cases {
+        let app = spawn_app_with(with_plugin("scoring.rhai", src)).await;
+        let (took, leads) = create_time(&app, "h").await;
+        assert!(
+            took <= normal + Duration::from_millis(100),
+            "{what}: a create took {took:?}, normally {normal:?}"
+        );
+        for l in &leads {
+            assert_eq!(
+                l["score"]["total"], 20,
+                "{what}: the built-in table scored it"
+            );
+        }
+        let report = expect_json(
+            app.get("/v1/admin/plugins", &app.admin).await,
+            StatusCode::OK,
+        )
+        .await;
+        let script = &report["scripts"][0];
+        assert_eq!(script["file"], "scoring.rhai", "{what}");
+        assert!(script["errors"].as_u64().unwrap() >= 3, "{what}: {report}");
+        assert!(
+            script["last_error"]["message"].is_string(),
+            "{what}: {report}"
+        );
+        assert_eq!(script["last_error"]["hook"], "score", "{what}");
+        assert_eq!(report["hooks"]["score"], "scoring.rhai");
+        let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK, "{what}");
+    }
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn reload_takes_a_good_edit_and_keeps_the_old_rules_on_a_broken_one() {
+    let app = spawn_app_with(|c| {
+        c.plugins.watch = false;
+        with_plugin(
+            "scoring.rhai",
+            r#"fn score(lead, stats) { [#{rule: "v1", points: 1, part: "profile"}] }"#,
+        )(c)
+    })
+    .await;
+    let plugin = app.dir.path().join("plugins/scoring.rhai");
+    let l = app
+        .create_lead(&app.admin, json!({"email": "a@acme.com"}))
+        .await;
+    assert_eq!(l["score"]["total"], 1);
+
+    std::fs::write(
+        &plugin,
+        r#"fn score(lead, stats) { [#{rule: "v2", points: 2, part: "profile"}] }"#,
+    )
+    .unwrap();
+    let r = expect_json(
+        app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(r["compiled"], json!(["scoring.rhai"]));
+    let l = app
+        .create_lead(&app.admin, json!({"email": "b@acme.com"}))
+        .await;
+    assert_eq!(l["score"]["total"], 2);
+
+    std::fs::write(&plugin, "fn score(lead, stats) { [ }").unwrap();
+    let r = expect_json(
+        app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(r["failed"][0]["file"], "scoring.rhai");
+    assert!(r["failed"][0]["line"].is_u64(), "{r}");
+    let l = app
+        .create_lead(&app.admin, json!({"email": "c@acme.com"}))
+        .await;
+    assert_eq!(l["score"]["total"], 2, "the last good version still runs");
+    let report = expect_json(
+        app.get("/v1/admin/plugins", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(
+        report["scripts"][0]["compile_error"]["message"].is_string(),
+        "{report}"
+    );
+
+    // Only an admin manages plugins.
+    let (_, rep) = app.rep("r", None).await;
+    assert_problem(
+        app.get("/v1/admin/plugins", &rep).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_problem(
+        app.post("/v1/admin/plugins/reload", &rep, &json!({})).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saving_a_plugin_reloads_it_within_two_seconds() {
+    let app = spawn_app_with(with_plugin(
+        "scoring.rhai",
+        r#"fn score(lead, stats) { [#{rule: "v1", points: 1, part: "profile"}] }"#,
+    ))
+    .await;
+    let plugin = app.dir.path().join("plugins/scoring.rhai");
+    std::fs::write(
+        &plugin,
+        r#"fn score(lead, stats) { [#{rule: "v2", points: 7, part: "profile"}] }"#,
+    )
+    .unwrap();
+    let saved = Instant::now();
+    let mut n = 0;
+    wait_for(
+        "a reload after saving",
+        async || {
+            n += 1;
+            let l = app
+                .create_lead(&app.admin, json!({"email": format!("w{n}@acme.com")}))
+                .await;
+            l["score"]["total"] == 7
+        },
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(saved.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn dry_run_shows_what_a_hook_answers_without_storing() {
+    let app = shipped_app().await;
+    let res = app
+        .post(
+            "/v1/admin/plugins/dry-run",
+            &app.admin,
+            &json!({"hook": "score", "lead": {"email": "x@acme.com", "title": "CTO"},
+                    "stats": {"kinds": {"demo_request": 1}, "pages": {"/pricing": 2}}}),
+        )
+        .await;
+    let d = expect_json(res, StatusCode::OK).await;
+    assert_eq!(d["answered_by"], "scoring.rhai");
+    assert_eq!(d["result"]["total"], 65);
+    assert_eq!(d["result"]["stage"], "sql");
+    assert!(d["error"].is_null());
+    let list = expect_json(app.get("/v1/leads", &app.admin).await, StatusCode::OK).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "nothing stored");
+
+    // A stored lead, with its own activity.
+    let l = app
+        .create_lead(
+            &app.admin,
+            json!({"email": "y@acme.com", "title": "Engineer"}),
+        )
+        .await;
+    record(&app, &id_of(&l), "inquiry", json!({})).await;
+    let d = expect_json(
+        app.post(
+            "/v1/admin/plugins/dry-run",
+            &app.admin,
+            &json!({"hook": "score", "lead_id": id_of(&l)}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(d["result"]["total"], 35);
+
+    // A hook nobody defines is the built-in rule.
+    let d = expect_json(
+        app.post(
+            "/v1/admin/plugins/dry-run",
+            &app.admin,
+            &json!({"hook": "classify", "lead": {"email": "z@acme.com", "utm": {"medium": "cpc"}}}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(d["answered_by"], "built-in");
+    assert_eq!(d["result"], "paid_search");
+    let bad = app
+        .post(
+            "/v1/admin/plugins/dry-run",
+            &app.admin,
+            &json!({"hook": "guess", "lead": {}}),
+        )
+        .await;
+    assert_eq!(
+        first_field(&assert_problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await),
+        "hook"
+    );
+}
+
+#[tokio::test]
+async fn rescore_reports_first_then_applies_an_edited_rule() {
+    let app = spawn_app_with(|c| {
+        c.plugins.watch = false;
+        with_plugin("scoring.rhai", SHIPPED)(c)
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let l = app
+            .create_lead(
+                &app.admin,
+                json!({"email": format!("d{i}@acme.com"), "title": "CTO"}),
+            )
+            .await;
+        ids.push(id_of(&l));
+    }
+    let other = app
+        .create_lead(&app.admin, json!({"email": "plain@acme.com"}))
+        .await;
+    for id in &ids[..3] {
+        record(&app, id, "demo_request", json!({})).await;
+    }
+    // Now 50 (MQL) for three leads; raise the demo rule to 45 points: 65, SQL.
+    let edited = SHIPPED.replace(
+        r#"rule: "requested a demo or trial", points: 30"#,
+        r#"rule: "requested a demo or trial", points: 45"#,
+    );
+    assert_ne!(edited, SHIPPED);
+    std::fs::write(app.dir.path().join("plugins/scoring.rhai"), edited).unwrap();
+    app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
+        .await;
+
+    let dry = expect_json(
+        app.post("/v1/admin/rescore?dry_run=true", &app.admin, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["leads"], 6);
+    assert_eq!(dry["score_changed"], 3);
+    assert_eq!(dry["stage_changed"], 3);
+    assert_eq!(dry["examples"].as_array().unwrap().len(), 3);
+    assert_eq!(dry["examples"][0]["score_before"], 50);
+    assert_eq!(dry["examples"][0]["score_after"], 65);
+    assert_eq!(
+        score_of(&app, &ids[0]).await["total"],
+        50,
+        "a dry run changes nothing"
+    );
+
+    let done = expect_json(
+        app.post("/v1/admin/rescore", &app.admin, &json!({})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(done["score_changed"], 3);
+    let s = score_of(&app, &ids[0]).await;
+    assert_eq!(
+        (s["total"].as_i64(), s["stage"].as_str()),
+        (Some(65), Some("sql"))
+    );
+    assert_eq!(
+        s["history"].as_array().unwrap().last().unwrap()["trigger"],
+        "rescore"
+    );
+    assert_eq!(score_of(&app, &ids[4]).await["total"], 20);
+    assert_eq!(score_of(&app, &id_of(&other)).await["total"], 0);
+    let again = expect_json(
+        app.post("/v1/admin/rescore?dry_run=true", &app.admin, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(again["score_changed"], 0, "{again}");
+}
