@@ -45,9 +45,23 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Check and test the Rhai plugins (no server or data directory needed).
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Score every lead with the rules in force, in batches with a progress bar (works on a
+    /// stopped server's data directory; while it runs, use POST /v1/admin/rescore).
+    Rescore(crate::cli_plugins::RescoreArgs),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Compile every script and run each hook it defines on sample leads.
+    Check(crate::cli_plugins::PluginArgs),
+    /// Run the cases in plugins/tests/*.toml and show what differs.
+    Test(crate::cli_plugins::PluginArgs),
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +206,22 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Evaluations per second of the scoring hook on one core; then imports generated leads
+    /// and times a rescore after a rule edit.
+    Score {
+        /// Evaluations to time.
+        #[arg(long, default_value_t = 1_000_000)]
+        evals: usize,
+        /// Leads to import and rescore (0 skips the rescore).
+        #[arg(long, default_value_t = 1_000_000)]
+        rescore_leads: usize,
+        /// Where scoring.rhai is.
+        #[arg(long, default_value = "plugins")]
+        plugins_dir: PathBuf,
+        /// Where to put the file and the temporary data directory (default: the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -251,6 +281,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Import(args) => crate::cli_transfer::import(args).await,
             Command::Export(args) => crate::cli_transfer::export(args).await,
             Command::Reindex { config } => crate::cli_transfer::reindex(config).await,
+            Command::Plugins(PluginsCommand::Check(args)) => crate::cli_plugins::check(args),
+            Command::Plugins(PluginsCommand::Test(args)) => crate::cli_plugins::test(args),
+            Command::Rescore(args) => crate::cli_plugins::rescore(args).await,
+            Command::Bench(BenchCommand::Score {
+                evals,
+                rescore_leads,
+                plugins_dir,
+                dir,
+            }) => crate::bench_score::bench_score(evals, rescore_leads, plugins_dir, dir).await,
             Command::Bench(BenchCommand::Ingest {
                 clients,
                 leads,

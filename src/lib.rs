@@ -18,8 +18,10 @@
 
 pub mod api;
 pub mod bench;
+mod bench_score;
 mod bench_search;
 pub mod cli;
+mod cli_plugins;
 mod cli_transfer;
 pub mod clock;
 pub mod config;

@@ -42,6 +42,10 @@ fn help_on_every_command() {
         vec!["import", "--help"],
         vec!["export", "--help"],
         vec!["reindex", "--help"],
+        vec!["plugins", "check", "--help"],
+        vec!["plugins", "test", "--help"],
+        vec!["rescore", "--help"],
+        vec!["bench", "score", "--help"],
     ] {
         let (ok, out, err) = run(&args, dir.path());
         assert!(ok, "{args:?} failed: {err}");
@@ -383,4 +387,47 @@ fn import_reports_rejects_by_line_and_a_second_run_creates_nothing() {
     let _ = server.kill();
     let _ = server.wait();
     assert!(found.contains("\"total\":1"), "{found}");
+}
+
+#[test]
+fn plugins_check_and_test_pass_on_the_shipped_rules_and_show_a_diff_after_an_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(plugins.join("tests")).unwrap();
+    std::fs::copy(shipped.join("scoring.rhai"), plugins.join("scoring.rhai")).unwrap();
+    for case in std::fs::read_dir(shipped.join("tests")).unwrap() {
+        let case = case.unwrap().path();
+        std::fs::copy(&case, plugins.join("tests").join(case.file_name().unwrap())).unwrap();
+    }
+    let dir_arg = plugins.to_str().unwrap();
+    let (ok, out, err) = run(&["plugins", "check", "--plugins-dir", dir_arg], dir.path());
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("scoring.rhai: hooks score"), "{out}");
+    let (ok, out, err) = run(&["plugins", "test", "--plugins-dir", dir_arg], dir.path());
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("4 passed, 0 failed"), "{out}");
+
+    // The admin raises the demo rule to 35 points: the case that expects 30 fails, readably.
+    let script = std::fs::read_to_string(plugins.join("scoring.rhai")).unwrap();
+    let edited = script.replace(
+        r#"rule: "requested a demo or trial", points: 30"#,
+        r#"rule: "requested a demo or trial", points: 35"#,
+    );
+    assert_ne!(edited, script);
+    std::fs::write(plugins.join("scoring.rhai"), edited).unwrap();
+    let (ok, out, _) = run(&["plugins", "test", "--plugins-dir", dir_arg], dir.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL cto_demo_request_is_sql.toml"), "{out}");
+    assert!(out.contains("total: expected 60, got 65"), "{out}");
+
+    // A script that does not compile fails the check with its line.
+    std::fs::write(
+        plugins.join("broken.rhai"),
+        "fn score(lead, stats) {\n  [\n}",
+    )
+    .unwrap();
+    let (ok, out, _) = run(&["plugins", "check", "--plugins-dir", dir_arg], dir.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL broken.rhai: does not compile"), "{out}");
 }

@@ -6,6 +6,8 @@
 use leadline::domain::activity::{Activity, LeadEvent};
 use leadline::domain::form::{Form, FormField};
 use leadline::domain::lead::{Flags, Lead, Score, Stage, Status, Utm};
+use leadline::domain::score::{Part, Reason, ScoreChange, ScoreDetails};
+use leadline::domain::stats::{ActivityStats, Tally};
 use leadline::domain::user::{Role, Token, TokenKind, User};
 use leadline::domain::visitor::{PageView, Visitor};
 use leadline::store::codec::{Record, decode, encode};
@@ -250,6 +252,66 @@ fn page_view_v1() {
                 source: Some("baidu".into()),
                 ..Utm::default()
             },
+        },
+    );
+}
+
+#[test]
+fn activity_stats_v1() {
+    check(
+        "activity_stats",
+        ActivityStats {
+            kinds: vec![
+                Tally {
+                    key: "page_view".into(),
+                    count: 6,
+                    last_at: 1_795_000_000_000,
+                },
+                Tally {
+                    key: "demo_request".into(),
+                    count: 1,
+                    last_at: 1_795_000_060_000,
+                },
+            ],
+            pages: vec![Tally {
+                key: "/pricing".into(),
+                count: 2,
+                last_at: 1_795_000_000_000,
+            }],
+            last_at: Some(1_795_000_060_000),
+        },
+    );
+}
+
+#[test]
+fn score_details_v1() {
+    check(
+        "score_details",
+        ScoreDetails {
+            reasons: vec![
+                Reason {
+                    rule: "title is a decision maker".into(),
+                    points: 20,
+                    part: Part::Profile,
+                },
+                Reason {
+                    rule: "free or personal email domain".into(),
+                    points: -10,
+                    part: Part::Profile,
+                },
+            ],
+            history: vec![ScoreChange {
+                at: 1_795_000_000_000,
+                score: Score {
+                    total: 10,
+                    profile: 10,
+                    engagement: 0,
+                    source: 0,
+                    interaction: 0,
+                },
+                trigger: "change".into(),
+            }],
+            review_at: Some(1_802_776_000_001),
         },
     );
 }

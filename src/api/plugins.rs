@@ -6,15 +6,12 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, JsonBody, Params, path_id};
 use crate::domain::lead::LeadInput;
-use crate::domain::score::DAY_MS;
-use crate::domain::stats::ActivityStats;
 use crate::domain::user::Principal;
-use crate::script::{DryRun, Hook, PluginsReport, ReloadReport};
+use crate::script::{DryRun, Hook, PluginsReport, ReloadReport, StatsInput};
 use crate::service::{RescoreReport, ScoreView};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -83,32 +80,6 @@ async fn reload(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<Json<
         .await
         .map_err(|e| ApiError::Internal(format!("plugin reload panicked: {e}")))?;
     Ok(Json(report))
-}
-
-/// Activity to score a made-up lead with.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StatsInput {
-    /// Activity kind → how many.
-    #[serde(default)]
-    pub kinds: BTreeMap<String, u32>,
-    /// Page path → views.
-    #[serde(default)]
-    pub pages: BTreeMap<String, u32>,
-    /// Days since the newest of those activities (default 0).
-    #[serde(default)]
-    pub days_since_last_activity: f64,
-}
-
-impl StatsInput {
-    pub fn into_stats(self, now: i64) -> ActivityStats {
-        let last = now - (self.days_since_last_activity.max(0.0) * DAY_MS as f64) as i64;
-        ActivityStats::from_counts(
-            self.kinds.iter().map(|(k, n)| (k.as_str(), *n)),
-            self.pages.iter().map(|(k, n)| (k.as_str(), *n)),
-            last,
-        )
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

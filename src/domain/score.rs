@@ -183,26 +183,61 @@ pub fn days_between(from: Millis, now: Millis) -> f64 {
 /// digits must match a whole word (`cto` is not found in `director`); any other needle (such
 /// as `总经理`) matches anywhere.
 pub fn contains_any<S: AsRef<str>>(text: &str, needles: &[S]) -> bool {
-    let lower = text.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    needles.iter().any(|n| {
-        let n = n.as_ref().trim().to_lowercase();
-        if n.is_empty() {
+    WordSet::new(needles).found_in(text)
+}
+
+/// Needles prepared once for [`contains_any`]: lowercased and sorted into whole words, phrases
+/// and substrings, so matching a text does no per-needle work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WordSet {
+    words: Vec<String>,
+    phrases: Vec<Vec<String>>,
+    substrings: Vec<String>,
+}
+
+impl WordSet {
+    pub fn new<S: AsRef<str>>(needles: &[S]) -> WordSet {
+        let mut set = WordSet::default();
+        for n in needles {
+            let n = n.as_ref().trim().to_lowercase();
+            if n.is_empty() {
+                continue;
+            }
+            if n.chars().all(|c| c.is_ascii_alphanumeric()) {
+                set.words.push(n);
+            } else if n.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ') {
+                // A phrase: its words, in order, next to each other.
+                set.phrases.push(
+                    n.split(' ')
+                        .filter(|w| !w.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                );
+            } else {
+                set.substrings.push(n);
+            }
+        }
+        set
+    }
+
+    pub fn found_in(&self, text: &str) -> bool {
+        if text.is_empty() {
             return false;
         }
-        if n.chars().all(|c| c.is_ascii_alphanumeric()) {
-            words.iter().any(|w| *w == n)
-        } else if n.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ') {
-            // A phrase: its words, in order, next to each other.
-            let phrase: Vec<&str> = n.split(' ').filter(|w| !w.is_empty()).collect();
-            words.windows(phrase.len()).any(|w| w == phrase.as_slice())
-        } else {
-            lower.contains(&n)
+        let lower = text.to_lowercase();
+        if self.substrings.iter().any(|n| lower.contains(n.as_str())) {
+            return true;
         }
-    })
+        let words: Vec<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        words.iter().any(|w| self.words.iter().any(|n| n == w))
+            || self
+                .phrases
+                .iter()
+                .any(|p| words.windows(p.len()).any(|w| w == p.as_slice()))
+    }
 }
 
 /// The built-in rules: the scoring table of DESIGN.md. `plugins/scoring.rhai` ships the same

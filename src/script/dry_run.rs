@@ -5,10 +5,12 @@ use super::engine::{LeadObj, StatsObj};
 use super::hooks::Source;
 use super::{Hook, HookFailure, Plugins};
 use crate::domain::lead::Lead;
+use crate::domain::score::DAY_MS;
 use crate::domain::stats::ActivityStats;
 use crate::domain::time::Millis;
 use rhai::Dynamic;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -140,5 +142,31 @@ pub fn stats_obj(stats: ActivityStats, created_at: Millis, now: Millis) -> Stats
         stats: Arc::new(stats),
         created_at,
         now,
+    }
+}
+
+/// Activity to score a made-up lead with.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatsInput {
+    /// Activity kind → how many.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, u32>,
+    /// Page path → views.
+    #[serde(default)]
+    pub pages: BTreeMap<String, u32>,
+    /// Days since the newest of those activities (default 0).
+    #[serde(default)]
+    pub days_since_last_activity: f64,
+}
+
+impl StatsInput {
+    pub fn into_stats(self, now: Millis) -> ActivityStats {
+        let last = now - (self.days_since_last_activity.max(0.0) * DAY_MS as f64) as i64;
+        ActivityStats::from_counts(
+            self.kinds.iter().map(|(k, n)| (k.as_str(), *n)),
+            self.pages.iter().map(|(k, n)| (k.as_str(), *n)),
+            last,
+        )
     }
 }

@@ -3,7 +3,7 @@
 //! read-only typed objects, and a few helpers.
 
 use crate::domain::lead::Lead;
-use crate::domain::score::{contains_any as text_contains_any, days_between};
+use crate::domain::score::{WordSet, contains_any as text_contains_any, days_between};
 use crate::domain::stats::ActivityStats;
 use crate::domain::time::Millis;
 use rhai::{Array, Dynamic, Engine, ImmutableString};
@@ -188,6 +188,11 @@ fn register_lead(engine: &mut Engine) {
         });
 }
 
+/// A list of words prepared once (`words([...])` at a script's top level) for fast
+/// `contains_any` calls.
+#[derive(Debug, Clone)]
+pub struct Words(pub Arc<WordSet>);
+
 /// A lead's activity summary as scripts see it, read at one "now".
 #[derive(Debug, Clone)]
 pub struct StatsObj {
@@ -243,6 +248,15 @@ fn strings(arr: &Array) -> Vec<ImmutableString> {
 }
 
 fn register_helpers(engine: &mut Engine) {
+    engine.register_type_with_name::<Words>("Words");
+    engine
+        .register_fn("words", |needles: Array| {
+            Words(Arc::new(WordSet::new(&strings(&needles))))
+        })
+        .register_fn("contains_any", |text: &str, needles: Words| {
+            needles.0.found_in(text)
+        })
+        .register_fn("contains_any", |_: (), _: Words| false);
     engine
         .register_fn("contains_any", |text: &str, needles: Array| {
             text_contains_any(text, &strings(&needles))

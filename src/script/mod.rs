@@ -9,7 +9,7 @@ pub mod engine;
 pub mod hooks;
 mod watch;
 
-pub use dry_run::{DryRun, stats_obj};
+pub use dry_run::{DryRun, StatsInput, stats_obj};
 pub use engine::{LeadObj, Limits, StatsObj};
 pub use hooks::{EnrichOutcome, Source, apply_enrichment};
 pub use watch::PluginWatch;

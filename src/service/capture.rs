@@ -95,7 +95,7 @@ const VISITOR_ID_RULE: &str = "must be 8 to 64 of a-z, A-Z, 0-9, - and _ (the id
 /// Derives the channel a client did not give. A form always has one ("direct" without any
 /// signal); an API or import capture only when it carries UTM values or a referrer, since a
 /// lead typed in by a rep came through no marketing channel at all.
-pub(crate) fn derive_channel(rules: &NormalizeRules, new: &mut NewLead, cap: &Capture) {
+pub fn derive_channel(rules: &NormalizeRules, new: &mut NewLead, cap: &Capture) {
     if new.channel.is_some() {
         return;
     }

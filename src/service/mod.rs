@@ -14,7 +14,7 @@ mod users;
 
 pub use activities::{ActivityCreated, TimelinePage};
 pub use auth::{LoginOutcome, hash_token, new_token};
-pub use capture::{Capture, DuplicateGroup, DuplicatesPage, Via, api_capture};
+pub use capture::{Capture, DuplicateGroup, DuplicatesPage, Via, api_capture, derive_channel};
 pub use changes::ChangesPage;
 pub use forms::FillTime;
 pub use import::{ImportError, ImportOptions, ImportSummary, Rejection};
