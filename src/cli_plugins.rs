@@ -208,8 +208,16 @@ struct Expect {
 pub fn test(args: PluginArgs) -> anyhow::Result<ExitCode> {
     let config = config(&args)?;
     let plugins = Plugins::load(config.plugin_settings(), now());
-    for f in &plugins.report().not_loaded {
-        println!("FAIL {}: does not compile: {}", f.file, f.message);
+    let report = plugins.report();
+    let broken: Vec<_> = report
+        .not_loaded
+        .iter()
+        .chain(report.scripts.iter().filter_map(|s| s.compile_error.as_ref()))
+        .collect();
+    if !broken.is_empty() {
+        for f in broken {
+            println!("FAIL {}: does not compile: {}", f.file, f.message);
+        }
         return Ok(ExitCode::FAILURE);
     }
     let dir = plugins.dir().join("tests");
