@@ -175,6 +175,9 @@ pub enum BenchCommand {
         /// Where to put the temporary data directory (default: the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The plugins each lead is scored with (a missing directory means the built-in rules).
+        #[arg(long, default_value = "plugins")]
+        plugins_dir: PathBuf,
     },
     /// Generates a messy lead file (Chinese and English, 5% duplicates) and imports it into a
     /// fresh store, printing rows/s and peak memory.
@@ -294,7 +297,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 clients,
                 leads,
                 dir,
-            }) => bench_ingest(clients, leads, dir).await,
+                plugins_dir,
+            }) => bench_ingest(clients, leads, dir, plugins_dir).await,
             Command::Bench(BenchCommand::Import { leads, dir }) => {
                 crate::cli_transfer::bench_import(leads, dir).await
             }
@@ -444,6 +448,7 @@ async fn bench_ingest(
     clients: usize,
     leads: usize,
     dir: Option<PathBuf>,
+    plugins_dir: PathBuf,
 ) -> anyhow::Result<ExitCode> {
     init_logging(LogFormat::Pretty);
     let tmp = match dir {
@@ -454,10 +459,15 @@ async fn bench_ingest(
     let config = Config {
         listen: "127.0.0.1:0".into(),
         data_dir: tmp.path().to_path_buf(),
-        plugins_dir: tmp.path().join("plugins"),
+        plugins_dir,
         ..Config::default()
     };
     let app = Application::build(config, Arc::new(SystemClock)).await?;
+    let scored_by = app.service().plugins().report().hooks.get("score").cloned();
+    println!(
+        "bench ingest: scoring with {}",
+        scored_by.as_deref().unwrap_or("built-in")
+    );
     let token = app
         .admin_token()
         .map(str::to_owned)

@@ -212,7 +212,12 @@ pub fn test(args: PluginArgs) -> anyhow::Result<ExitCode> {
     let broken: Vec<_> = report
         .not_loaded
         .iter()
-        .chain(report.scripts.iter().filter_map(|s| s.compile_error.as_ref()))
+        .chain(
+            report
+                .scripts
+                .iter()
+                .filter_map(|s| s.compile_error.as_ref()),
+        )
         .collect();
     if !broken.is_empty() {
         for f in broken {
