@@ -9,7 +9,7 @@ use crate::domain::stats::ActivityStats;
 use crate::script::{PluginSettings, Plugins};
 use crate::startup::open_service;
 use anyhow::{Context, bail};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -194,8 +194,6 @@ async fn rescore_bench(leads: usize, source: &str, dir: Option<PathBuf>) -> anyh
         done.score_changed,
         done.stage_changed
     );
-    drop(service);
-    let _ = Path::new(&file);
     Ok(())
 }
 

@@ -12,7 +12,6 @@ use crate::script::{DryRun, HOOKS, Hook, Plugins, StatsInput};
 use crate::startup::open_service;
 use anyhow::{Context, anyhow};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -371,13 +370,7 @@ fn run_case(
 pub async fn rescore(args: RescoreArgs) -> anyhow::Result<ExitCode> {
     let config = config(&args.plugins)?;
     let service = open_service(&config, Arc::new(SystemClock))?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} leads ({eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::cli_transfer::leads_bar();
     let progress = bar.clone();
     let report = service
         .rescore(args.dry_run, move |done, total| {

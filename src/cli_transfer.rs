@@ -192,9 +192,8 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn reindex(args: ConfigArgs) -> anyhow::Result<ExitCode> {
-    let config = load(&args, Overrides::default())?;
-    let service = open_service(&config, Arc::new(SystemClock))?;
+/// A progress bar counting leads.
+pub(crate) fn leads_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -202,6 +201,13 @@ pub async fn reindex(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    bar
+}
+
+pub async fn reindex(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = load(&args, Overrides::default())?;
+    let service = open_service(&config, Arc::new(SystemClock))?;
+    let bar = leads_bar();
     let started = Instant::now();
     let data_dir = config.data_dir.clone();
     let store = service.store().clone();

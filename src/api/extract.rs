@@ -178,6 +178,17 @@ impl Params {
         }
     }
 
+    /// A `true`/`false` (or `1`/`0`) switch, off when absent.
+    pub fn flag(&mut self, name: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .parse(name, |s| match s {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err("must be true or false".to_owned()),
+            })?
+            .unwrap_or(false))
+    }
+
     /// Refuses parameters nobody took.
     pub fn finish(self) -> Result<(), ApiError> {
         match self.pairs.first() {

@@ -167,13 +167,7 @@ async fn rescore(
     mut q: Params,
 ) -> ApiResult<Json<RescoreReport>> {
     admin_only(&p)?;
-    let dry_run = q
-        .parse("dry_run", |s| match s {
-            "true" | "1" => Ok(true),
-            "false" | "0" => Ok(false),
-            _ => Err("must be true or false".to_owned()),
-        })?
-        .unwrap_or(false);
+    let dry_run = q.flag("dry_run")?;
     q.finish()?;
     let report = state.service.rescore(dry_run, |_, _| {}).await?;
     Ok(Json(report))

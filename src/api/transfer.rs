@@ -68,13 +68,7 @@ async fn import_leads(
     mut q: Params,
     request: Request,
 ) -> ApiResult<Response> {
-    let dry_run = q
-        .parse("dry_run", |s| match s {
-            "true" | "1" => Ok(true),
-            "false" | "0" => Ok(false),
-            _ => Err("must be true or false".to_owned()),
-        })?
-        .unwrap_or(false);
+    let dry_run = q.flag("dry_run")?;
     let mut pairs = Vec::new();
     while let Some(m) = q.take("map") {
         pairs.push(m);

@@ -1,7 +1,7 @@
 //! Running one hook on given input without storing anything: the admin's dry run and the
 //! `leadline plugins check` / `plugins test` tools.
 
-use super::engine::{LeadObj, StatsObj};
+use super::engine::LeadObj;
 use super::hooks::Source;
 use super::{Hook, HookFailure, Plugins};
 use crate::domain::lead::Lead;
@@ -133,15 +133,6 @@ impl Plugins {
             }
             Err(e) => out.error = Some(e),
         }
-    }
-}
-
-/// A stats object for scripts, for tools that build one.
-pub fn stats_obj(stats: ActivityStats, created_at: Millis, now: Millis) -> StatsObj {
-    StatsObj {
-        stats: Arc::new(stats),
-        created_at,
-        now,
     }
 }
 

@@ -9,7 +9,7 @@ pub mod engine;
 pub mod hooks;
 mod watch;
 
-pub use dry_run::{DryRun, StatsInput, stats_obj};
+pub use dry_run::{DryRun, StatsInput};
 pub use engine::{LeadObj, Limits, StatsObj};
 pub use hooks::{EnrichOutcome, Source, apply_enrichment};
 pub use watch::PluginWatch;
@@ -198,13 +198,7 @@ impl Plugins {
 
     /// No scripts at all: every hook is the built-in rule.
     pub fn builtin() -> Plugins {
-        Plugins::load(
-            PluginSettings {
-                dir: PathBuf::from("/nonexistent/leadline-no-plugins"),
-                ..PluginSettings::default()
-            },
-            0,
-        )
+        Plugins::load(PluginSettings::default(), 0)
     }
 
     pub fn dir(&self) -> &Path {
@@ -238,7 +232,13 @@ impl Plugins {
             failed: Vec::new(),
             removed: Vec::new(),
         };
-        let files = match script_files(&self.inner.settings.dir) {
+        // No directory configured: nothing to load (the built-in rules answer every hook).
+        let dir = &self.inner.settings.dir;
+        let files = match if dir.as_os_str().is_empty() {
+            Ok(Vec::new())
+        } else {
+            script_files(dir)
+        } {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(dir = %self.inner.settings.dir.display(), error = %e, "cannot read the plugins directory; keeping the scripts loaded before");

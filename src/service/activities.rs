@@ -88,13 +88,7 @@ impl Service {
             {
                 lead.first_touch_at = Some(activity.occurred_at);
             }
-            super::scoring::settle(
-                tx,
-                &plugins,
-                &mut lead,
-                crate::domain::score::Trigger::Change,
-                super::scoring::StageRule::Follow,
-            )?;
+            super::scoring::settle_change(tx, &plugins, &mut lead)?;
             if lead != before {
                 lead.version += 1;
                 lead.updated_at = tx.now;

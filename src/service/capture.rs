@@ -3,14 +3,13 @@
 //! stitched to the anonymous visitor it was; page views from the tracker; lead-to-lead merge.
 
 use super::leads::{BatchItem, CreateOutcome, apply_create};
-use super::scoring::{StageRule, settle};
+use super::scoring::settle_change;
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::FieldError;
 use crate::domain::activity::Activity;
 use crate::domain::channel::channel_for;
 use crate::domain::form::valid_visitor_id;
 use crate::domain::lead::{Lead, LeadInput, NewLead, NormalizeRules};
-use crate::domain::score::Trigger;
 use crate::domain::user::Principal;
 use crate::domain::visitor::{MAX_VIEWS_PER_VISITOR, PageView, Visitor, VisitorView};
 use crate::script::Plugins;
@@ -173,13 +172,7 @@ pub(crate) fn apply_capture(
     if let Some(vid) = &cap.visitor_id {
         stitch_visitor(tx, &mut outcome.lead, vid)?;
     }
-    settle(
-        tx,
-        plugins,
-        &mut outcome.lead,
-        Trigger::Change,
-        StageRule::Follow,
-    )?;
+    settle_change(tx, plugins, &mut outcome.lead)?;
     if outcome.lead != before {
         if outcome.merged {
             outcome.lead.version += 1;
@@ -374,13 +367,7 @@ impl Service {
                     Some(mut lead) => {
                         let before = lead.clone();
                         record_page_view(tx, &mut lead, &view)?;
-                        super::scoring::settle(
-                            tx,
-                            &plugins,
-                            &mut lead,
-                            Trigger::Change,
-                            StageRule::Follow,
-                        )?;
+                        settle_change(tx, &plugins, &mut lead)?;
                         if lead != before {
                             lead.version += 1;
                             lead.updated_at = tx.now;
@@ -483,13 +470,7 @@ impl Service {
                     lead.first_touch_at = lead.first_touch_at.or(gone.first_touch_at);
                 }
                 lead.last_activity_at = lead.last_activity_at.max(gone.last_activity_at);
-                super::scoring::settle(
-                    tx,
-                    &plugins,
-                    &mut lead,
-                    Trigger::Change,
-                    StageRule::Follow,
-                )?;
+                settle_change(tx, &plugins, &mut lead)?;
                 lead.version += 1;
                 lead.updated_at = tx.now;
                 tx.put_lead(Some(&before), &lead)?;

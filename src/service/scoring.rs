@@ -41,6 +41,15 @@ pub(crate) fn settle(
     apply_card(tx, lead, card, loaded.thresholds, trigger, stage_rule)
 }
 
+/// [`settle`] after an ordinary change (new activity, merge, edit): the stage follows the score.
+pub(crate) fn settle_change(
+    tx: &mut Tx<'_>,
+    plugins: &Plugins,
+    lead: &mut Lead,
+) -> Result<(), StoreError> {
+    settle(tx, plugins, lead, Trigger::Change, StageRule::Follow)
+}
+
 /// Applies a computed score to `lead`: score, stage (with a `stage_changed` event), a
 /// `scored` event when the total moved, and the stored reasons and history.
 pub(crate) fn apply_card(
@@ -332,11 +341,10 @@ impl Service {
         let plugins = self.plugins.clone();
         self.store
             .write(move |tx| {
+                // A lead erased since the snapshot is simply skipped (erasure removes its
+                // review entry too).
                 for id in due {
-                    if resettle(tx, id, None, &plugins, Trigger::Review)?.is_none() {
-                        // Erased since: nothing to review. (Erasure removes its entry too.)
-                        continue;
-                    }
+                    resettle(tx, id, None, &plugins, Trigger::Review)?;
                 }
                 Ok(())
             })
