@@ -174,9 +174,13 @@ pub(crate) fn apply_capture(
     }
     settle_change(tx, plugins, &mut outcome.lead)?;
     if outcome.lead != before {
-        if outcome.merged {
+        if outcome.merged && outcome.changed {
+            // The merge already made this write's new version and its change entry.
+            tx.put_lead(Some(&before), &outcome.lead)?;
+        } else if outcome.merged {
             outcome.lead.version += 1;
             outcome.lead.updated_at = tx.now;
+            outcome.changed = true;
             tx.put_lead(Some(&before), &outcome.lead)?;
             tx.change(
                 Entity::Lead,

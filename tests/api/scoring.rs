@@ -675,3 +675,35 @@ async fn rescore_reports_first_then_applies_an_edited_rule() {
     .await;
     assert_eq!(again["score_changed"], 0, "{again}");
 }
+
+#[tokio::test]
+async fn a_merging_capture_that_changes_the_score_is_one_new_version() {
+    let app = shipped_app().await;
+    let first = app
+        .create_lead(&app.admin, json!({"email": "wang@example.cn"}))
+        .await;
+    assert_eq!(first["version"], 1);
+    let res = app
+        .post(
+            "/v1/leads",
+            &app.admin,
+            &json!({"email": "Wang@Example.cn", "title": "总经理"}),
+        )
+        .await;
+    let merged = expect_json(res, StatusCode::OK).await;
+    assert_eq!(merged["merged"], true);
+    assert_eq!(merged["version"], 2, "one write, one version");
+    assert_eq!(merged["score"]["total"], 20);
+    let changes = expect_json(
+        app.get("/v1/changes?since=0&limit=100", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    let updates = changes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["entity"] == "lead" && c["op"] == "update")
+        .count();
+    assert_eq!(updates, 1);
+}
