@@ -361,12 +361,12 @@ fn score_chunk(
     leads: Vec<Lead>,
     now: Millis,
 ) -> Result<Vec<(Lead, ScoreCard, bool)>, StoreError> {
-    let mut inputs = Vec::with_capacity(leads.len());
-    for lead in leads {
-        let stats = snap.lead_stats(lead.id)?;
-        let details = snap.score_details(lead.id)?;
-        inputs.push((lead, stats, details));
-    }
+    let inputs: Vec<_> = snap
+        .scoring_inputs(&leads)?
+        .into_iter()
+        .zip(leads)
+        .map(|((stats, details), lead)| (lead, stats, details))
+        .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = inputs.len().div_ceil(threads).max(1);
     let mut out = Vec::with_capacity(inputs.len());

@@ -419,6 +419,30 @@ impl Snapshot {
         Ok(get_record(&self.txn.open_table(LEAD_STATS)?, id.as_u128())?.unwrap_or_default())
     }
 
+    /// Each lead's activity summary and score details, with each table opened once.
+    pub fn scoring_inputs(
+        &self,
+        leads: &[crate::domain::lead::Lead],
+    ) -> StoreResult<
+        Vec<(
+            crate::domain::stats::ActivityStats,
+            Option<crate::domain::score::ScoreDetails>,
+        )>,
+    > {
+        let stats = self.txn.open_table(LEAD_STATS)?;
+        let details = self.txn.open_table(SCORE_DETAILS)?;
+        leads
+            .iter()
+            .map(|l| {
+                let id = l.id.as_u128();
+                Ok((
+                    get_record(&stats, id)?.unwrap_or_default(),
+                    get_record(&details, id)?,
+                ))
+            })
+            .collect()
+    }
+
     pub fn score_details(
         &self,
         id: Uuid,
