@@ -94,12 +94,7 @@ fn score_all(plugins: &Plugins, samples: &[Sample]) -> Vec<ScoreCard> {
                 stage.as_str()
             );
             for r in &card.reasons {
-                println!(
-                    "      {:+4}  {:<12} {}",
-                    r.points,
-                    format!("{:?}", r.part).to_lowercase(),
-                    r.rule
-                );
+                println!("      {:+4}  {:<12} {}", r.points, r.part.as_str(), r.rule);
             }
             card
         })

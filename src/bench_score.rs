@@ -150,20 +150,7 @@ async fn rescore_bench(leads: usize, source: &str, dir: Option<PathBuf>) -> anyh
     };
     let service = open_service(&config, Arc::new(SystemClock))?;
     let started = Instant::now();
-    let opts = crate::service::ImportOptions {
-        format: crate::transfer::Format::Csv,
-        mapping: crate::transfer::Mapping::default(),
-        dry_run: false,
-        origin: "bench-score.csv".into(),
-    };
-    let (s, _) = crate::cli_transfer::run_import(
-        &service,
-        &file,
-        opts,
-        tmp.path().join("rejects.csv"),
-        false,
-    )
-    .await?;
+    let s = crate::cli_transfer::import_generated(&service, &file).await?;
     println!(
         "  rescore: imported {} leads in {:.1} s (scored as they came in)",
         s.created,

@@ -11,15 +11,13 @@
 //!    distribution and throughput.
 //! 5. Reports the index size on disk and the peak RSS of the process, then stops the server.
 
-use crate::cli_transfer::{generate, peak_rss_bytes, run_import};
+use crate::cli_transfer::{generate, import_generated, peak_rss_bytes};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::domain::activity::Activity;
 use crate::domain::lead::Lead;
-use crate::service::ImportOptions;
 use crate::startup::{Application, open_service};
 use crate::store::{Entity, Op, Store, StoreResult, Tx};
-use crate::transfer::{Format, Mapping};
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -84,14 +82,8 @@ pub async fn bench_search(
         ..Config::default()
     };
     let service = open_service(&config, Arc::new(SystemClock))?;
-    let opts = ImportOptions {
-        format: Format::Csv,
-        mapping: Mapping::default(),
-        dry_run: false,
-        origin: "bench-search.csv".into(),
-    };
     let started = Instant::now();
-    let (s, _) = run_import(&service, &file, opts, tmp.path().join("rejects.csv"), false).await?;
+    let s = import_generated(&service, &file).await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "import: {} rows in {secs:.1} s, {:.0} rows/s; {} created, {} merged, {} rejected",

@@ -363,6 +363,24 @@ pub(crate) fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Imports a generated CSV file (see [`generate`]) quietly, as the benchmarks do.
+pub(crate) async fn import_generated(
+    service: &Service,
+    file: &Path,
+) -> anyhow::Result<ImportSummary> {
+    let opts = ImportOptions {
+        format: Format::Csv,
+        mapping: Mapping::default(),
+        dry_run: false,
+        origin: file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let rejects = file.with_extension("rejects.csv");
+    Ok(run_import(service, file, opts, rejects, false).await?.0)
+}
+
 pub async fn bench_import(leads: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let tmp = match dir {
         Some(d) => tempfile::tempdir_in(d),
@@ -384,14 +402,8 @@ pub async fn bench_import(leads: usize, dir: Option<PathBuf>) -> anyhow::Result<
         ..Config::default()
     };
     let service = open_service(&config, Arc::new(SystemClock))?;
-    let opts = ImportOptions {
-        format: Format::Csv,
-        mapping: Mapping::default(),
-        dry_run: false,
-        origin: "bench-import.csv".into(),
-    };
     let started = Instant::now();
-    let (s, _) = run_import(&service, &file, opts, tmp.path().join("rejects.csv"), false).await?;
+    let s = import_generated(&service, &file).await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{} rows in {secs:.1} s: {:.0} rows/s end to end; {} created, {} merged, {} unchanged, {} rejected; peak RSS {}",

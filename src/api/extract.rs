@@ -348,6 +348,15 @@ pub fn parse_uuid(s: &str) -> Result<Uuid, String> {
     Uuid::parse_str(s).map_err(|_| "must be a UUID".to_owned())
 }
 
+/// An `owner_id` filter: a user id, or `none` for unowned leads.
+pub fn parse_owner(s: &str) -> Result<Option<Uuid>, String> {
+    if s == "none" {
+        Ok(None)
+    } else {
+        parse_uuid(s).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

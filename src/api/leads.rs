@@ -2,8 +2,8 @@
 
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{
-    Auth, IfMatch, JsonBody, Params, encode_cursor, etag, idempotency, parse_json, parse_uuid,
-    path_id,
+    Auth, IfMatch, JsonBody, Params, encode_cursor, etag, idempotency, parse_json, parse_owner,
+    parse_uuid, path_id,
 };
 use super::{AppState, replay};
 use crate::domain::FieldError;
@@ -286,13 +286,7 @@ pub fn filter_and_sort(q: &mut Params) -> ApiResult<(LeadFilter, SortKey, bool)>
     let filter = LeadFilter {
         stage: q.parse("stage", parse_stage)?,
         status: q.parse("status", parse_status)?,
-        owner: q.parse("owner_id", |s| {
-            if s == "none" {
-                Ok(None)
-            } else {
-                parse_uuid(s).map(Some)
-            }
-        })?,
+        owner: q.parse("owner_id", parse_owner)?,
         pool_id: q.parse("pool_id", parse_uuid)?,
         source: q.take("source").map(|s| s.trim().to_lowercase()),
         channel: q.take("channel").map(|s| s.trim().to_lowercase()),

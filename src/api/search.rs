@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, Params, parse_uuid};
+use super::extract::{Auth, Params, parse_owner, parse_uuid};
 use crate::domain::lead::{CHANNELS, Stage, Status};
 use crate::domain::time::parse_rfc3339;
 use crate::search::SearchRequest;
@@ -103,13 +103,7 @@ async fn search(
                 Err(format!("must be one of {} or none", CHANNELS.join(", ")))
             }
         })?,
-        owner: q.parse("owner_id", |s| {
-            if s == "none" {
-                Ok(None)
-            } else {
-                parse_uuid(s).map(Some)
-            }
-        })?,
+        owner: q.parse("owner_id", parse_owner)?,
         pool: q.parse("pool_id", parse_uuid)?,
         min_score: q.parse("min_score", score)?,
         max_score: q.parse("max_score", score)?,

@@ -26,6 +26,15 @@ pub enum Part {
 }
 
 impl Part {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Profile => "profile",
+            Part::Engagement => "engagement",
+            Part::Source => "source",
+            Part::Interaction => "interaction",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Part> {
         Some(match s {
             "profile" => Part::Profile,

@@ -71,11 +71,7 @@ impl Plugins {
             Hook::Classify => {
                 let obj = LeadObj(Arc::new(lead.clone()));
                 self.raw(&mut out, &loaded, hook, (obj,), now, |d| {
-                    if d.is_unit() || d.is_string() {
-                        Ok(())
-                    } else {
-                        Err("a channel must be a string or ()".into())
-                    }
+                    super::hooks::channel(d.clone()).map(|_| ())
                 });
                 if out.error.is_some() || out.result.is_null() {
                     out.result = serde_json::json!(lead.channel);

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Every limit a hook call runs under.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Limits {
-    /// Wall-clock cutoff of one call.
+    /// Wall-clock cutoff of one call, in milliseconds.
+    #[serde(rename = "timeout_ms", serialize_with = "as_millis")]
+    #[schema(value_type = u64)]
     pub timeout: Duration,
     pub max_operations: u64,
     pub max_call_levels: usize,
@@ -22,6 +24,10 @@ pub struct Limits {
     pub max_string_bytes: usize,
     pub max_array_len: usize,
     pub max_map_len: usize,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Default for Limits {

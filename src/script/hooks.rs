@@ -237,7 +237,7 @@ pub(crate) fn score_card(d: Dynamic, now: Millis) -> Result<ScoreCard, String> {
     })
 }
 
-fn channel(d: Dynamic) -> Result<Option<String>, String> {
+pub(super) fn channel(d: Dynamic) -> Result<Option<String>, String> {
     if d.is_unit() {
         return Ok(None);
     }

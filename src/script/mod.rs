@@ -538,7 +538,6 @@ impl Plugins {
             .filter(|c| !loaded.scripts.iter().any(|s| s.file == c.file))
             .cloned()
             .collect();
-        let limits = self.limits();
         PluginsReport {
             dir: self.dir().display().to_string(),
             scripts,
@@ -546,15 +545,7 @@ impl Plugins {
             hooks,
             conflicts: loaded.conflicts.clone(),
             thresholds: loaded.thresholds,
-            limits: LimitsReport {
-                timeout_ms: limits.timeout.as_millis() as u64,
-                max_operations: limits.max_operations,
-                max_call_levels: limits.max_call_levels,
-                max_expr_depth: limits.max_expr_depth,
-                max_string_bytes: limits.max_string_bytes,
-                max_array_len: limits.max_array_len,
-                max_map_len: limits.max_map_len,
-            },
+            limits: self.limits().clone(),
         }
     }
 }
@@ -623,17 +614,6 @@ pub struct ScriptReport {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LimitsReport {
-    pub timeout_ms: u64,
-    pub max_operations: u64,
-    pub max_call_levels: usize,
-    pub max_expr_depth: usize,
-    pub max_string_bytes: usize,
-    pub max_array_len: usize,
-    pub max_map_len: usize,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PluginsReport {
     pub dir: String,
     pub scripts: Vec<ScriptReport>,
@@ -643,7 +623,7 @@ pub struct PluginsReport {
     pub hooks: BTreeMap<String, String>,
     pub conflicts: Vec<String>,
     pub thresholds: Thresholds,
-    pub limits: LimitsReport,
+    pub limits: Limits,
 }
 
 #[cfg(test)]
