@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// Log format (default pretty; also LEADLINE_LOG_FORMAT). Filter with LEADLINE_LOG=debug.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// FOR TESTS ONLY: run on a clock that starts at this RFC 3339 time and moves only when an
+    /// admin calls `POST /v1/admin/clock`, so black-box tests make SLA time pass at once.
+    #[arg(long, value_name = "RFC3339")]
+    pub test_clock: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +213,16 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Fills a store with pending timers (task reminders), then times opening it and firing
+    /// them all.
+    Timers {
+        /// Pending timers to create.
+        #[arg(long, default_value_t = 1_000_000)]
+        timers: usize,
+        /// Where to put the temporary data directory (default: the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Evaluations per second of the scoring hook on one core; then imports generated leads
     /// and times a rescore after a rule edit.
     Score {
@@ -287,6 +301,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Plugins(PluginsCommand::Check(args)) => crate::cli_plugins::check(args),
             Command::Plugins(PluginsCommand::Test(args)) => crate::cli_plugins::test(args),
             Command::Rescore(args) => crate::cli_plugins::rescore(args).await,
+            Command::Bench(BenchCommand::Timers { timers, dir }) => {
+                crate::bench_timers::bench_timers(timers, dir).await
+            }
             Command::Bench(BenchCommand::Score {
                 evals,
                 rescore_leads,
@@ -324,7 +341,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     init_logging(config.log_format);
-    let app = Application::build(config.clone(), Arc::new(SystemClock)).await?;
+    let app = match &args.test_clock {
+        None => Application::build(config.clone(), Arc::new(SystemClock)).await?,
+        Some(start) => {
+            let start = crate::domain::time::parse_rfc3339(start)
+                .map_err(|m| anyhow::anyhow!("--test-clock: {m}"))?;
+            let clock = Arc::new(crate::clock::ManualClock::new(start));
+            tracing::warn!(
+                "running on a test clock that moves only through POST /v1/admin/clock; not for production"
+            );
+            Application::build(config.clone(), clock.clone())
+                .await?
+                .with_test_clock(clock)
+        }
+    };
     if let Some(token) = app.admin_token() {
         println!("Created user `admin`. Its API token is shown only this once:");
         println!("LEADLINE_ADMIN_TOKEN={token}");
@@ -472,6 +502,28 @@ async fn bench_ingest(
         .admin_token()
         .map(str::to_owned)
         .context("a fresh store should have created an admin token")?;
+    // Every lead is routed in its capture's transaction: five reps take turns.
+    for i in 0..5 {
+        let rep = NewUser {
+            name: format!("bench-rep-{i}"),
+            email: None,
+            role: Role::Rep,
+            team: Some("bench".into()),
+            manager_id: None,
+            territories: vec![],
+            product_lines: vec![],
+            capacity: u32::MAX,
+            active: true,
+            senior: false,
+            password: None,
+        };
+        created(app.service().create_user(None, rep, None).await?)?;
+    }
+    let routed_by = app.service().plugins().report().hooks.get("route").cloned();
+    println!(
+        "bench ingest: routing to 5 reps with {}",
+        routed_by.as_deref().unwrap_or("built-in")
+    );
     let addr = app.local_addr();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {

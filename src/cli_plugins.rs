@@ -99,7 +99,11 @@ fn sample_leads(now: Millis) -> Vec<(String, Lead, ActivityStats)> {
 
 fn sample_args(hook: Hook) -> Vec<Value> {
     match hook {
-        Hook::Route => vec![json!([]), json!([])],
+        Hook::Route => vec![json!([
+            {"id": "0190a000-0000-7000-8000-000000000001", "team": "East", "territories": ["CN-31"], "senior": true},
+            {"id": "0190a000-0000-7000-8000-000000000002", "team": "East", "territories": ["CN-31"]},
+            {"id": "0190a000-0000-7000-8000-000000000003", "team": "West", "territories": ["CN-44"]}
+        ])],
         Hook::OnEvent => vec![json!({"kind": "lead.created"})],
         Hook::StageGate => vec![
             json!({"stage": "discovery", "fields": {}}),

@@ -38,6 +38,42 @@ pub struct Config {
     pub store: StoreConfig,
     pub capture: CaptureConfig,
     pub plugins: PluginsConfig,
+    pub sla: SlaConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaConfig {
+    /// Working hours by team name; SLA clocks of that team's reps count only working time.
+    /// `[sla.business_hours.default]` applies to teams without their own. None: 24/7.
+    pub business_hours: BTreeMap<String, BusinessHoursConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessHoursConfig {
+    /// Working weekdays: mon, tue, wed, thu, fri, sat, sun.
+    pub days: Vec<String>,
+    /// Opening and closing time, local, HH:MM.
+    pub open: String,
+    pub close: String,
+    /// IANA time zone, e.g. Asia/Shanghai.
+    pub timezone: String,
+    /// Local dates off work, YYYY-MM-DD.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+}
+
+impl BusinessHoursConfig {
+    fn parse(&self) -> Result<crate::domain::hours::BusinessHours, String> {
+        crate::domain::hours::BusinessHours::parse(
+            &self.days,
+            &self.open,
+            &self.close,
+            &self.timezone,
+            &self.holidays,
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +202,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             capture: CaptureConfig::default(),
             plugins: PluginsConfig::default(),
+            sla: SlaConfig::default(),
         }
     }
 }
@@ -367,6 +404,11 @@ impl Config {
                 )
             })?;
         }
+        for (team, hours) in &self.sla.business_hours {
+            hours
+                .parse()
+                .map_err(|m| invalid(&format!("sla.business_hours.{team}"), m))?;
+        }
         // In Rhai a limit of 0 means "no limit"; every hook call must have one.
         let p = &self.plugins;
         for (key, value) in [
@@ -419,6 +461,13 @@ impl Config {
                         serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
                     )
                 })
+                .collect(),
+            // validate() parsed each; one that somehow fails counts 24/7 rather than stopping.
+            business_hours: self
+                .sla
+                .business_hours
+                .iter()
+                .filter_map(|(team, h)| h.parse().ok().map(|h| (team.clone(), h)))
                 .collect(),
         }
     }

@@ -20,6 +20,7 @@ pub mod api;
 pub mod bench;
 mod bench_score;
 mod bench_search;
+mod bench_timers;
 pub mod cli;
 mod cli_plugins;
 mod cli_transfer;

@@ -21,6 +21,7 @@ pub struct Application {
     config: Arc<Config>,
     admin_token: Option<String>,
     plugin_watch: Option<crate::script::PluginWatch>,
+    test_clock: Option<Arc<crate::clock::ManualClock>>,
 }
 
 impl Application {
@@ -31,6 +32,10 @@ impl Application {
             .bootstrap_admin()
             .await
             .context("creating the first admin user")?;
+        service
+            .ensure_default_pool()
+            .await
+            .context("creating the default pool")?;
         let plugin_watch = if config.plugins.watch {
             let watch = crate::script::PluginWatch::start(service.plugins());
             // An edit made between the first load and the watch starting is picked up here.
@@ -54,7 +59,15 @@ impl Application {
             config: Arc::new(config),
             admin_token,
             plugin_watch,
+            test_clock: None,
         })
+    }
+
+    /// Lets `POST /v1/admin/clock` move `clock` (which must be the clock this was built with):
+    /// the documented way for black-box tests of the binary to make time pass.
+    pub fn with_test_clock(mut self, clock: Arc<crate::clock::ManualClock>) -> Self {
+        self.test_clock = Some(clock);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -83,12 +96,17 @@ impl Application {
                 watch.run(self.service.clock(), stop.clone().cancelled_owned()),
             ));
         }
+        background.push(tokio::spawn(crate::service::run_scheduler(
+            self.service.clone(),
+            stop.clone().cancelled_owned(),
+        )));
         background.push(tokio::spawn(crate::service::run_score_reviews(
             self.service.clone(),
             SCORE_REVIEW_TICK,
             stop.clone().cancelled_owned(),
         )));
-        let state = AppState::new(self.service, self.config, self.search);
+        let mut state = AppState::new(self.service, self.config, self.search);
+        state.test_clock = self.test_clock;
         let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

@@ -36,9 +36,14 @@ fn free_port() -> u16 {
 
 /// Starts the binary; on the first start also returns the admin token it prints.
 async fn start(dir: &std::path::Path) -> (Server, Option<String>) {
+    start_with(dir, &[]).await
+}
+
+async fn start_with(dir: &std::path::Path, extra: &[&str]) -> (Server, Option<String>) {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_leadline"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .arg("--data-dir")
         .arg(dir)
         .arg("--plugins-dir")
@@ -563,4 +568,141 @@ async fn search_index_survives_sigkill_during_a_batch_import() {
             "{what}: no row of the killed import was stored"
         );
     }
+}
+
+/// Every reminder, escalation and reclaim of `leads` SLA timers, counted per lead and kind.
+async fn sla_notes(
+    c: &reqwest::Client,
+    base: &str,
+    tokens: &[String],
+) -> HashMap<(String, String), usize> {
+    let mut counts = HashMap::new();
+    for t in tokens {
+        let page: Value = c
+            .get(format!("{base}/v1/notifications?limit=500"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .expect("notifications")
+            .json()
+            .await
+            .expect("json");
+        for n in page["items"].as_array().expect("items") {
+            let key = (
+                n["lead_id"].as_str().unwrap_or("").to_owned(),
+                n["kind"].as_str().unwrap_or("").to_owned(),
+            );
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Pending SLA timers survive SIGKILL: after a restart past their due time each fires exactly
+/// once — also when the server is killed again while it is firing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_timers_fire_exactly_once_across_sigkill() {
+    const LEADS: usize = 60;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = reqwest::Client::new();
+    let (server, admin) = start_with(dir.path(), &["--test-clock", "2026-11-23T08:00:00Z"]).await;
+    let admin = admin.expect("admin token");
+    let base = server.base.clone();
+    let post = |path: &str, token: &str, body: Value| {
+        c.post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let manager: Value = post(
+        "/v1/users",
+        &admin,
+        json!({"name": "m", "role": "manager", "capacity": 0}),
+    )
+    .await
+    .expect("manager")
+    .json()
+    .await
+    .expect("json");
+    let mut tokens = Vec::new();
+    for who in ["m", "a", "b"] {
+        let id = if who == "m" {
+            manager["id"].as_str().expect("id").to_owned()
+        } else {
+            let u: Value = post(
+                "/v1/users",
+                &admin,
+                json!({"name": who, "role": "rep", "manager_id": manager["id"]}),
+            )
+            .await
+            .expect("rep")
+            .json()
+            .await
+            .expect("json");
+            u["id"].as_str().expect("id").to_owned()
+        };
+        let t: Value = post(&format!("/v1/users/{id}/tokens"), &admin, json!({}))
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        tokens.push(t["token"].as_str().expect("token").to_owned());
+    }
+    let mut leads = Vec::new();
+    for i in 0..LEADS {
+        let l: Value = post(
+            "/v1/leads",
+            &admin,
+            json!({"email": format!("k{i}@example.com")}),
+        )
+        .await
+        .expect("lead")
+        .json()
+        .await
+        .expect("json");
+        assert!(l["owner_id"].is_string(), "{l}");
+        leads.push(l["id"].as_str().expect("id").to_owned());
+    }
+    // Kill with every timer pending; the server was down when they fell due.
+    drop(server);
+    let (server, _) = start_with(dir.path(), &["--test-clock", "2026-11-23T17:00:00Z"]).await;
+    // Kill again while it fires them (it starts firing as soon as it is up).
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    drop(server);
+    let (server, _) = start_with(dir.path(), &["--test-clock", "2026-11-23T17:00:00Z"]).await;
+    let base = server.base.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = sla_notes(&c, &base, &tokens).await;
+        let done = leads.iter().all(|l| {
+            ["sla.reminder", "sla.escalated", "lead.reclaimed"]
+                .iter()
+                .all(|k| counts.contains_key(&(l.clone(), (*k).to_owned())))
+        });
+        if done || Instant::now() > deadline {
+            for l in &leads {
+                for k in ["sla.reminder", "sla.escalated", "lead.reclaimed"] {
+                    assert_eq!(
+                        counts.get(&(l.clone(), k.to_owned())).copied().unwrap_or(0),
+                        1,
+                        "{k} for {l}"
+                    );
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing fires twice later either.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = sla_notes(&c, &base, &tokens).await;
+    let sla_kinds = ["sla.reminder", "sla.escalated", "lead.reclaimed"];
+    assert!(
+        counts
+            .iter()
+            .filter(|((_, k), _)| sla_kinds.contains(&k.as_str()))
+            .all(|(_, n)| *n == 1),
+        "each SLA step once per lead"
+    );
 }

@@ -7,9 +7,11 @@ use leadline::domain::activity::{Activity, LeadEvent};
 use leadline::domain::form::{Form, FormField};
 use leadline::domain::lead::{Flags, Lead, Score, Stage, Status, Utm};
 use leadline::domain::score::{Part, Reason, ScoreChange, ScoreDetails};
+use leadline::domain::sla::{SlaPolicy, SlaState, SlaStep};
 use leadline::domain::stats::{ActivityStats, Tally};
 use leadline::domain::user::{Role, Token, TokenKind, User};
 use leadline::domain::visitor::{PageView, Visitor};
+use leadline::domain::work::{Notification, Pool, Task, Timer, TimerKind};
 use leadline::store::codec::{Record, decode, encode};
 use leadline::store::{ChangeEntry, Entity, IdempotentResponse, Op};
 use std::fmt::Debug;
@@ -312,6 +314,109 @@ fn score_details_v1() {
                 trigger: "change".into(),
             }],
             review_at: Some(1_802_776_000_001),
+        },
+    );
+}
+
+#[test]
+fn pool_v1() {
+    check(
+        "pool",
+        Pool {
+            id: id(30),
+            created_at: 1_795_000_000_000,
+            updated_at: 1_795_000_000_000,
+            version: 1,
+            name: "华东公海".into(),
+            max_claims_per_rep: 20,
+        },
+    );
+}
+
+#[test]
+fn task_v1() {
+    check(
+        "task",
+        Task {
+            id: id(31),
+            created_at: 1_795_000_000_000,
+            updated_at: 1_795_000_030_000,
+            version: 2,
+            lead_id: Some(id(1)),
+            owner_id: id(3),
+            title: "回电王总，确认预算".into(),
+            due_at: Some(1_795_086_400_000),
+            done: true,
+            done_at: Some(1_795_000_030_000),
+            created_by: Some(id(4)),
+        },
+    );
+}
+
+#[test]
+fn timer_v1() {
+    // One record per kind, so a reordered enum variant shows up here.
+    for (n, kind) in [
+        TimerKind::Sla(SlaStep::Remind),
+        TimerKind::Sla(SlaStep::Escalate),
+        TimerKind::Sla(SlaStep::Reclaim),
+        TimerKind::FollowUp,
+        TimerKind::TaskReminder,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check(
+            &format!("timer_{}", kind.as_str().replace('.', "_")),
+            Timer {
+                id: id(40 + n as u128),
+                due: 1_795_007_200_000,
+                kind,
+                subject: id(1),
+                created_at: 1_795_000_000_000,
+            },
+        );
+    }
+}
+
+#[test]
+fn notification_v1() {
+    check(
+        "notification",
+        Notification {
+            id: id(50),
+            at: 1_795_007_200_000,
+            kind: "sla.escalated".into(),
+            recipient_id: id(4),
+            lead_id: Some(id(1)),
+            task_id: None,
+            data: r#"{"owner_id":"x","step":"escalate"}"#.into(),
+            read_at: Some(1_795_007_260_000),
+        },
+    );
+}
+
+#[test]
+fn sla_state_v1() {
+    check(
+        "sla_state",
+        SlaState {
+            owner_id: id(3),
+            policy: SlaPolicy {
+                first_touch_minutes: 120,
+                remind_minutes: 120,
+                escalate_minutes: 240,
+                reclaim_minutes: 480,
+                follow_up_minutes: 4320,
+            },
+            assigned_at: 1_795_000_000_000,
+            first_touch_due: 1_795_007_200_000,
+            first_touch_at: Some(1_795_003_600_000),
+            last_touch_at: Some(1_795_003_600_000),
+            steps_taken: vec![SlaStep::Remind],
+            follow_up_due: Some(1_795_262_800_000),
+            original_due: 1_795_007_200_000,
+            first_touch_by: Some(id(3)),
         },
     );
 }

@@ -10,9 +10,12 @@ pub mod leads;
 pub mod limits;
 pub mod ops;
 pub mod plugins;
+pub mod reports;
 pub mod search;
+pub mod tasks;
 pub mod transfer;
 pub mod users;
+pub mod work;
 
 use crate::config::Config;
 use crate::service::Service;
@@ -40,6 +43,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub guards: Arc<CaptureGuards>,
     pub search: crate::search::Search,
+    /// The clock of a server started with `--test-clock`, which `/v1/admin/clock` moves.
+    pub test_clock: Option<Arc<crate::clock::ManualClock>>,
 }
 
 impl AppState {
@@ -50,6 +55,7 @@ impl AppState {
             config,
             guards,
             search,
+            test_clock: None,
         }
     }
 }
@@ -70,7 +76,7 @@ pub struct CaptureGuards {
     modifiers(&BearerAuth),
     tags(
         (name = "leads"), (name = "activities"), (name = "capture"), (name = "users"), (name = "auth"),
-        (name = "integration"), (name = "search"), (name = "ops")
+        (name = "integration"), (name = "search"), (name = "ops"), (name = "work"), (name = "reports")
     )
 )]
 struct ApiDoc;
@@ -102,6 +108,9 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .merge(ops::router())
         .merge(search::router())
         .merge(plugins::router())
+        .merge(work::router())
+        .merge(tasks::router())
+        .merge(reports::router())
         .split_for_parts();
     doc.merge(bulk_doc);
     (router, bulk, doc)

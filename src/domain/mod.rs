@@ -6,13 +6,18 @@ pub mod channel;
 pub mod dedupe;
 pub mod email;
 pub mod form;
+pub mod hours;
 pub mod lead;
 pub mod phone;
+pub mod routing;
 pub mod score;
+pub mod sla;
+pub mod speed;
 pub mod stats;
 pub mod time;
 pub mod user;
 pub mod visitor;
+pub mod work;
 
 use serde::{Deserialize, Deserializer, Serialize};
 

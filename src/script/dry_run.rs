@@ -88,16 +88,41 @@ impl Plugins {
                 let obj = LeadObj(Arc::new(lead.clone()));
                 self.raw(&mut out, &loaded, hook, (obj,), now, |_| Ok(()));
             }
-            Hook::Route | Hook::OnEvent | Hook::StageGate => {
+            Hook::Route => {
+                let (roster, trigger, pools) = match route_args(&args) {
+                    Ok(a) => a,
+                    Err(m) => {
+                        out.error = Some(HookFailure {
+                            hook: "route".into(),
+                            message: m,
+                            line: None,
+                            at: now,
+                        });
+                        return out;
+                    }
+                };
+                let routed = self.route(&loaded, lead, roster, &pools, trigger, now);
+                if let Source::Fallback(_, failure) = routed.source {
+                    out.error = Some(failure);
+                }
+                out.result = match routed.decision {
+                    crate::domain::routing::Decision::Owner(id) => {
+                        serde_json::json!({"owner_id": id})
+                    }
+                    crate::domain::routing::Decision::Pool(p) => serde_json::json!({"pool": p}),
+                    crate::domain::routing::Decision::Keep => {
+                        serde_json::json!({"keep": lead.owner_id})
+                    }
+                };
+            }
+            Hook::OnEvent | Hook::StageGate => {
                 let mut dyn_args: Vec<Dynamic> = args
                     .into_iter()
                     .map(|v| rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT))
                     .collect();
                 let obj = Dynamic::from(LeadObj(Arc::new(lead.clone())));
-                match hook {
-                    Hook::Route => dyn_args.insert(0, obj),
-                    Hook::OnEvent => dyn_args.insert(1.min(dyn_args.len()), obj),
-                    _ => {}
+                if hook == Hook::OnEvent {
+                    dyn_args.insert(1.min(dyn_args.len()), obj);
                 }
                 dyn_args.resize(hook.arity(), Dynamic::UNIT);
                 self.raw(&mut out, &loaded, hook, dyn_args, now, |_| Ok(()));
@@ -130,6 +155,83 @@ impl Plugins {
             Err(e) => out.error = Some(e),
         }
     }
+}
+
+/// A made-up rep for a routing dry run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepInput {
+    id: uuid::Uuid,
+    team: Option<String>,
+    #[serde(default)]
+    territories: Vec<String>,
+    #[serde(default)]
+    product_lines: Vec<String>,
+    #[serde(default = "default_capacity")]
+    capacity: u32,
+    #[serde(default)]
+    load: u64,
+    #[serde(default = "yes")]
+    active: bool,
+    #[serde(default)]
+    senior: bool,
+}
+
+fn default_capacity() -> u32 {
+    50
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The `route` dry run's arguments: reps (array of rep objects), then the trigger
+/// (`capture`, `sql`, `reclaim`), then pool names (the default pool is always there).
+fn route_args(
+    args: &[serde_json::Value],
+) -> Result<
+    (
+        crate::domain::routing::Roster,
+        crate::domain::routing::RouteTrigger,
+        Vec<String>,
+    ),
+    String,
+> {
+    use crate::domain::routing::{DEFAULT_POOL, Rep, Roster, RouteTrigger};
+    let reps: Vec<RepInput> = match args.first() {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| format!("args[0] must be an array of reps ({{\"id\", \"team\", \"territories\", \"product_lines\", \"capacity\", \"load\", \"active\", \"senior\"}}): {e}"))?,
+    };
+    let trigger = match args.get(1).and_then(|v| v.as_str()) {
+        None | Some("capture") => RouteTrigger::Capture,
+        Some("sql") => RouteTrigger::Sql,
+        Some("reclaim") => RouteTrigger::Reclaim,
+        Some(other) => return Err(format!("args[1] `{other}` must be capture, sql or reclaim")),
+    };
+    let mut pools: Vec<String> = match args.get(2) {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| format!("args[2] must be an array of pool names: {e}"))?,
+    };
+    if !pools.iter().any(|p| p.eq_ignore_ascii_case(DEFAULT_POOL)) {
+        pools.push(DEFAULT_POOL.into());
+    }
+    let reps = reps
+        .into_iter()
+        .map(|r| Rep {
+            id: r.id,
+            team: r.team,
+            territories: r.territories,
+            product_lines: r.product_lines,
+            capacity: r.capacity,
+            load: r.load,
+            active: r.active,
+            senior: r.senior,
+            manager_id: None,
+        })
+        .collect();
+    Ok((Roster::new(reps, BTreeMap::new(), None), trigger, pools))
 }
 
 /// Activity to score a made-up lead with.

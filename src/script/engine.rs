@@ -114,6 +114,7 @@ pub fn build(limits: &Limits) -> Engine {
     register_lead(&mut engine);
     register_stats(&mut engine);
     register_helpers(&mut engine);
+    super::routing::register_roster(&mut engine);
     engine
 }
 

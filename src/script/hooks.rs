@@ -135,7 +135,7 @@ fn shape(hook: Hook, message: String, now: Millis) -> HookFailure {
     }
 }
 
-fn type_name(d: &Dynamic) -> &'static str {
+pub(crate) fn type_name(d: &Dynamic) -> &'static str {
     if d.is_unit() {
         "()"
     } else if d.is_string() {

@@ -7,6 +7,7 @@
 mod dry_run;
 pub mod engine;
 pub mod hooks;
+pub mod routing;
 mod watch;
 
 pub use dry_run::{DryRun, StatsInput};
@@ -81,6 +82,9 @@ pub struct PluginSettings {
     pub limits: Limits,
     /// Each script's own settings, by file stem; a script sees its table as `config`.
     pub config: BTreeMap<String, serde_json::Value>,
+    /// Working hours by team name (`default`: teams without their own); SLA clocks count
+    /// only these hours.
+    pub business_hours: BTreeMap<String, crate::domain::hours::BusinessHours>,
 }
 
 /// Why a hook call did not produce a usable answer.
@@ -207,6 +211,16 @@ impl Plugins {
 
     pub fn limits(&self) -> &Limits {
         &self.inner.settings.limits
+    }
+
+    /// The working hours SLA clocks of `team` count (its own, else `default`); `None`: 24/7.
+    pub fn business_hours(
+        &self,
+        team: Option<&str>,
+    ) -> Option<&crate::domain::hours::BusinessHours> {
+        let hours = &self.inner.settings.business_hours;
+        team.and_then(|t| hours.get(t))
+            .or_else(|| hours.get("default"))
     }
 
     /// The scripts in force now. Hold the result for one decision, not longer: a reload

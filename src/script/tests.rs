@@ -313,3 +313,151 @@ fn classify_and_enrich_apply_when_defined() {
     assert_eq!(plugins.enrich(&loaded, &mut n, NOW).fields, vec!["company"]);
     assert_eq!(n.company.as_deref(), Some("Acme"));
 }
+
+mod routing {
+    use super::*;
+    use crate::domain::routing::{Decision, Rep, Roster, RouteTrigger, default_route};
+
+    fn rep(n: u128, f: impl FnOnce(&mut Rep)) -> Rep {
+        let mut r = Rep {
+            id: uuid::Uuid::from_u128(n),
+            team: Some("East".into()),
+            territories: Vec::new(),
+            product_lines: Vec::new(),
+            capacity: 10,
+            load: 0,
+            active: true,
+            senior: false,
+            manager_id: None,
+        };
+        f(&mut r);
+        r
+    }
+
+    fn id(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(n)
+    }
+
+    fn floor() -> Vec<Rep> {
+        vec![
+            rep(1, |r| r.senior = true),
+            rep(2, |r| {
+                r.territories = vec!["CN-31".into()];
+                r.product_lines = vec!["A".into()];
+            }),
+            rep(3, |r| {
+                r.territories = vec!["CN-31".into()];
+                r.product_lines = vec!["B".into()];
+                r.load = 3;
+            }),
+            rep(4, |r| {
+                r.territories = vec!["CN-31".into()];
+                r.product_lines = vec!["B".into()];
+            }),
+            rep(5, |r| r.territories = vec!["CN-44".into()]),
+        ]
+    }
+
+    fn routed(p: &Plugins, lead: &Lead, reps: Vec<Rep>, trigger: RouteTrigger) -> Decision {
+        let pools = vec!["default".to_owned()];
+        let r = p.route(
+            &p.current(),
+            lead,
+            Roster::new(reps, BTreeMap::new(), None),
+            &pools,
+            trigger,
+            NOW,
+        );
+        assert!(
+            matches!(r.source, hooks::Source::Script(_)),
+            "the shipped script answered: {:?}",
+            r.source
+        );
+        r.decision
+    }
+
+    fn scored(region: Option<&str>, line: Option<&str>, score: i32) -> Lead {
+        let mut l = lead(|n| n.region = region.map(str::to_owned));
+        l.score.total = score;
+        if let Some(line) = line {
+            l.fields = serde_json::json!({ "product_line": line }).to_string();
+        }
+        l
+    }
+
+    #[test]
+    fn the_shipped_routing_script_applies_each_strategy_and_their_combination() {
+        let p = shipped();
+        // Strategic: the senior.
+        let strategic = scored(Some("CN-31"), Some("B"), 85);
+        assert_eq!(
+            routed(&p, &strategic, floor(), RouteTrigger::Capture),
+            Decision::Owner(id(1))
+        );
+        // Territory and product line together, least loaded of the two that fit.
+        let local = scored(Some("CN-31-05"), Some("B"), 10);
+        assert_eq!(
+            routed(&p, &local, floor(), RouteTrigger::Capture),
+            Decision::Owner(id(4))
+        );
+        // Territory alone (no product line on the lead): least loaded in the territory.
+        let west = scored(Some("CN-44-01"), None, 10);
+        assert_eq!(
+            routed(&p, &west, floor(), RouteTrigger::Capture),
+            Decision::Owner(id(5))
+        );
+        // Outside every territory: round robin over everyone, from the first.
+        let far = scored(Some("US-CA"), None, 10);
+        assert_eq!(
+            routed(&p, &far, floor(), RouteTrigger::Capture),
+            Decision::Owner(id(1))
+        );
+        // Nobody can take it: the default pool.
+        let full: Vec<Rep> = floor()
+            .into_iter()
+            .map(|mut r| {
+                r.load = u64::from(r.capacity);
+                r
+            })
+            .collect();
+        assert_eq!(
+            routed(&p, &far, full, RouteTrigger::Capture),
+            Decision::Pool("default".into())
+        );
+        // No senior free: a strategic lead falls through to its territory.
+        let no_senior: Vec<Rep> = floor().into_iter().filter(|r| !r.senior).collect();
+        assert_eq!(
+            routed(&p, &strategic, no_senior, RouteTrigger::Capture),
+            Decision::Owner(id(4))
+        );
+        // At the SQL hand-off an owner keeps a non-strategic lead.
+        let mut owned = scored(Some("CN-44"), None, 65);
+        owned.owner_id = Some(id(5));
+        assert_eq!(
+            routed(&p, &owned, floor(), RouteTrigger::Sql),
+            Decision::Keep
+        );
+    }
+
+    #[test]
+    fn the_shipped_script_and_the_built_in_rule_agree() {
+        let p = shipped();
+        for region in [
+            None,
+            Some("CN-31"),
+            Some("CN-31-07"),
+            Some("CN-44"),
+            Some("JP"),
+        ] {
+            for line in [None, Some("A"), Some("B"), Some("C")] {
+                for score in [0, 45, 79, 80, 120] {
+                    let l = scored(region, line, score);
+                    let script = routed(&p, &l, floor(), RouteTrigger::Capture);
+                    let mut roster = Roster::new(floor(), BTreeMap::new(), None);
+                    let built_in = default_route(&l, &mut roster, RouteTrigger::Capture);
+                    assert_eq!(script, built_in, "{region:?} {line:?} {score}");
+                }
+            }
+        }
+    }
+}

@@ -81,14 +81,13 @@ impl Service {
             {
                 lead.last_activity_at = Some(activity.occurred_at);
             }
-            let by_owner = lead.owner_id.is_some() && lead.owner_id == activity.actor_id;
-            if by_owner
-                && TOUCH_KINDS.contains(&activity.kind.as_str())
-                && lead.first_touch_at.is_none()
-            {
-                lead.first_touch_at = Some(activity.occurred_at);
+            if TOUCH_KINDS.contains(&activity.kind.as_str()) {
+                super::work::touch(tx, &plugins, &mut lead, p.id(), &activity.kind)?;
             }
             super::scoring::settle_change(tx, &plugins, &mut lead)?;
+            if lead_created {
+                super::work::place_new(tx, &plugins, &mut lead, p.actor())?;
+            }
             if lead != before {
                 lead.version += 1;
                 lead.updated_at = tx.now;

@@ -173,6 +173,9 @@ pub(crate) fn apply_capture(
         stitch_visitor(tx, &mut outcome.lead, vid)?;
     }
     settle_change(tx, plugins, &mut outcome.lead)?;
+    if !outcome.merged {
+        super::work::place_new(tx, plugins, &mut outcome.lead, p.actor())?;
+    }
     if outcome.lead != before {
         if outcome.merged && outcome.changed {
             // The merge already made this write's new version and its change entry.

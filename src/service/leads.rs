@@ -65,7 +65,10 @@ pub(crate) fn check_owner_right(p: &Principal, owner: Option<Uuid>) -> ServiceRe
 }
 
 /// Checks, inside the transaction, that an owner exists and is active.
-fn check_owner_exists(tx: &Tx<'_>, owner: Option<Uuid>) -> Result<ServiceResult<()>, StoreError> {
+pub(crate) fn check_owner_exists(
+    tx: &Tx<'_>,
+    owner: Option<Uuid>,
+) -> Result<ServiceResult<()>, StoreError> {
     let Some(owner) = owner else {
         return Ok(Ok(()));
     };
@@ -262,6 +265,15 @@ impl Service {
                         "another lead already has this phone; merge the two leads instead".into(),
                     )));
                 }
+                if changed.contains(&"pool_id")
+                    && let Some(pool) = lead.pool_id
+                    && tx.pool(pool)?.is_none()
+                {
+                    return Ok(Err(ServiceError::invalid("pool_id", "no such pool")));
+                }
+                if changed.contains(&"owner_id") || changed.contains(&"pool_id") {
+                    super::work::place(tx, &plugins, &before, &mut lead, p.actor())?;
+                }
                 // A stage a person set in this very write is theirs; the score follows.
                 let human_stage = changed.contains(&"stage");
                 super::scoring::settle(
@@ -286,14 +298,6 @@ impl Service {
                         "stage_changed",
                         Some(p.id()),
                         json!({"from": before.stage, "to": lead.stage}),
-                    )?;
-                }
-                if before.owner_id != lead.owner_id {
-                    tx.event(
-                        id,
-                        "assigned",
-                        Some(p.id()),
-                        json!({"from": before.owner_id, "to": lead.owner_id}),
                     )?;
                 }
                 Ok(Ok(lead))

@@ -9,8 +9,13 @@ mod changes;
 mod forms;
 mod import;
 mod leads;
+mod pools;
+mod reports;
+mod scheduler;
 mod scoring;
+mod tasks;
 mod users;
+mod work;
 
 pub use activities::{ActivityCreated, TimelinePage};
 pub use auth::{LoginOutcome, hash_token, new_token};
@@ -19,7 +24,10 @@ pub use changes::ChangesPage;
 pub use forms::FillTime;
 pub use import::{ImportError, ImportOptions, ImportSummary, Rejection};
 pub use leads::{BatchItem, CreateOutcome, LeadExport, ListParams};
+pub use pools::{SlaView, Target};
+pub use scheduler::run_scheduler;
 pub use scoring::{RescoreExample, RescoreReport, ScoreHistoryView, ScoreView, run_score_reviews};
+pub use tasks::{TaskChanges, TaskFilter, TaskPage, is_overdue, task_position};
 
 use crate::clock::Clock;
 use crate::domain::FieldError;

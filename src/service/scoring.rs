@@ -38,7 +38,24 @@ pub(crate) fn settle(
     let loaded = plugins.current();
     let stats = tx.lead_stats(lead.id)?;
     let (card, _) = plugins.score(&loaded, lead, &stats, tx.now);
-    apply_card(tx, lead, card, loaded.thresholds, trigger, stage_rule)
+    let stage = lead.stage;
+    apply_card(tx, lead, card, loaded.thresholds, trigger, stage_rule)?;
+    hand_off_at_sql(tx, plugins, lead, stage)
+}
+
+/// Routes a lead again when its score carries it to SQL (the hand-off from marketing to
+/// sales). A lead nobody has placed yet is routed by its capture instead.
+pub(crate) fn hand_off_at_sql(
+    tx: &mut Tx<'_>,
+    plugins: &Plugins,
+    lead: &mut Lead,
+    stage_before: Stage,
+) -> Result<(), StoreError> {
+    let placed = lead.owner_id.is_some() || lead.pool_id.is_some();
+    if placed && matches!(stage_before, Stage::Lead | Stage::Mql) && lead.stage == Stage::Sql {
+        super::work::route(tx, plugins, lead, crate::domain::routing::RouteTrigger::Sql)?;
+    }
+    Ok(())
 }
 
 /// [`settle`] after an ordinary change (new activity, merge, edit): the stage follows the score.
@@ -115,7 +132,9 @@ fn resettle(
     match card {
         // Scored from a snapshot at this very version: no need to score again.
         Some((version, card, thresholds)) if version == before.version => {
-            apply_card(tx, &mut lead, card, thresholds, trigger, StageRule::Follow)?
+            let stage = lead.stage;
+            apply_card(tx, &mut lead, card, thresholds, trigger, StageRule::Follow)?;
+            hand_off_at_sql(tx, plugins, &mut lead, stage)?
         }
         _ => settle(tx, plugins, &mut lead, trigger, StageRule::Follow)?,
     }

@@ -112,6 +112,31 @@ impl Record for crate::domain::score::ScoreDetails {
     const VERSION: u8 = 1;
 }
 
+impl Record for crate::domain::work::Pool {
+    const NAME: &'static str = "pool";
+    const VERSION: u8 = 1;
+}
+
+impl Record for crate::domain::work::Task {
+    const NAME: &'static str = "task";
+    const VERSION: u8 = 1;
+}
+
+impl Record for crate::domain::work::Timer {
+    const NAME: &'static str = "timer";
+    const VERSION: u8 = 1;
+}
+
+impl Record for crate::domain::work::Notification {
+    const NAME: &'static str = "notification";
+    const VERSION: u8 = 1;
+}
+
+impl Record for crate::domain::sla::SlaState {
+    const NAME: &'static str = "sla state";
+    const VERSION: u8 = 1;
+}
+
 impl Record for super::ChangeEntry {
     const NAME: &'static str = "change";
     const VERSION: u8 = 1;

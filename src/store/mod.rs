@@ -7,9 +7,11 @@ pub mod lead_index;
 pub mod query;
 pub mod tables;
 mod tx;
+mod tx_work;
 mod writer;
 
 pub use tx::Tx;
+pub use tx_work::open_owner;
 pub use writer::WriterConfig;
 
 use crate::clock::Clock;
@@ -77,6 +79,9 @@ pub enum Entity {
     Activity,
     User,
     Form,
+    Pool,
+    Task,
+    Notification,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -122,6 +127,7 @@ struct Inner {
     committed_seq: watch::Receiver<u64>,
     writer: Option<std::thread::JoinHandle<()>>,
     auth_epoch: Arc<std::sync::atomic::AtomicU64>,
+    timer_added: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Inner {
@@ -167,8 +173,15 @@ impl Store {
         let db = Arc::new(db);
         let last_seq = init_schema(&db)?;
         let auth_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (jobs, committed_seq, writer) =
-            writer::spawn(db.clone(), clock, cfg, last_seq, auth_epoch.clone())?;
+        let timer_added = Arc::new(tokio::sync::Notify::new());
+        let (jobs, committed_seq, writer) = writer::spawn(
+            db.clone(),
+            clock,
+            cfg,
+            last_seq,
+            auth_epoch.clone(),
+            timer_added.clone(),
+        )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -176,6 +189,7 @@ impl Store {
                 committed_seq,
                 writer: Some(writer),
                 auth_epoch,
+                timer_added,
             }),
         })
     }
@@ -215,6 +229,12 @@ impl Store {
         self.inner
             .auth_epoch
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Signalled after a commit that added a timer, so the scheduler looks again at the
+    /// earliest due time.
+    pub fn timer_added(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.timer_added.clone()
     }
 
     /// Whether the writer is still running.
@@ -297,6 +317,21 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
         txn.open_table(LEAD_STATS)?;
         txn.open_table(SCORE_DETAILS)?;
         txn.open_table(SCORE_REVIEW)?;
+        txn.open_table(POOLS)?;
+        txn.open_table(POOL_BY_NAME)?;
+        txn.open_table(POOL_CLAIMS)?;
+        txn.open_table(CLAIM_BY_LEAD)?;
+        txn.open_table(ROUND_ROBIN)?;
+        txn.open_table(TIMERS)?;
+        txn.open_table(TIMERS_BY_SUBJECT)?;
+        txn.open_table(LEAD_SLA)?;
+        txn.open_table(TASKS)?;
+        txn.open_table(TASK_BY_OWNER)?;
+        txn.open_table(TASK_BY_LEAD)?;
+        txn.open_table(NOTIFICATIONS)?;
+        txn.open_table(NOTIFICATION_BY_RECIPIENT)?;
+        txn.open_table(NOTIFICATION_BY_LEAD)?;
+        count_owner_loads(&txn, &mut meta)?;
         let mut secrets = txn.open_table(SECRETS)?;
         for name in SECRET_NAMES {
             if secrets.get(name)?.is_none() {
@@ -311,6 +346,33 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
     }
     txn.commit()?;
     Ok(last_seq)
+}
+
+/// Counts every user's open leads into `owner_load` once, for stores written before the
+/// table existed; later writes keep it current.
+fn count_owner_loads(
+    txn: &redb::WriteTransaction,
+    meta: &mut redb::Table<'_, &'static str, u64>,
+) -> StoreResult<()> {
+    const DONE: &str = "owner_load_counted";
+    if meta.get(DONE)?.is_some() {
+        return Ok(());
+    }
+    let leads = txn.open_table(LEADS)?;
+    let mut load = txn.open_table(OWNER_LOAD)?;
+    let mut counts: std::collections::HashMap<u128, u64> = std::collections::HashMap::new();
+    for row in leads.iter()? {
+        let (_, v) = row?;
+        let lead: crate::domain::lead::Lead = decode(v.value())?;
+        if let Some(o) = open_owner(&lead) {
+            *counts.entry(o.as_u128()).or_default() += 1;
+        }
+    }
+    for (owner, n) in counts {
+        load.insert(owner, n)?;
+    }
+    meta.insert(DONE, 1)?;
+    Ok(())
 }
 
 /// The lead an email or phone (`value`) finds: the lead that has it, or else the lead that
@@ -350,6 +412,9 @@ pub const SECRET_NAMES: &[&str] = &["form_token"];
 
 /// A likely-duplicate key and the ids of the leads that share it.
 pub type DuplicateGroupIds = (String, Vec<Uuid>);
+
+/// A page of a rep's tasks and the `(due, id)` key to continue from, if there is more.
+pub type TaskPage = (Vec<crate::domain::work::Task>, Option<(i64, u128)>);
 
 /// A read-only, consistent view of the store.
 pub struct Snapshot {
@@ -468,6 +533,148 @@ impl Snapshot {
             due.push(Uuid::from_u128(id));
         }
         Ok((due, None))
+    }
+
+    /// Up to `limit` timers due at or before `now`, earliest first; and the due time of the
+    /// next timer after those (what the scheduler sleeps until).
+    pub fn timers_due(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> StoreResult<(Vec<crate::domain::work::Timer>, Option<Millis>)> {
+        let table = self.txn.open_table(TIMERS)?;
+        let mut due = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (at, _) = k.value();
+            if at > now || due.len() >= limit {
+                return Ok((due, Some(at)));
+            }
+            due.push(decode(v.value())?);
+        }
+        Ok((due, None))
+    }
+
+    /// How many timers are pending.
+    pub fn timer_count(&self) -> StoreResult<u64> {
+        Ok(self.txn.open_table(TIMERS)?.len()?)
+    }
+
+    pub fn timers_of(&self, subject: Uuid) -> StoreResult<Vec<crate::domain::work::Timer>> {
+        let by_subject = self.txn.open_table(TIMERS_BY_SUBJECT)?;
+        let timers = self.txn.open_table(TIMERS)?;
+        let s = subject.as_u128();
+        let mut out = Vec::new();
+        for row in by_subject.range((s, 0)..=(s, u128::MAX))? {
+            let (k, v) = row?;
+            if let Some(t) = timers.get((v.value(), k.value().1))? {
+                out.push(decode(t.value())?);
+            }
+        }
+        out.sort_by_key(|t: &crate::domain::work::Timer| t.due);
+        Ok(out)
+    }
+
+    pub fn sla_state(&self, lead: Uuid) -> StoreResult<Option<crate::domain::sla::SlaState>> {
+        get_record(&self.txn.open_table(LEAD_SLA)?, lead.as_u128())
+    }
+
+    pub fn pool(&self, id: Uuid) -> StoreResult<Option<crate::domain::work::Pool>> {
+        get_record(&self.txn.open_table(POOLS)?, id.as_u128())
+    }
+
+    pub fn pools(&self) -> StoreResult<Vec<crate::domain::work::Pool>> {
+        let table = self.txn.open_table(POOLS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Open leads a user holds now.
+    pub fn load_of(&self, user: Uuid) -> StoreResult<u64> {
+        Ok(self
+            .txn
+            .open_table(OWNER_LOAD)?
+            .get(user.as_u128())?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    pub fn task(&self, id: Uuid) -> StoreResult<Option<crate::domain::work::Task>> {
+        get_record(&self.txn.open_table(TASKS)?, id.as_u128())
+    }
+
+    /// Tasks of `owner` by due time from `from` (inclusive, `(due, id)`), with their done flag
+    /// from the index, until `keep` has taken `limit` or `scan` rows were examined. Returns the
+    /// tasks and the key to continue from, if any.
+    pub fn tasks_of_owner(
+        &self,
+        owner: Uuid,
+        from: (i64, u128),
+        upto_due: i64,
+        limit: usize,
+        scan: usize,
+        keep: impl Fn(bool) -> bool,
+    ) -> StoreResult<TaskPage> {
+        let index = self.txn.open_table(TASK_BY_OWNER)?;
+        let tasks = self.txn.open_table(TASKS)?;
+        let o = owner.as_u128();
+        let mut out = Vec::new();
+        let rows = index.range((o, from.0, from.1)..=(o, upto_due, u128::MAX))?;
+        for (seen, row) in rows.enumerate() {
+            let (k, done) = row?;
+            let (_, due, id) = k.value();
+            if out.len() >= limit || seen >= scan {
+                return Ok((out, Some((due, id))));
+            }
+            if keep(done.value())
+                && let Some(t) = get_record(&tasks, id)?
+            {
+                out.push(t);
+            }
+        }
+        Ok((out, None))
+    }
+
+    pub fn tasks_of_lead(&self, lead: Uuid) -> StoreResult<Vec<crate::domain::work::Task>> {
+        let index = self.txn.open_table(TASK_BY_LEAD)?;
+        let tasks = self.txn.open_table(TASKS)?;
+        let l = lead.as_u128();
+        let mut out = Vec::new();
+        for row in index.range((l, 0)..=(l, u128::MAX))? {
+            let (k, _) = row?;
+            if let Some(t) = get_record(&tasks, k.value().1)? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A user's notifications, newest first, starting below `before` (an id).
+    pub fn notifications_of(
+        &self,
+        recipient: Uuid,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::domain::work::Notification>> {
+        let index = self.txn.open_table(NOTIFICATION_BY_RECIPIENT)?;
+        let notes = self.txn.open_table(NOTIFICATIONS)?;
+        let r = recipient.as_u128();
+        let hi = before.map_or(u128::MAX, |b| b.as_u128().saturating_sub(1));
+        let mut out = Vec::new();
+        for row in index.range((r, 0)..=(r, hi))?.rev() {
+            let (k, _) = row?;
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(n) = get_record(&notes, k.value().1)? {
+                out.push(n);
+            }
+        }
+        Ok(out)
     }
 
     pub fn activity(&self, id: Uuid) -> StoreResult<Option<crate::domain::activity::Activity>> {

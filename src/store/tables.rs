@@ -70,3 +70,40 @@ pub const SCORE_DETAILS: TableDefinition<u128, &[u8]> = TableDefinition::new("sc
 /// (due time, lead id) → (): when a lead's score may change by time alone (decay), so it is
 /// looked at again then without scanning every lead.
 pub const SCORE_REVIEW: TableDefinition<(i64, u128), ()> = TableDefinition::new("score_review");
+
+/// Pool id → encoded `Pool`.
+pub const POOLS: TableDefinition<u128, &[u8]> = TableDefinition::new("pools");
+/// Lowercased pool name → pool id.
+pub const POOL_BY_NAME: TableDefinition<&str, u128> = TableDefinition::new("pool_by_name");
+/// (pool, rep, lead) → claimed at: the leads a rep holds from a pool (the claim limit).
+pub const POOL_CLAIMS: TableDefinition<(u128, u128, u128), i64> =
+    TableDefinition::new("pool_claims");
+/// Lead id → (pool, rep) of its live claim, so an owner change can drop it.
+pub const CLAIM_BY_LEAD: TableDefinition<u128, (u128, u128)> =
+    TableDefinition::new("claim_by_lead");
+/// User id → how many open leads they own (capacity checks without counting).
+pub const OWNER_LOAD: TableDefinition<u128, u64> = TableDefinition::new("owner_load");
+/// Round-robin key (usually a team) → the rep who got the last lead under it.
+pub const ROUND_ROBIN: TableDefinition<&str, u128> = TableDefinition::new("round_robin");
+/// (due, timer id) → encoded `Timer`: the scheduler's queue, earliest first.
+pub const TIMERS: TableDefinition<(i64, u128), &[u8]> = TableDefinition::new("timers");
+/// (subject, timer id) → due: a lead's or task's timers, to cancel them.
+pub const TIMERS_BY_SUBJECT: TableDefinition<(u128, u128), i64> =
+    TableDefinition::new("timers_by_subject");
+/// Lead id → encoded `SlaState`.
+pub const LEAD_SLA: TableDefinition<u128, &[u8]> = TableDefinition::new("lead_sla");
+/// Task id → encoded `Task`.
+pub const TASKS: TableDefinition<u128, &[u8]> = TableDefinition::new("tasks");
+/// (owner, due or i64::MAX, task id) → done: a person's tasks by due time (overdue lists).
+pub const TASK_BY_OWNER: TableDefinition<(u128, i64, u128), bool> =
+    TableDefinition::new("task_by_owner");
+/// (lead, task id) → (): a lead's tasks, for its page and its erasure.
+pub const TASK_BY_LEAD: TableDefinition<(u128, u128), ()> = TableDefinition::new("task_by_lead");
+/// Notification id → encoded `Notification`.
+pub const NOTIFICATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("notifications");
+/// (recipient, notification id) → (): a person's notifications, newest last.
+pub const NOTIFICATION_BY_RECIPIENT: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("notification_by_recipient");
+/// (lead, notification id) → (): what erasure of a lead removes.
+pub const NOTIFICATION_BY_LEAD: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("notification_by_lead");

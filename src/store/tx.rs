@@ -90,6 +90,23 @@ pub struct Tx<'t> {
     pub(super) lead_stats: Table<'t, u128, &'static [u8]>,
     pub(super) score_details: Table<'t, u128, &'static [u8]>,
     pub(super) score_review: Table<'t, (i64, u128), ()>,
+    pub(super) pools: Table<'t, u128, &'static [u8]>,
+    pub(super) pool_by_name: Table<'t, &'static str, u128>,
+    pub(super) pool_claims: Table<'t, (u128, u128, u128), i64>,
+    pub(super) claim_by_lead: Table<'t, u128, (u128, u128)>,
+    pub(super) owner_load: Table<'t, u128, u64>,
+    pub(super) round_robin: Table<'t, &'static str, u128>,
+    pub(super) timers: Table<'t, (i64, u128), &'static [u8]>,
+    pub(super) timers_by_subject: Table<'t, (u128, u128), i64>,
+    pub(super) lead_sla: Table<'t, u128, &'static [u8]>,
+    pub(super) tasks: Table<'t, u128, &'static [u8]>,
+    pub(super) task_by_owner: Table<'t, (u128, i64, u128), bool>,
+    pub(super) task_by_lead: Table<'t, (u128, u128), ()>,
+    pub(super) notifications: Table<'t, u128, &'static [u8]>,
+    pub(super) notification_by_recipient: Table<'t, (u128, u128), ()>,
+    pub(super) notification_by_lead: Table<'t, (u128, u128), ()>,
+    /// The earliest timer added in this transaction: the scheduler is woken for it on commit.
+    pub(super) earliest_timer: Option<Millis>,
 }
 
 impl<'t> Tx<'t> {
@@ -129,6 +146,22 @@ impl<'t> Tx<'t> {
             lead_stats: txn.open_table(LEAD_STATS)?,
             score_details: txn.open_table(SCORE_DETAILS)?,
             score_review: txn.open_table(SCORE_REVIEW)?,
+            pools: txn.open_table(POOLS)?,
+            pool_by_name: txn.open_table(POOL_BY_NAME)?,
+            pool_claims: txn.open_table(POOL_CLAIMS)?,
+            claim_by_lead: txn.open_table(CLAIM_BY_LEAD)?,
+            owner_load: txn.open_table(OWNER_LOAD)?,
+            round_robin: txn.open_table(ROUND_ROBIN)?,
+            timers: txn.open_table(TIMERS)?,
+            timers_by_subject: txn.open_table(TIMERS_BY_SUBJECT)?,
+            lead_sla: txn.open_table(LEAD_SLA)?,
+            tasks: txn.open_table(TASKS)?,
+            task_by_owner: txn.open_table(TASK_BY_OWNER)?,
+            task_by_lead: txn.open_table(TASK_BY_LEAD)?,
+            notifications: txn.open_table(NOTIFICATIONS)?,
+            notification_by_recipient: txn.open_table(NOTIFICATION_BY_RECIPIENT)?,
+            notification_by_lead: txn.open_table(NOTIFICATION_BY_LEAD)?,
+            earliest_timer: None,
         })
     }
 
@@ -225,6 +258,11 @@ impl<'t> Tx<'t> {
         for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
             self.duplicate_keys.insert((k.as_str(), id), ())?;
         }
+        let old_open = old.and_then(super::tx_work::open_owner);
+        self.shift_load(old_open, super::tx_work::open_owner(new))?;
+        if old.is_some_and(|o| o.owner_id != new.owner_id) {
+            self.drop_claim(new.id)?;
+        }
         Ok(())
     }
 
@@ -233,6 +271,7 @@ impl<'t> Tx<'t> {
     /// responses that contain it.
     pub fn erase_lead(&mut self, lead: &Lead) -> StoreResult<()> {
         let id = lead.id.as_u128();
+        self.erase_lead_work(lead)?;
         self.leads.remove(id)?;
         self.lead_stats.remove(id)?;
         if let Some(details) = self.score_details(lead.id)? {
@@ -626,8 +665,7 @@ impl<'t> Tx<'t> {
         op: Op,
         lead: Option<&Lead>,
     ) -> StoreResult<u64> {
-        let seq = self.next_seq;
-        let entry = ChangeEntry {
+        self.change_entry(ChangeEntry {
             entity,
             id,
             op,
@@ -635,7 +673,12 @@ impl<'t> Tx<'t> {
             lead_id: lead.map(|l| l.id),
             owner_id: lead.and_then(|l| l.owner_id),
             pool_id: lead.and_then(|l| l.pool_id),
-        };
+        })
+    }
+
+    /// Appends a prepared changelog row; returns its seq.
+    pub fn change_entry(&mut self, entry: ChangeEntry) -> StoreResult<u64> {
+        let seq = self.next_seq;
         self.changelog.insert(seq, encode(&entry).as_slice())?;
         self.next_seq += 1;
         Ok(seq)

@@ -38,6 +38,7 @@ pub(super) fn spawn(
     cfg: WriterConfig,
     last_seq: u64,
     auth_epoch: Arc<AtomicU64>,
+    timer_added: Arc<tokio::sync::Notify>,
 ) -> StoreResult<(
     mpsc::Sender<Job>,
     watch::Receiver<u64>,
@@ -45,6 +46,11 @@ pub(super) fn spawn(
 )> {
     let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(cfg.queue.max(1));
     let (seq_tx, seq_rx) = watch::channel(last_seq);
+    let signals = Signals {
+        seq: seq_tx,
+        auth_epoch,
+        timer_added,
+    };
     let handle = std::thread::Builder::new()
         .name("leadline-writer".into())
         .spawn(move || {
@@ -56,7 +62,7 @@ pub(super) fn spawn(
                 drain(&mut jobs_rx, &mut batch, cfg.max_batch);
                 let now = clock.now_ms();
                 let jobs = std::mem::take(&mut batch);
-                match run_batch(&db, jobs, now, next_seq, &mut ids, &seq_tx, &auth_epoch) {
+                match run_batch(&db, jobs, now, next_seq, &mut ids, &signals) {
                     Ok(seq_after) => next_seq = seq_after,
                     Err(e) => tracing::error!(error = %e, "write batch failed; its requests were answered with an error"),
                 }
@@ -76,6 +82,16 @@ fn drain(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
     }
 }
 
+/// What the writer tells the rest of the server after a commit.
+struct Signals {
+    /// The last committed changelog seq.
+    seq: watch::Sender<u64>,
+    /// Bumped when a batch changed users or tokens.
+    auth_epoch: Arc<AtomicU64>,
+    /// Woken when a batch added a timer.
+    timer_added: Arc<tokio::sync::Notify>,
+}
+
 /// Applies `jobs` in one transaction, publishes the committed seq and answers each. Returns
 /// the next free seq on commit.
 fn run_batch(
@@ -84,8 +100,7 @@ fn run_batch(
     now: i64,
     next_seq: u64,
     ids: &mut IdGen,
-    seq_tx: &watch::Sender<u64>,
-    auth_epoch: &AtomicU64,
+    signals: &Signals,
 ) -> StoreResult<u64> {
     let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
     let mut failure: Option<StoreError> = None;
@@ -97,6 +112,7 @@ fn run_batch(
         txn.set_durability(Durability::Immediate)?;
         let seq_after;
         let auth_changed;
+        let timer_changed;
         {
             let mut tx = Tx::open(&txn, now, next_seq, ids)?;
             let mut jobs = jobs.into_iter();
@@ -125,6 +141,7 @@ fn run_batch(
             drop(jobs);
             seq_after = tx.next_seq;
             auth_changed = tx.auth_changed;
+            timer_changed = tx.earliest_timer.is_some();
         }
         if let Some(e) = &failure {
             txn.abort()?;
@@ -135,7 +152,11 @@ fn run_batch(
         if auth_changed {
             // After the commit and before any reply: an authentication cached from an older
             // snapshot is then never used again (see `Service::authenticate`).
-            auth_epoch.fetch_add(1, Ordering::SeqCst);
+            signals.auth_epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        if timer_changed {
+            // The scheduler re-reads the earliest due time; a permit is kept if it is busy.
+            signals.timer_added.notify_one();
         }
         Ok(seq_after)
     })();
@@ -149,7 +170,7 @@ fn run_batch(
         Ok(seq_after) => {
             // Publish the new seq before answering, so a caller who got its reply sees it.
             if *seq_after != next_seq {
-                seq_tx.send_replace(seq_after - 1);
+                signals.seq.send_replace(seq_after - 1);
             }
             replies.into_iter().for_each(|r| r(None));
         }
@@ -199,8 +220,11 @@ mod tests {
             1_000,
             1,
             &mut ids,
-            &watch::channel(0).0,
-            &AtomicU64::new(0),
+            &Signals {
+                seq: watch::channel(0).0,
+                auth_epoch: Arc::new(AtomicU64::new(0)),
+                timer_added: Arc::new(tokio::sync::Notify::new()),
+            },
         )
     }
 

@@ -214,34 +214,85 @@ async fn a_reps_lead_is_theirs_and_they_cannot_hand_it_to_anyone() {
     assert_eq!(now["pool_id"], Value::Null);
 }
 
+/// The id of the pool every lead nobody can take lands in.
+async fn default_pool(app: &TestApp) -> String {
+    let pools = body(app.get("/v1/pools", &app.admin).await).await;
+    let pool = pools["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|p| p["name"] == "default")
+        .expect("the default pool always exists");
+    id_of(pool)
+}
+
 #[tokio::test]
-async fn a_rep_sees_pooled_unowned_leads_but_not_unpooled_ones() {
+async fn a_rep_sees_pooled_leads_but_not_another_reps() {
     let app = spawn_app().await;
+    let default = default_pool(&app).await;
+    // Nobody can take a lead yet: it waits in the default pool.
+    let waiting = app
+        .create_lead(&app.admin, json!({"email": "w@acme.com"}))
+        .await;
+    assert_eq!(waiting["owner_id"], Value::Null);
+    assert_eq!(waiting["pool_id"], default.as_str());
     let (_, rep) = app.rep("alice", None).await;
-    let pool = "01900000-0000-7000-8000-0000000000aa";
+    let (b_id, b) = app.rep("bob", None).await;
+    let res = app
+        .post("/v1/pools", &app.admin, &json!({"name": "expo"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let expo = id_of(&body(res).await);
+    // A lead put in a pool on purpose stays there, unowned, though reps are available.
     let pooled = app
-        .create_lead(&app.admin, json!({"email": "p@acme.com", "pool_id": pool}))
+        .create_lead(&app.admin, json!({"email": "p@acme.com", "pool_id": expo}))
         .await;
     assert_eq!(pooled["owner_id"], Value::Null);
-    let loose = app
-        .create_lead(&app.admin, json!({"email": "l@acme.com"}))
+    assert_eq!(pooled["pool_id"], expo.as_str());
+    // Bob's leads: one he captured, one the admin gave him.
+    let bobs = app.create_lead(&b, json!({"email": "b@acme.com"})).await;
+    let given = app
+        .create_lead(&app.admin, json!({"email": "g@acme.com", "owner_id": b_id}))
         .await;
-    assert_eq!(loose["owner_id"], Value::Null);
+    for l in [&bobs, &given] {
+        assert_eq!(l["owner_id"], b_id.as_str());
+        assert_eq!(l["pool_id"], Value::Null);
+    }
 
-    let (p, l) = (id_of(&pooled), id_of(&loose));
-    assert_eq!(
-        app.get(&format!("/v1/leads/{p}"), &rep).await.status(),
-        StatusCode::OK
+    let (w, p) = (id_of(&waiting), id_of(&pooled));
+    for id in [&w, &p] {
+        let res = app.get(&format!("/v1/leads/{id}"), &rep).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    for l in [&bobs, &given] {
+        let path = format!("/v1/leads/{}", id_of(l));
+        assert_problem(app.get(&path, &rep).await, StatusCode::NOT_FOUND).await;
+        assert_eq!(app.get(&path, &b).await.status(), StatusCode::OK);
+    }
+    let mut pooled_ids = vec![w.clone(), p.clone()];
+    pooled_ids.sort();
+    let mut seen = listed(&app, &rep, "").await;
+    seen.sort();
+    assert_eq!(seen, pooled_ids);
+    let mut unowned = listed(&app, &rep, "?owner_id=none").await;
+    unowned.sort();
+    assert_eq!(unowned, pooled_ids);
+    assert!(
+        listed(&app, &rep, &format!("?owner_id={b_id}"))
+            .await
+            .is_empty()
     );
-    assert_problem(
-        app.get(&format!("/v1/leads/{l}"), &rep).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_eq!(listed(&app, &rep, "").await, vec![p.clone()]);
-    assert_eq!(listed(&app, &rep, "?owner_id=none").await, vec![p.clone()]);
+    assert_eq!(
+        listed(&app, &rep, &format!("?pool_id={expo}")).await,
+        vec![p.clone()]
+    );
+    let in_default = body(app.get(&format!("/v1/pools/{default}/leads"), &rep).await).await;
+    assert_eq!(item_ids(&in_default), vec![w.clone()]);
     let feed = change_ids(&app, &rep).await;
-    assert!(feed.contains(&p) && !feed.contains(&l), "{feed:?}");
+    assert!(feed.contains(&p), "{feed:?}");
+    for l in [&bobs, &given] {
+        assert!(!feed.contains(&id_of(l)), "{feed:?}");
+    }
 }
 
 #[tokio::test]
@@ -299,14 +350,25 @@ async fn a_manager_sees_and_reassigns_within_the_team_only() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["kind"] == "assigned")
+        .find(|i| i["kind"] == "assigned" && i["data"]["how"] == "assign")
         .expect("an assigned event")
         .clone();
+    assert_eq!(assigned["actor_id"], m_id.as_str());
     assert_eq!(assigned["data"]["from"], e1_id.as_str());
-    assert_eq!(assigned["data"]["to"], e2_id.as_str());
-    // e1 no longer sees it, e2 does.
+    assert_eq!(assigned["data"]["owner_id"], e2_id.as_str());
+    assert_eq!(assigned["data"]["how"], "assign");
+    // e1 no longer sees it, e2 does, and hears about it.
     assert_problem(app.get(&path, &e1).await, StatusCode::NOT_FOUND).await;
     assert_eq!(app.get(&path, &e2).await.status(), StatusCode::OK);
+    let notes = body(app.get("/v1/notifications", &e2).await).await;
+    assert!(
+        notes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["kind"] == "lead.assigned" && n["lead_id"] == l1.as_str()),
+        "{notes}"
+    );
 
     // Outside the team: 403, and nothing moved.
     let res = app.patch(&path, &m, &json!({"owner_id": w_id})).await;
@@ -355,7 +417,7 @@ async fn a_manager_sees_and_reassigns_within_the_team_only() {
 #[tokio::test]
 async fn creating_a_lead_with_another_reps_email_is_a_conflict_that_leaks_nothing() {
     let app = spawn_app().await;
-    let (_, a) = app.rep("alice", None).await;
+    let (a_id, a) = app.rep("alice", None).await;
     let (_, b) = app.rep("bob", None).await;
     let lead = app
         .create_lead(
@@ -403,7 +465,11 @@ async fn creating_a_lead_with_another_reps_email_is_a_conflict_that_leaks_nothin
         .iter()
         .map(|i| i["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, vec!["capture", "created"]);
+    assert_eq!(kinds, vec!["assigned", "capture", "created"]);
+    assert_fields(
+        &tl["items"][0],
+        json!({"data.owner_id": a_id, "data.from": null, "data.how": "create"}),
+    );
     assert!(listed(&app, &b, "").await.is_empty());
     assert_eq!(listed(&app, &app.admin, "").await, vec![id]);
 }

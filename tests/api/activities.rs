@@ -145,7 +145,15 @@ async fn activity_by_email_creates_the_lead_once_then_attaches() {
         .iter()
         .map(|i| str_of(i, "kind"))
         .collect();
-    assert_eq!(kinds, vec!["email_open", "form_submit", "created"]);
+    // the lead made for the first activity became the rep's in the same write
+    assert_eq!(
+        kinds,
+        vec!["email_open", "assigned", "form_submit", "created"]
+    );
+    assert_fields(
+        &tl["items"][1],
+        json!({"data.owner_id": rep_id, "data.from": null, "data.how": "create"}),
+    );
 }
 
 #[tokio::test]
@@ -244,7 +252,7 @@ async fn activities_list_newest_first_a_page_at_a_time() {
 #[tokio::test]
 async fn timeline_mixes_activities_and_events_newest_first() {
     let app = spawn_app().await;
-    let (_, rep) = app.rep("r", None).await;
+    let (rep_id, rep) = app.rep("r", None).await;
     let l = app
         .create_lead(&rep, json!({"email": "t@acme.com", "name": "T"}))
         .await;
@@ -312,17 +320,22 @@ async fn timeline_mixes_activities_and_events_newest_first() {
     // the new title scored in the same write, before the update was recorded
     assert_eq!(seen[5], ("event", "scored"));
     assert_eq!(seen[6], ("activity", "page_view"));
-    assert_eq!(seen[7], ("activity", "capture"));
-    assert_eq!(seen[8], ("event", "created"));
-    assert_eq!(seen.len(), 9);
+    // the capture made the rep the owner in the same write, right after the lead and its capture
+    assert_eq!(seen[7], ("event", "assigned"));
+    assert_eq!(seen[8], ("activity", "capture"));
+    assert_eq!(seen[9], ("event", "created"));
+    assert_eq!(seen.len(), 10);
     let ats: Vec<&str> = items.iter().map(|i| str_of(i, "at")).collect();
     let mut sorted = ats.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(ats, sorted, "newest first");
     assert_eq!(items[2]["data"]["reason"], "email");
     assert_eq!(items[2]["data"]["filled"], json!(["company"]));
-    assert_eq!(items[8]["id"], id);
-    assert_eq!(items[8]["at"], l["created_at"]);
+    assert_eq!(items[7]["data"]["owner_id"], rep_id.as_str());
+    assert_eq!(items[7]["data"]["how"], "create");
+    assert_eq!(items[7]["at"], l["created_at"]);
+    assert_eq!(items[9]["id"], id);
+    assert_eq!(items[9]["at"], l["created_at"]);
     assert_eq!(items[0]["text"], "last");
 
     // pages of two, joined, are the whole timeline
@@ -339,14 +352,28 @@ async fn timeline_mixes_activities_and_events_newest_first() {
     assert_eq!(&joined, items);
 }
 
+/// The `touched` events on a lead's timeline, newest first.
+async fn touches(app: &TestApp, token: &str, id: &str) -> Vec<Value> {
+    let res = app.get(&format!("/v1/leads/{id}/timeline"), token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    body(res).await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "touched")
+        .cloned()
+        .collect()
+}
+
 #[tokio::test]
 async fn a_call_by_the_owner_is_the_first_touch() {
     let app = spawn_app().await;
-    let (_, rep) = app.rep("r", None).await;
+    let (rep_id, rep) = app.rep("r", None).await;
     let l = app.create_lead(&rep, json!({"email": "c@acme.com"})).await;
     let id = str_of(&l, "id");
     assert_eq!(l["first_touch_at"], Value::Null);
     assert_eq!(l["last_activity_at"], Value::Null);
+    assert_eq!(l["status"], "new");
     let path = format!("/v1/leads/{id}/activities");
 
     // not a touch: someone else's call, or the owner's note
@@ -366,9 +393,13 @@ async fn a_call_by_the_owner_is_the_first_touch() {
     .await;
     let now = lead(&app, &rep, id).await;
     assert_eq!(now["first_touch_at"], Value::Null);
+    assert_eq!(now["status"], "new");
     assert_eq!(now["last_activity_at"], "2026-02-01T09:30:00.000Z");
     assert_eq!(now["version"], 3);
+    assert!(touches(&app, &rep, id).await.is_empty());
 
+    // The owner's call is the first touch, timed by the server when it is recorded (a
+    // back-dated occurred_at does not make the lead look worked earlier than it was).
     record(
         &app,
         &rep,
@@ -377,10 +408,25 @@ async fn a_call_by_the_owner_is_the_first_touch() {
     )
     .await;
     let now = lead(&app, &rep, id).await;
-    assert_eq!(now["first_touch_at"], "2026-02-01T10:00:00.000Z");
+    let first = now["first_touch_at"].clone();
+    assert!(first.is_string(), "{now}");
+    assert_eq!(
+        first, now["updated_at"],
+        "set by the write that recorded the call"
+    );
+    assert!(first.as_str() >= l["created_at"].as_str());
+    assert_eq!(now["status"], "attempting");
     assert_eq!(now["last_activity_at"], "2026-02-01T10:00:00.000Z");
+    let t = touches(&app, &rep, id).await;
+    assert_eq!(t.len(), 1);
+    assert_fields(
+        &t[0],
+        json!({"actor_id": rep_id, "at": first, "data.kind": "call", "data.first": true}),
+    );
+    let sla = body(app.get(&format!("/v1/leads/{id}/sla"), &rep).await).await;
+    assert_eq!(sla["first_touch_at"], first);
 
-    // a later call is a follow-up, not the first touch
+    // a later meeting is a follow-up, not the first touch
     record(
         &app,
         &rep,
@@ -389,8 +435,12 @@ async fn a_call_by_the_owner_is_the_first_touch() {
     )
     .await;
     let now = lead(&app, &rep, id).await;
-    assert_eq!(now["first_touch_at"], "2026-02-01T10:00:00.000Z");
+    assert_eq!(now["first_touch_at"], first);
+    assert_eq!(now["status"], "attempting");
     assert_eq!(now["last_activity_at"], "2026-02-02T10:00:00.000Z");
+    let t = touches(&app, &rep, id).await;
+    assert_eq!(t.len(), 2);
+    assert_fields(&t[0], json!({"data.kind": "meeting", "data.first": false}));
     // an older activity does not move last_activity_at back
     record(
         &app,

@@ -781,6 +781,8 @@ async fn the_channel_comes_from_utm_and_referrer_by_a_table_the_config_can_repla
 #[tokio::test]
 async fn likely_duplicates_are_listed_and_merged_with_a_pointer_left_behind() {
     let app = spawn_app().await;
+    // The only rep who can take leads gets all of them; another rep sees none.
+    let (o_id, owner) = app.rep("o", None).await;
     let a = app.create_lead(&app.admin, json!({"name": "Li Lei", "company": "Acme Ltd", "email": "lilei@acme.com", "title": "CTO"})).await;
     let b = app
         .create_lead(
@@ -848,6 +850,15 @@ async fn likely_duplicates_are_listed_and_merged_with_a_pointer_left_behind() {
         2,
         "a personal address is no company domain: {groups:?}"
     );
+    for l in [&a, &b, &c] {
+        assert_eq!(l["owner_id"], o_id.as_str());
+    }
+    let d = expect_json(
+        app.get("/v1/leads/duplicates", &owner).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(d["items"].as_array().unwrap().len(), 2, "{d}");
     let (_, rep) = app.rep("r", None).await;
     let d = expect_json(app.get("/v1/leads/duplicates", &rep).await, StatusCode::OK).await;
     assert_eq!(d["items"], json!([]));

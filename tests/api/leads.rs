@@ -49,6 +49,24 @@ async fn json_of(res: Response) -> Value {
     res.json().await.expect("json body")
 }
 
+/// The id of the `default` pool, where a lead nobody can take waits.
+async fn default_pool_id(app: &TestApp) -> String {
+    let pools = expect_json(app.get("/v1/pools", &app.admin).await, StatusCode::OK).await;
+    page_items(&pools)
+        .iter()
+        .find(|p| p["name"] == "default")
+        .map(id_of)
+        .expect("the default pool always exists")
+}
+
+/// Creates a pool named `name` as admin and returns its id.
+async fn create_pool(app: &TestApp, name: &str) -> String {
+    let res = app
+        .post("/v1/pools", &app.admin, &json!({ "name": name }))
+        .await;
+    id_of(&expect_json(res, StatusCode::CREATED).await)
+}
+
 /// Creates a lead as admin, asserting 201.
 async fn create(app: &TestApp, body: Value) -> Value {
     app.create_lead(&app.admin, body).await
@@ -533,6 +551,7 @@ async fn unsupported_methods_are_405() {
 #[tokio::test]
 async fn create_returns_201_with_location_etag_and_normalized_lead() {
     let app = spawn_app().await;
+    let default_pool = default_pool_id(&app).await;
     let res = capture(
         &app,
         &json!({
@@ -572,8 +591,9 @@ async fn create_returns_201_with_location_etag_and_normalized_lead() {
             "utm.medium": null,
             "stage": "lead",
             "status": "new",
+            // no rep can take it, so it waits in the default pool
             "owner_id": null,
-            "pool_id": null,
+            "pool_id": default_pool,
             // the built-in scoring table: +10 for paid search
             "score.total": 10,
             "flags.do_not_contact": true,
@@ -1153,16 +1173,22 @@ async fn batch_item_errors_name_the_item_whoever_finds_them() {
 
 // ----- GET /v1/leads: filters -----
 
-/// Four leads that differ in every filterable field, created in order a, b, c, d.
+/// Four leads that differ in every filterable field, created in order a, b, c, d: `a` is the
+/// rep's, `b` is in the `expo` pool, and `c` and `d` wait in the default pool (the rep takes
+/// no routed leads).
 struct Fixture {
     rep: String,
     pool: String,
+    default_pool: String,
     campaign: String,
 }
 
 async fn filter_fixture(app: &TestApp) -> Fixture {
-    let (rep, _) = app.rep("li", None).await;
-    let pool = Uuid::now_v7().to_string();
+    let (rep, _) = app
+        .create_user(json!({"name": "li", "role": "rep", "capacity": 0}))
+        .await;
+    let pool = create_pool(app, "expo").await;
+    let default_pool = default_pool_id(app).await;
     let campaign = Uuid::now_v7().to_string();
     for lead in [
         json!({"name": "a", "stage": "mql", "status": "attempting", "owner_id": rep,
@@ -1178,6 +1204,7 @@ async fn filter_fixture(app: &TestApp) -> Fixture {
     Fixture {
         rep,
         pool,
+        default_pool,
         campaign,
     }
 }
@@ -1243,6 +1270,11 @@ async fn list_filters_by_owner_pool_campaign_source_channel_and_tag() {
             (&[("owner_id", "none"), ("stage", "sql")], &["c"]),
             (&[("owner_id", other.as_str())], &[]),
             (&[("pool_id", f.pool.as_str())], &["b"]),
+            (&[("pool_id", f.default_pool.as_str())], &["c", "d"]),
+            (
+                &[("pool_id", f.default_pool.as_str()), ("stage", "sql")],
+                &["c"],
+            ),
             (&[("campaign_id", f.campaign.as_str())], &["a"]),
             (&[("source", "web")], &["a", "c"]),
             (&[("source", "WEB")], &["a", "c"]),
@@ -1478,13 +1510,14 @@ async fn cursor_paging_respects_filters() {
 async fn cursor_paging_as_a_rep_walks_own_and_pool_leads_once() {
     let app = spawn_app().await;
     let (rep_id, rep) = app.rep("wang", None).await;
-    let pool = Uuid::now_v7().to_string();
+    let (other_id, _) = app.rep("zhao", None).await;
+    let pool = create_pool(&app, "expo").await;
     let mut visible = HashSet::new();
     for i in 0..24 {
         let body = match i % 3 {
             0 => json!({"name": format!("own{i}"), "owner_id": rep_id}),
             1 => json!({"name": format!("pool{i}"), "pool_id": pool}),
-            _ => json!({"name": format!("hidden{i}")}),
+            _ => json!({"name": format!("hidden{i}"), "owner_id": other_id}),
         };
         let id = create_id(&app, body).await;
         if i % 3 != 2 {
@@ -1629,7 +1662,14 @@ async fn patch_null_clears_whole_objects_and_lists() {
     let lead = create(
         &app,
         json!({"name": "N", "tags": ["a"], "fields": {"a": 1}, "utm": {"source": "s"},
-               "company_size": 50, "next_follow_up_at": "2030-01-01T00:00:00Z"}),
+               "company_size": 50}),
+    )
+    .await;
+    // Set by a patch: placing a new lead (routing, pooling) sets its follow-up time itself.
+    let lead = patch_ok(
+        &app,
+        &id_of(&lead),
+        json!({"next_follow_up_at": "2030-01-01T00:00:00Z"}),
     )
     .await;
     assert_eq!(lead["next_follow_up_at"], "2030-01-01T00:00:00.000Z");

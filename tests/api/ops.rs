@@ -32,6 +32,24 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/auth/login", "post"),
     ("/v1/auth/logout", "post"),
     ("/v1/changes", "get"),
+    ("/v1/pools", "get"),
+    ("/v1/pools", "post"),
+    ("/v1/pools/{id}/leads", "get"),
+    ("/v1/leads/{id}/assign", "post"),
+    ("/v1/leads/{id}/claim", "post"),
+    ("/v1/leads/{id}/release", "post"),
+    ("/v1/leads/{id}/touch", "post"),
+    ("/v1/leads/{id}/sla", "get"),
+    ("/v1/notifications", "get"),
+    ("/v1/notifications/{id}/read", "post"),
+    ("/v1/admin/clock", "get"),
+    ("/v1/admin/clock", "post"),
+    ("/v1/tasks", "get"),
+    ("/v1/tasks", "post"),
+    ("/v1/tasks/{id}", "get"),
+    ("/v1/tasks/{id}", "patch"),
+    ("/v1/tasks/{id}", "delete"),
+    ("/v1/reports/speed-to-lead", "get"),
     ("/healthz", "get"),
     ("/readyz", "get"),
 ];
@@ -91,6 +109,26 @@ async fn openapi_is_3_1_and_lists_every_route() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
 
+/// A well-formed body for an operation that takes one (`{}` where any will do), so the probe
+/// reaches the handler rather than stopping at validation.
+fn probe_body(method: &Method, path: &str) -> Value {
+    match (method.as_str(), path) {
+        ("POST", "/v1/pools") => json!({"name": "probe"}),
+        ("POST", "/v1/leads/{id}/assign") => {
+            json!({"pool_id": "01900000-0000-7000-8000-000000000000"})
+        }
+        ("POST", "/v1/leads/{id}/release") => json!({"reason": "probe"}),
+        ("POST", "/v1/admin/clock") => json!({"advance_seconds": 60}),
+        ("POST", "/v1/tasks") => json!({"title": "probe"}),
+        ("PATCH", "/v1/tasks/{id}") => json!({"done": true}),
+        _ => json!({}),
+    }
+}
+
+/// Operations that exist only on a server started with `--test-clock`: elsewhere they answer
+/// 404, as if they were not there.
+const TEST_CLOCK_ONLY: &[&str] = &["/v1/admin/clock"];
+
 /// The other direction: each documented operation is really routed (not 404 "route", not 405).
 #[tokio::test]
 async fn every_documented_operation_is_served() {
@@ -124,13 +162,15 @@ async fn every_documented_operation_is_served() {
             };
             let mut req = app.req(m.clone(), &url, token);
             if m != Method::GET && m != Method::DELETE {
-                req = req.json(&json!({}));
+                req = req.json(&probe_body(&m, path));
             }
             let res = req.send().await.unwrap();
             let status = res.status();
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
             assert!(!status.is_server_error(), "{m} {path} → {status}");
-            if status == StatusCode::NOT_FOUND {
+            if TEST_CLOCK_ONLY.contains(&path.as_str()) {
+                assert_problem(res, StatusCode::NOT_FOUND).await;
+            } else if status == StatusCode::NOT_FOUND {
                 let p = body(res).await;
                 assert_ne!(p["detail"], "route not found", "{m} {path} is not routed");
             }
@@ -200,6 +240,9 @@ async fn changes_are_seq_ordered_and_page_without_gaps() {
         .as_str()
         .unwrap()
         .to_owned();
+    let pools = body(app.get("/v1/pools", &app.admin).await).await;
+    assert_eq!(pools["items"][0]["name"], "default");
+    let default_pool = pools["items"][0]["id"].as_str().unwrap().to_owned();
     let mut ids = Vec::new();
     for n in 0..3 {
         let l = app
@@ -234,8 +277,11 @@ async fn changes_are_seq_ordered_and_page_without_gaps() {
     let all = body(res).await;
     let got = changes_of(&all);
     let s = |v: &str| v.to_owned();
+    // With no rep to route them to, the leads wait in the default pool: no notifications.
     let want: Vec<(String, String, String)> = vec![
         (s("user"), s("create"), admin_id.clone()),
+        // made on the first start, so it is listed before any lead needs it
+        (s("pool"), s("create"), default_pool.clone()),
         (s("lead"), s("create"), ids[0].clone()),
         (s("lead"), s("create"), ids[1].clone()),
         (s("lead"), s("create"), ids[2].clone()),
@@ -258,8 +304,8 @@ async fn changes_are_seq_ordered_and_page_without_gaps() {
         want
     );
     let seqs: Vec<u64> = got.iter().map(|c| c.0).collect();
-    assert_eq!(seqs, (1..=11).collect::<Vec<u64>>(), "consecutive seqs");
-    assert_eq!(all["next"], 11);
+    assert_eq!(seqs, (1..=12).collect::<Vec<u64>>(), "consecutive seqs");
+    assert_eq!(all["next"], 12);
     for item in all["items"].as_array().unwrap() {
         let at = item["at"].as_str().unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{at}");
@@ -294,16 +340,20 @@ async fn changes_are_seq_ordered_and_page_without_gaps() {
     // a later change shows up after the last `next`
     app.create_lead(&app.admin, json!({"email": "late@acme.com"}))
         .await;
-    let page = body(app.get("/v1/changes?since=11", &app.admin).await).await;
+    let page = body(app.get("/v1/changes?since=12", &app.admin).await).await;
     let items = changes_of(&page);
     assert_eq!(items.len(), 2);
-    assert_eq!(items[0].0, 12);
-    assert_eq!(page["next"], 13);
+    assert_eq!(items[0].0, 13);
+    assert_eq!(page["next"], 14);
 
     // a rep's feed skips what they may not see but still moves `next` past it
     let (rep_id, rep) = app.rep("r", None).await;
+    let (other_id, other) = app.rep("o", None).await;
     let mine = app
         .create_lead(&rep, json!({"email": "mine@acme.com"}))
+        .await;
+    let theirs = app
+        .create_lead(&other, json!({"email": "theirs@acme.com"}))
         .await;
     let page = body(app.get("/v1/changes?since=0", &rep).await).await;
     let items = changes_of(&page);
@@ -311,15 +361,32 @@ async fn changes_are_seq_ordered_and_page_without_gaps() {
         .iter()
         .map(|(_, e, _, i)| (e.clone(), i.clone()))
         .collect();
-    assert_eq!(
-        seen[..2],
-        [
-            (s("user"), rep_id.clone()),
-            (s("lead"), mine["id"].as_str().unwrap().to_owned())
-        ]
+    assert!(
+        seen.contains(&(s("pool"), default_pool.clone())),
+        "{seen:?}"
     );
-    assert_eq!(seen[2].0, "activity", "the capture of the rep's lead");
-    assert_eq!(seen.len(), 3);
+    for hidden in [
+        (s("user"), admin_id.clone()),
+        (s("user"), other_id.clone()),
+        (s("lead"), theirs["id"].as_str().unwrap().to_owned()),
+    ] {
+        assert!(!seen.contains(&hidden), "{hidden:?} in {seen:?}");
+    }
+    // from the rep's own creation on: only the rep and their lead with its capture
+    let start = seen
+        .iter()
+        .position(|c| *c == (s("user"), rep_id.clone()))
+        .expect("the rep's own user row");
+    assert_eq!(
+        seen[start + 1],
+        (s("lead"), mine["id"].as_str().unwrap().to_owned())
+    );
+    assert_eq!(
+        seen[start + 2].0,
+        "activity",
+        "the capture of the rep's lead"
+    );
+    assert_eq!(seen.len(), start + 3, "{seen:?}");
     let admin_page = body(app.get("/v1/changes?since=0&limit=500", &app.admin).await).await;
     assert_eq!(page["next"], admin_page["next"]);
 }
@@ -351,8 +418,13 @@ async fn bad_change_parameters_are_422() {
 async fn every_client_error_is_problem_json() {
     let app = spawn_app_with(|c| c.http.max_body_bytes = 4096).await;
     let (_, rep) = app.rep("r", None).await;
+    let (other, _) = app.rep("o", None).await;
+    // another rep's lead, which `rep` may not see
     let lead = app
-        .create_lead(&app.admin, json!({"email": "e@acme.com"}))
+        .create_lead(
+            &app.admin,
+            json!({"email": "e@acme.com", "owner_id": other}),
+        )
         .await;
     let lead_path = format!("/v1/leads/{}", lead["id"].as_str().unwrap());
     let big = json!({"email": "big@acme.com", "company": "x".repeat(8000)}).to_string();

@@ -299,14 +299,34 @@ async fn exports_stream_with_filters_and_re_import_cleanly() {
     b.sort_by_key(|t| t.0.to_string());
     assert_eq!(a, b);
 
+    // Imported with no rep to take them, all five wait in the default pool, where every rep
+    // sees them; one handed to another rep drops out of this rep's export.
+    let (other_rep, _) = app.rep("o", None).await;
     let (_, rep) = app.rep("r", None).await;
+    let wang = by_email(&all_leads(&app, &app.admin).await, "wang@example-corp.cn")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .post(
+            &format!("/v1/leads/{wang}/assign"),
+            &app.admin,
+            &json!({ "owner_id": other_rep }),
+        )
+        .await;
+    assert_eq!(
+        expect_json(res, StatusCode::OK).await["owner_id"],
+        other_rep
+    );
     let mine = app
         .get("/v1/leads/export", &rep)
         .await
         .text()
         .await
         .unwrap();
-    assert_eq!(mine.lines().count(), 1, "a rep exports only what they see");
+    assert_eq!(mine.lines().count(), 5, "a rep exports only what they see");
+    assert!(!mine.contains("wang@example-corp.cn"), "{mine}");
+    assert!(mine.contains("lilei@acme.com"), "{mine}");
     assert_invalid(
         app.get("/v1/leads/export?format=xml", &app.admin).await,
         "format",
