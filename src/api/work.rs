@@ -239,6 +239,14 @@ impl From<&Timer> for TimerView {
     }
 }
 
+/// One step of a late first touch.
+#[derive(Serialize, ToSchema)]
+pub struct SlaStepView {
+    pub step: SlaStep,
+    pub due_at: String,
+    pub taken: bool,
+}
+
 /// A lead's SLA clock.
 #[derive(Serialize, ToSchema)]
 pub struct SlaClockView {
@@ -249,6 +257,8 @@ pub struct SlaClockView {
     pub first_touch_at: Option<String>,
     pub follow_up_due: Option<String>,
     pub steps_taken: Vec<SlaStep>,
+    /// What happens if the first touch stays late, and when, under this owner.
+    pub steps: Vec<SlaStepView>,
     /// Pending timers of this lead, soonest first.
     pub timers: Vec<TimerView>,
 }
@@ -273,6 +283,15 @@ async fn lead_sla(
         first_touch_at: opt_rfc3339(s.and_then(|s| s.first_touch_at)),
         follow_up_due: opt_rfc3339(s.and_then(|s| s.follow_up_due)),
         steps_taken: s.map(|s| s.steps_taken.clone()).unwrap_or_default(),
+        steps: v
+            .steps
+            .iter()
+            .map(|&(step, at)| SlaStepView {
+                step,
+                due_at: to_rfc3339(at),
+                taken: s.is_some_and(|s| s.steps_taken.contains(&step)),
+            })
+            .collect(),
         timers: v.timers.iter().map(TimerView::from).collect(),
     }))
 }

@@ -254,21 +254,23 @@ pub enum Decision {
 /// an owner keeps them unless it is strategic.
 pub fn default_route(lead: &Lead, roster: &mut Roster, trigger: RouteTrigger) -> Decision {
     let all = roster.available();
-    if lead.score.total >= STRATEGIC_SCORE {
-        if trigger == RouteTrigger::Sql
-            && lead
-                .owner_id
-                .and_then(|o| roster.rep(o))
-                .is_some_and(|r| r.senior && r.active)
-        {
+    let seniors = roster.seniors(&all);
+    // At the SQL hand-off an active owner keeps the lead, unless it is strategic and a senior
+    // other than them can take it. An inactive owner's lead is routed afresh.
+    if trigger == RouteTrigger::Sql
+        && let Some(owner) = lead
+            .owner_id
+            .filter(|o| roster.rep(*o).is_some_and(|r| r.active))
+    {
+        let strategic = lead.score.total >= STRATEGIC_SCORE;
+        if !strategic || seniors.is_empty() || seniors.contains(&owner) {
             return Decision::Keep;
         }
-        if let Some(id) = roster.least_loaded(&roster.seniors(&all)) {
-            return Decision::Owner(id);
-        }
     }
-    if trigger == RouteTrigger::Sql && lead.owner_id.is_some() {
-        return Decision::Keep;
+    if lead.score.total >= STRATEGIC_SCORE
+        && let Some(id) = roster.least_loaded(&seniors)
+    {
+        return Decision::Owner(id);
     }
     let local = roster.product_line(&roster.territory(&all, lead), lead);
     if let Some(id) = roster.least_loaded(&local) {
@@ -417,6 +419,25 @@ mod tests {
             Decision::Keep
         );
         owned.score.total = 85;
+        let mut r = Roster::new(reps.clone(), BTreeMap::new(), None);
+        assert_eq!(
+            default_route(&owned, &mut r, RouteTrigger::Sql),
+            Decision::Owner(Uuid::from_u128(1))
+        );
+        // A senior owner keeps a strategic lead.
+        owned.owner_id = Some(Uuid::from_u128(1));
+        let mut r = Roster::new(reps.clone(), BTreeMap::new(), None);
+        assert_eq!(
+            default_route(&owned, &mut r, RouteTrigger::Sql),
+            Decision::Keep
+        );
+        // An owner who left does not: the lead is routed as if new.
+        let mut gone = rep(3);
+        gone.active = false;
+        let mut reps = reps;
+        reps.push(gone);
+        owned.owner_id = Some(Uuid::from_u128(3));
+        owned.score.total = 65;
         let mut r = Roster::new(reps, BTreeMap::new(), None);
         assert_eq!(
             default_route(&owned, &mut r, RouteTrigger::Sql),

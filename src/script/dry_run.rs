@@ -86,10 +86,12 @@ impl Plugins {
             }
             Hook::Sla => {
                 let obj = LeadObj(Arc::new(lead.clone()));
-                self.raw(&mut out, &loaded, hook, (obj,), now, |_| Ok(()));
+                self.raw(&mut out, &loaded, hook, (obj,), now, |d| {
+                    super::routing::sla_policy(d.clone()).map(|_| ())
+                });
             }
             Hook::Route => {
-                let (roster, trigger, pools) = match route_args(&args) {
+                let (roster, trigger, pools) = match route_args(&args, lead.owner_id) {
                     Ok(a) => a,
                     Err(m) => {
                         out.error = Some(HookFailure {
@@ -189,6 +191,7 @@ fn yes() -> bool {
 /// (`capture`, `sql`, `reclaim`), then pool names (the default pool is always there).
 fn route_args(
     args: &[serde_json::Value],
+    owner: Option<uuid::Uuid>,
 ) -> Result<
     (
         crate::domain::routing::Roster,
@@ -231,7 +234,11 @@ fn route_args(
             manager_id: None,
         })
         .collect();
-    Ok((Roster::new(reps, BTreeMap::new(), None), trigger, pools))
+    // As on the server: a reclaimed lead never goes back to the rep it was taken from.
+    let excluded = (trigger == RouteTrigger::Reclaim)
+        .then_some(owner)
+        .flatten();
+    Ok((Roster::new(reps, BTreeMap::new(), excluded), trigger, pools))
 }
 
 /// Activity to score a made-up lead with.

@@ -218,9 +218,15 @@ impl Plugins {
         &self,
         team: Option<&str>,
     ) -> Option<&crate::domain::hours::BusinessHours> {
+        // Team names match as `reps.team(..)` matches them: ignoring case.
         let hours = &self.inner.settings.business_hours;
-        team.and_then(|t| hours.get(t))
-            .or_else(|| hours.get("default"))
+        let named = |name: &str| {
+            hours
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name.trim()))
+                .map(|(_, h)| h)
+        };
+        team.and_then(named).or_else(|| named("default"))
     }
 
     /// The scripts in force now. Hold the result for one decision, not longer: a reload

@@ -460,4 +460,38 @@ mod routing {
             }
         }
     }
+
+    #[test]
+    fn at_the_sql_hand_off_the_shipped_script_and_the_built_in_rule_agree() {
+        let p = shipped();
+        // 1 is the senior, 3 is not, 6 has left; seniors free or not.
+        let mut gone = rep(6, |r| r.territories = vec!["CN-31".into()]);
+        gone.active = false;
+        let with_gone = |mut reps: Vec<Rep>| {
+            reps.push(gone.clone());
+            reps
+        };
+        let no_senior: Vec<Rep> = floor().into_iter().filter(|r| !r.senior).collect();
+        for reps in [with_gone(floor()), with_gone(no_senior)] {
+            for owner in [None, Some(id(1)), Some(id(3)), Some(id(6))] {
+                for score in [65, 79, 80, 95] {
+                    let mut l = scored(Some("CN-31"), Some("B"), score);
+                    l.owner_id = owner;
+                    let pools = vec!["default".to_owned()];
+                    let roster = || Roster::new(reps.clone(), BTreeMap::new(), None);
+                    let script = p
+                        .route(&p.current(), &l, roster(), &pools, RouteTrigger::Sql, NOW)
+                        .decision;
+                    let built_in = default_route(&l, &mut roster(), RouteTrigger::Sql);
+                    assert_eq!(script, built_in, "{owner:?} {score} {}", reps.len());
+                    if owner == Some(id(6)) {
+                        assert!(
+                            !matches!(built_in, Decision::Keep),
+                            "an owner who left does not keep the lead"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -6,7 +6,8 @@ use super::leads::{check_owner_exists, check_owner_right};
 use super::work::{default_pool, give, managers_of, notify, place, to_pool, touch, write_lead};
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::lead::Lead;
-use crate::domain::sla::SlaState;
+use crate::domain::sla::{SlaState, SlaStep};
+use crate::domain::time::Millis;
 use crate::domain::user::{Principal, Role};
 use crate::domain::work::{Notification, Pool, PoolInput, Timer};
 use crate::store::{Entity, Op, StoreError, Tx};
@@ -26,6 +27,9 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct SlaView {
     pub state: Option<SlaState>,
+    /// The policy's late-first-touch steps under this owner and when each falls due (each
+    /// step's timer is added when the one before it fires).
+    pub steps: Vec<(SlaStep, Millis)>,
     pub timers: Vec<Timer>,
 }
 
@@ -265,10 +269,22 @@ impl Service {
     pub fn lead_sla(&self, p: &Principal, id: Uuid) -> ServiceResult<SlaView> {
         let snap = self.store.read()?;
         match snap.lead(id)? {
-            Some(l) if p.can_see_lead(&l) => Ok(SlaView {
-                state: snap.sla_state(id)?,
-                timers: snap.timers_of(id)?,
-            }),
+            Some(l) if p.can_see_lead(&l) => {
+                let state = snap.sla_state(id)?;
+                let steps = match &state {
+                    Some(s) => {
+                        let team = snap.user(s.owner_id)?.and_then(|u| u.team);
+                        let hours = self.plugins.business_hours(team.as_deref());
+                        s.policy.steps(s.assigned_at, hours)
+                    }
+                    None => Vec::new(),
+                };
+                Ok(SlaView {
+                    state,
+                    steps,
+                    timers: snap.timers_of(id)?,
+                })
+            }
             _ => Err(ServiceError::NotFound("lead")),
         }
     }

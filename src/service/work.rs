@@ -208,13 +208,18 @@ pub(crate) fn start_sla(tx: &mut Tx<'_>, plugins: &Plugins, lead: &mut Lead, own
     let previous = tx.sla_state(lead.id)?;
     let loaded = plugins.current();
     let Some(policy) = plugins.sla(&loaded, lead, tx.now) else {
+        // No SLA under this owner: the last owner's clock must not run on for them.
+        if previous.is_some() {
+            tx.remove_sla_state(lead.id)?;
+        }
         lead.next_follow_up_at = None;
         return Ok(());
     };
     let team = tx.user(owner)?.and_then(|u| u.team);
     let hours = plugins.business_hours(team.as_deref());
     let due = policy.first_touch_due(tx.now, hours);
-    for (step, at) in policy.steps(tx.now, hours) {
+    // One timer at a time: each step schedules the next when it fires, in its transaction.
+    if let Some(&(step, at)) = policy.steps(tx.now, hours).first() {
         tx.add_timer(TimerKind::Sla(step), at, lead.id)?;
     }
     let state = SlaState {
@@ -401,11 +406,20 @@ fn sla_step(tx: &mut Tx<'_>, plugins: &Plugins, lead_id: Uuid, step: SlaStep) ->
     }
     state.steps_taken.push(step);
     tx.put_sla_state(lead_id, &state)?;
+    if step != SlaStep::Reclaim {
+        schedule_next_step(tx, plugins, lead_id, &state, owner)?;
+    }
     let data = json!({"step": step.as_str(), "owner_id": owner, "due": state.first_touch_due});
     let mut lead = before.clone();
     match step {
         SlaStep::Remind => {
-            tx.event(lead_id, "sla_breach", None, data.clone())?;
+            // A policy may remind before the deadline; only a late one is a breach.
+            let kind = if tx.now >= state.first_touch_due {
+                "sla_breach"
+            } else {
+                "sla_reminder"
+            };
+            tx.event(lead_id, kind, None, data.clone())?;
             notify(tx, "sla.reminder", owner, Some(lead_id), None, data)?;
         }
         SlaStep::Escalate => {
@@ -446,6 +460,27 @@ fn sla_step(tx: &mut Tx<'_>, plugins: &Plugins, lead_id: Uuid, step: SlaStep) ->
         }
     }
     write_lead(tx, &before, &mut lead)?;
+    Ok(())
+}
+
+/// Adds the timer of the first step of `state`'s policy not yet taken, if any.
+fn schedule_next_step(
+    tx: &mut Tx<'_>,
+    plugins: &Plugins,
+    lead_id: Uuid,
+    state: &SlaState,
+    owner: Uuid,
+) -> R<()> {
+    let team = tx.user(owner)?.and_then(|u| u.team);
+    let hours = plugins.business_hours(team.as_deref());
+    let next = state
+        .policy
+        .steps(state.assigned_at, hours)
+        .into_iter()
+        .find(|(s, _)| !state.steps_taken.contains(s));
+    if let Some((step, at)) = next {
+        tx.add_timer(TimerKind::Sla(step), at.max(tx.now), lead_id)?;
+    }
     Ok(())
 }
 

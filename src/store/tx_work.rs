@@ -224,6 +224,12 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Forgets a lead's SLA clock (its new owner has no SLA).
+    pub fn remove_sla_state(&mut self, lead: Uuid) -> StoreResult<()> {
+        self.lead_sla.remove(lead.as_u128())?;
+        Ok(())
+    }
+
     // ----- tasks -----
 
     pub fn task(&self, id: Uuid) -> StoreResult<Option<Task>> {

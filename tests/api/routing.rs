@@ -346,6 +346,17 @@ async fn the_sla_chain_reminds_escalates_and_reclaims_unless_touched() {
     .await;
     let got = notes(&app, &a_tok, "lead.assigned", &i_id, 1).await;
     assert_eq!(got.len(), 1);
+    // The whole plan is shown; only its next step has a timer.
+    let sla = settled(&app, &i_id).await;
+    let steps = sla["steps"].as_array().expect("steps");
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(names, ["remind", "escalate", "reclaim"], "{sla}");
+    assert!(steps.iter().all(|s| s["taken"] == false), "{sla}");
+    assert_eq!(
+        sla["timers"],
+        json!([{"kind": "sla.remind", "due_at": steps[0]["due_at"]}]),
+        "{sla}"
+    );
 
     clock.advance(HOUR);
     let t = expect_json(
@@ -368,6 +379,13 @@ async fn the_sla_chain_reminds_escalates_and_reclaims_unless_touched() {
     assert_eq!(
         notes(&app, &m_tok, "sla.escalated", &i_id, 1).await.len(),
         1
+    );
+    let sla = settled(&app, &i_id).await;
+    assert_eq!(sla["steps_taken"], json!(["remind", "escalate"]), "{sla}");
+    assert_eq!(
+        sla["timers"],
+        json!([{"kind": "sla.reclaim", "due_at": sla["steps"][2]["due_at"]}]),
+        "{sla}"
     );
     clock.advance(4 * HOUR); // 8 h
     let back = notes(&app, &a_tok, "lead.reclaimed", &i_id, 1).await;
