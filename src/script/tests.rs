@@ -495,3 +495,56 @@ mod routing {
         }
     }
 }
+
+mod dry_runs {
+    use super::*;
+    use crate::domain::routing::RouteTrigger;
+
+    #[test]
+    fn an_sla_answer_the_server_would_refuse_is_shown_as_an_error() {
+        let (_dir, p) = with_script("fn sla(lead) { #{ first_touch: 30 } }");
+        let out = p.dry_run(
+            Hook::Sla,
+            &lead(|_| {}),
+            &ActivityStats::default(),
+            Vec::new(),
+            NOW,
+        );
+        let err = out.error.expect("a misspelt field is refused");
+        assert!(err.message.contains("first_touch"), "{}", err.message);
+        assert_eq!(out.answered_by, "built-in");
+
+        let (_dir, p) = with_script("fn sla(lead) { #{ first_touch_minutes: 30 } }");
+        let out = p.dry_run(
+            Hook::Sla,
+            &lead(|_| {}),
+            &ActivityStats::default(),
+            Vec::new(),
+            NOW,
+        );
+        assert!(out.error.is_none(), "{:?}", out.error);
+    }
+
+    #[test]
+    fn a_reclaim_dry_run_leaves_the_owner_out_as_the_server_does() {
+        let (_dir, p) = with_script("fn route(lead, reps, pools) { reps.available() [0] }");
+        let a = uuid::Uuid::from_u128(1);
+        let b = uuid::Uuid::from_u128(2);
+        let mut l = lead(|_| {});
+        l.owner_id = Some(a);
+        let reps = serde_json::json!([{ "id": a }, { "id": b }]);
+        let run = |trigger: RouteTrigger| {
+            p.dry_run(
+                Hook::Route,
+                &l,
+                &ActivityStats::default(),
+                vec![reps.clone(), serde_json::json!(trigger.as_str())],
+                NOW,
+            )
+        };
+        assert_eq!(run(RouteTrigger::Capture).result["keep"], a.to_string());
+        let out = run(RouteTrigger::Reclaim);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(out.result["owner_id"], b.to_string());
+    }
+}

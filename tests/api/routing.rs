@@ -532,3 +532,73 @@ async fn reaching_sql_hands_a_strategic_lead_to_the_seniors() {
     assert_eq!(patched["stage"], "sql");
     assert_eq!(patched["owner_id"], senior);
 }
+
+#[tokio::test]
+async fn an_owner_without_an_sla_does_not_inherit_the_last_owners_clock() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = spawn_app_with_clock(clock.clone(), |c| {
+        std::fs::create_dir_all(&c.plugins_dir).expect("plugins dir");
+        // Leads tagged "self-serve" have no SLA once they are with the self-serve desk.
+        std::fs::write(
+            c.plugins_dir.join("sla.rhai"),
+            r#"fn sla(lead) { if lead.has_tag("self-serve") { false } else { () } }"#,
+        )
+        .expect("write plugin");
+    })
+    .await;
+    let (a, _) = user(&app, json!({"name": "ana", "role": "rep"})).await;
+    let (b, b_tok) = user(&app, json!({"name": "bo", "role": "rep"})).await;
+    let l = app
+        .create_lead(
+            &app.admin,
+            json!({"email": "desk@example.com", "owner_id": a}),
+        )
+        .await;
+    let id = l["id"].as_str().unwrap().to_owned();
+    let sla = settled(&app, &id).await;
+    assert_eq!(sla["owner_id"], a, "{sla}");
+    assert_eq!(sla["timers"].as_array().unwrap().len(), 1, "{sla}");
+
+    expect_json(
+        app.patch(
+            &format!("/v1/leads/{id}"),
+            &app.admin,
+            &json!({"tags": ["self-serve"]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_json(
+        app.post(
+            &format!("/v1/leads/{id}/assign"),
+            &app.admin,
+            &json!({"owner_id": b}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let sla = settled(&app, &id).await;
+    assert_eq!(sla["owner_id"], Value::Null, "no clock: {sla}");
+    assert_eq!(sla["timers"], json!([]), "{sla}");
+    assert_eq!(get_lead(&app, &id).await["next_follow_up_at"], Value::Null);
+
+    // b's touch is a touch, judged against no deadline, and nothing fires later.
+    let t = expect_json(
+        app.post(&format!("/v1/leads/{id}/touch"), &b_tok, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(t["first_touch_at"].is_string());
+    let touched = timeline_kinds(&app, &id)
+        .await
+        .into_iter()
+        .find(|(k, _)| k == "touched")
+        .expect("a touched event");
+    assert_eq!(touched.1["sla_met"], Value::Null, "{touched:?}");
+    clock.advance(10 * 24 * HOUR);
+    settled(&app, &id).await;
+    assert_eq!(get_lead(&app, &id).await["owner_id"], b);
+}
