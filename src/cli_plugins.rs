@@ -151,6 +151,28 @@ pub fn check(args: PluginArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let loaded = plugins.current();
+    let library = loaded.library();
+    if !library.sequences.is_empty() {
+        let names: Vec<&str> = library.sequences.keys().map(String::as_str).collect();
+        println!("  sequences/: {}", names.join(", "));
+    }
+    // Each template renders for a sample lead and owner, so a mistake shows before a send.
+    let sample = serde_json::json!({
+        "lead": {"name": "王总", "email": "wang@example.cn", "company": "纷享销客",
+                 "title": "总经理", "score": 55, "stage": "mql", "fields": {}},
+        "owner": {"name": "li.lei", "email": "li.lei@example.cn"},
+        "unsubscribe_url": "https://leads.example/u/sample",
+    });
+    for (name, t) in &library.templates {
+        match crate::script::nurture::render(t, &sample) {
+            Ok(r) => println!("    ok   template {name}: {}", r.subject),
+            Err(e) => {
+                failed = true;
+                println!("    FAIL template {name}: {e}");
+            }
+        }
+    }
     let unused: Vec<&str> = HOOKS
         .iter()
         .filter(|h| report.hooks.get(h.name()).is_some_and(|s| s == "built-in"))

@@ -28,6 +28,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Directory of Rhai plugins (optional).
     pub plugins_dir: PathBuf,
+    /// The server's address as people reach it, the base of the unsubscribe, open and click
+    /// links in email (e.g. https://leads.example.com). Empty: http://<listen>.
+    pub public_url: String,
     pub log_format: LogFormat,
     /// Region used to read phone numbers written without a country code (ISO 3166, e.g. CN).
     pub default_region: String,
@@ -39,6 +42,44 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub plugins: PluginsConfig,
     pub sla: SlaConfig,
+    pub email: EmailConfig,
+}
+
+/// Outgoing email over SMTP. Without `smtp_host` nothing is sent: messages wait in the
+/// outbox, marked unsent, until a server with SMTP configured starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// SMTP server host name. Empty: do not send.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `starttls` (upgrade a plain connection, usually port 587), `tls` (TLS from the start,
+    /// usually 465) or `none` (plain text: only for a relay on the same machine).
+    pub security: String,
+    /// SMTP login; empty: no authentication.
+    pub username: String,
+    pub password: String,
+    /// A file holding the password (a mounted secret); read at start, wins over `password`.
+    pub password_file: PathBuf,
+    /// The sender, e.g. `Acme Sales <sales@acme.cn>`.
+    pub from: String,
+    /// How long one SMTP exchange may take, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            smtp_host: String::new(),
+            smtp_port: 587,
+            security: "starttls".into(),
+            username: String::new(),
+            password: String::new(),
+            password_file: PathBuf::new(),
+            from: "Leadline <leadline@localhost>".into(),
+            timeout_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -191,6 +232,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             data_dir: "./data".into(),
             plugins_dir: "./plugins".into(),
+            public_url: String::new(),
             log_format: LogFormat::Pretty,
             default_region: "CN".into(),
             personal_email_domains: DEFAULT_PERSONAL_DOMAINS
@@ -203,6 +245,7 @@ impl Default for Config {
             capture: CaptureConfig::default(),
             plugins: PluginsConfig::default(),
             sla: SlaConfig::default(),
+            email: EmailConfig::default(),
         }
     }
 }
@@ -372,6 +415,28 @@ impl Config {
             message,
         };
         self.listen_addr()?;
+        if !self.public_url.is_empty() {
+            let ok = url::Url::parse(&self.public_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(invalid(
+                    "public_url",
+                    format!("`{}` is not an http(s) URL", self.public_url),
+                ));
+            }
+        }
+        if !matches!(self.email.security.as_str(), "starttls" | "tls" | "none") {
+            return Err(invalid(
+                "email.security",
+                format!("`{}`: use starttls, tls or none", self.email.security),
+            ));
+        }
+        if !self.email.smtp_host.is_empty() {
+            self.email
+                .from
+                .parse::<lettre::message::Mailbox>()
+                .map_err(|e| invalid("email.from", format!("`{}`: {e}", self.email.from)))?;
+        }
         parse_region(&self.default_region).map_err(|m| invalid("default_region", m))?;
         if self.http.max_body_bytes < 1024 {
             return Err(invalid(
@@ -430,6 +495,15 @@ impl Config {
         Ok(())
     }
 
+    /// `public_url`, or the listen address when it is not set.
+    pub fn public_base_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.public_url.trim_end_matches('/').to_owned()
+        }
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| ConfigError::Invalid {
             key: "listen".into(),
@@ -463,6 +537,7 @@ impl Config {
                 })
                 .collect(),
             // validate() parsed each; one that somehow fails counts 24/7 rather than stopping.
+            public_url: self.public_base_url(),
             business_hours: self
                 .sla
                 .business_hours

@@ -21,12 +21,25 @@ pub struct Application {
     config: Arc<Config>,
     admin_token: Option<String>,
     plugin_watch: Option<crate::script::PluginWatch>,
+    /// The SMTP sender; `None`: email waits in the outbox, unsent.
+    mailer: Option<crate::service::Mailer>,
     test_clock: Option<Arc<crate::clock::ManualClock>>,
 }
 
 impl Application {
     /// Opens the store in `config.data_dir` and binds `config.listen` (port 0 picks a free one).
-    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+    pub async fn build(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let addr = config.listen_addr()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let addr = listener.local_addr()?;
+        if config.public_url.is_empty() {
+            // Links in email must name the port actually bound (port 0 picks one).
+            config.public_url = format!("http://{addr}");
+        }
+        let mailer = crate::service::Mailer::from_config(&config.email, &config.public_base_url())
+            .map_err(|m| anyhow::anyhow!("email: {m}"))?;
         let service = open_service(&config, clock)?;
         let admin_token = service
             .bootstrap_admin()
@@ -46,11 +59,6 @@ impl Application {
         };
         let search = Search::start(&config.data_dir, service.store().clone())
             .context("opening the search index")?;
-        let addr = config.listen_addr()?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let addr = listener.local_addr()?;
         Ok(Application {
             listener,
             addr,
@@ -59,6 +67,7 @@ impl Application {
             config: Arc::new(config),
             admin_token,
             plugin_watch,
+            mailer,
             test_clock: None,
         })
     }
@@ -100,6 +109,16 @@ impl Application {
             self.service.clone(),
             stop.clone().cancelled_owned(),
         )));
+        match self.mailer {
+            Some(mailer) => background.push(tokio::spawn(crate::service::run_mailer(
+                self.service.clone(),
+                mailer,
+                stop.clone().cancelled_owned(),
+            ))),
+            None => tracing::info!(
+                "no SMTP server configured ([email] smtp_host): email waits in the outbox, unsent"
+            ),
+        }
         background.push(tokio::spawn(crate::service::run_score_reviews(
             self.service.clone(),
             SCORE_REVIEW_TICK,

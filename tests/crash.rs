@@ -706,3 +706,161 @@ async fn pending_timers_fire_exactly_once_across_sigkill() {
         "each SLA step once per lead"
     );
 }
+
+/// Copies the shipped `plugins/` (scripts, sequences, templates) into `to`.
+fn copy_shipped_plugins(to: &std::path::Path) {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("plugins dir");
+        for entry in std::fs::read_dir(from).expect("read plugins") {
+            let entry = entry.expect("entry");
+            let path = entry.path();
+            if path.is_dir() {
+                if entry.file_name() != "tests" {
+                    copy(&path, &to.join(entry.file_name()));
+                }
+            } else {
+                std::fs::copy(&path, to.join(entry.file_name())).expect("copy plugin");
+            }
+        }
+    }
+    copy(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins"),
+        to,
+    );
+}
+
+/// (lead, template) → how many messages the outbox holds.
+async fn outbox(
+    c: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> std::collections::HashMap<(String, String), usize> {
+    let mut counts = std::collections::HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/v1/emails?limit=500");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let Ok(res) = c.get(url).bearer_auth(token).send().await else {
+            return counts;
+        };
+        let Ok(page) = res.json::<Value>().await else {
+            return counts;
+        };
+        for m in page["items"].as_array().into_iter().flatten() {
+            let key = (
+                m["lead_id"].as_str().unwrap_or("").to_owned(),
+                m["template"].as_str().unwrap_or("").to_owned(),
+            );
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return counts,
+        }
+    }
+}
+
+/// Waits until every lead has one message of each of `templates` (or the deadline), then
+/// asserts exactly one each.
+async fn expect_each_once(
+    c: &reqwest::Client,
+    base: &str,
+    token: &str,
+    leads: &[String],
+    templates: &[&str],
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = outbox(c, base, token).await;
+        let all = leads.iter().all(|l| {
+            templates
+                .iter()
+                .all(|t| counts.contains_key(&(l.clone(), (*t).to_owned())))
+        });
+        if all || Instant::now() > deadline {
+            for l in leads {
+                for t in templates {
+                    assert_eq!(
+                        counts
+                            .get(&(l.clone(), (*t).to_owned()))
+                            .copied()
+                            .unwrap_or(0),
+                        1,
+                        "{t} for {l}"
+                    );
+                }
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sequence_steps_run_once_across_sigkill() {
+    const LEADS: usize = 40;
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_shipped_plugins(&dir.path().join("plugins"));
+    let c = reqwest::Client::new();
+    let (server, admin) = start_with(dir.path(), &["--test-clock", "2026-11-23T08:00:00Z"]).await;
+    let admin = admin.expect("admin token");
+    let mut leads = Vec::new();
+    for i in 0..LEADS {
+        let l: Value = c
+            .post(format!("{}/v1/leads", server.base))
+            .bearer_auth(&admin)
+            .json(&json!({"email": format!("n{i}@example.com")}))
+            .send()
+            .await
+            .expect("lead")
+            .json()
+            .await
+            .expect("json");
+        leads.push(l["id"].as_str().expect("id").to_owned());
+    }
+    // Killed while the first step runs for some leads and not yet for others.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(server);
+    let weeks = [
+        ("2026-11-23T08:00:00Z", "welcome_1"),
+        ("2026-11-30T08:00:10Z", "welcome_2"),
+        ("2026-12-07T08:00:20Z", "welcome_3"),
+        ("2026-12-14T08:00:30Z", "welcome_4"),
+    ];
+    let mut sent = Vec::new();
+    for (at, template) in weeks {
+        sent.push(template);
+        // Start when the step is due: it runs at once; kill it mid-way, start again.
+        let (server, _) = start_with(dir.path(), &["--test-clock", at]).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        drop(server);
+        let (server, _) = start_with(dir.path(), &["--test-clock", at]).await;
+        expect_each_once(&c, &server.base, &admin, &leads, &sent).await;
+        drop(server);
+    }
+    // Every step is on each timeline once: 4 emails and 3 waits.
+    let (server, _) = start_with(dir.path(), &["--test-clock", "2026-12-14T08:00:30Z"]).await;
+    for l in &leads {
+        let tl: Value = c
+            .get(format!("{}/v1/leads/{l}/timeline?limit=500", server.base))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("timeline")
+            .json()
+            .await
+            .expect("json");
+        let steps: Vec<i64> = tl["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|i| i["kind"] == "sequence_step" && i["data"]["sequence"] == "welcome")
+            .map(|i| i["data"]["step"].as_i64().unwrap_or(0))
+            .collect();
+        let mut sorted = steps.clone();
+        sorted.sort();
+        assert_eq!(sorted, [1, 2, 3, 4, 5, 6, 7], "{l}: {steps:?}");
+    }
+}

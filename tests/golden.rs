@@ -6,7 +6,9 @@
 use leadline::domain::activity::{Activity, LeadEvent};
 use leadline::domain::form::{Form, FormField};
 use leadline::domain::lead::{Flags, Lead, Score, Stage, Status, Utm};
+use leadline::domain::mail::{MailStatus, OutMail};
 use leadline::domain::score::{Part, Reason, ScoreChange, ScoreDetails};
+use leadline::domain::sequence::{Enrollment, EnrollmentStatus};
 use leadline::domain::sla::{SlaPolicy, SlaState, SlaStep};
 use leadline::domain::stats::{ActivityStats, Tally};
 use leadline::domain::user::{Role, Token, TokenKind, User};
@@ -417,6 +419,67 @@ fn sla_state_v1() {
             follow_up_due: Some(1_795_262_800_000),
             original_due: 1_795_007_200_000,
             first_touch_by: Some(id(3)),
+        },
+    );
+}
+
+#[test]
+fn timer_sequence_v1() {
+    check(
+        "timer_sequence_step",
+        Timer {
+            id: id(45),
+            due: 1_795_604_800_000,
+            kind: TimerKind::Sequence,
+            subject: id(60),
+            created_at: 1_795_000_000_000,
+        },
+    );
+}
+
+#[test]
+fn enrollment_v1() {
+    check(
+        "enrollment",
+        Enrollment {
+            id: id(60),
+            lead_id: id(1),
+            sequence: "welcome".into(),
+            status: EnrollmentStatus::Exited,
+            step: 3,
+            enrolled_at: 1_795_000_000_000,
+            updated_at: 1_795_604_800_000,
+            version: 4,
+            next_at: None,
+            reason: Some("sql".into()),
+            enrolled_by: Some(id(3)),
+            steps_run: 3,
+        },
+    );
+}
+
+#[test]
+fn mail_v1() {
+    check(
+        "mail",
+        OutMail {
+            id: id(70),
+            lead_id: id(1),
+            enrollment_id: Some(id(60)),
+            template: "welcome_1".into(),
+            to: "wang@example.cn".into(),
+            subject: "欢迎, 王总".into(),
+            text: "你好 王总\n\nUnsubscribe: https://ll.example/u/tok".into(),
+            html: Some("<p>你好 <a href=\"https://ll.example/c/tok/0\">x</a></p>".into()),
+            marketing: true,
+            token: "tok".into(),
+            links: vec!["https://example.com/start".into()],
+            status: MailStatus::Unsent,
+            attempts: 2,
+            next_attempt_at: 1_795_000_240_000,
+            created_at: 1_795_000_000_000,
+            sent_at: None,
+            last_error: Some("451 try again later".into()),
         },
     );
 }

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod form_page;
 pub mod leads;
 pub mod limits;
+pub mod nurture;
 pub mod ops;
 pub mod plugins;
 pub mod reports;
@@ -76,7 +77,7 @@ pub struct CaptureGuards {
     modifiers(&BearerAuth),
     tags(
         (name = "leads"), (name = "activities"), (name = "capture"), (name = "users"), (name = "auth"),
-        (name = "integration"), (name = "search"), (name = "ops"), (name = "work"), (name = "reports")
+        (name = "integration"), (name = "search"), (name = "ops"), (name = "work"), (name = "reports"), (name = "nurture")
     )
 )]
 struct ApiDoc;
@@ -111,6 +112,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .merge(work::router())
         .merge(tasks::router())
         .merge(reports::router())
+        .merge(nurture::router())
         .split_for_parts();
     doc.merge(bulk_doc);
     (router, bulk, doc)

@@ -134,6 +134,8 @@ pub enum TimerKind {
     FollowUp,
     /// The reminder an hour before a task (`subject`) is due.
     TaskReminder,
+    /// The next step of a nurture enrollment (`subject`).
+    Sequence,
 }
 
 impl TimerKind {
@@ -146,6 +148,7 @@ impl TimerKind {
             },
             TimerKind::FollowUp => "sla.follow_up",
             TimerKind::TaskReminder => "task.reminder",
+            TimerKind::Sequence => "sequence.step",
         }
     }
 }

@@ -115,6 +115,7 @@ pub fn build(limits: &Limits) -> Engine {
     register_stats(&mut engine);
     register_helpers(&mut engine);
     super::routing::register_roster(&mut engine);
+    super::nurture::register_actions(&mut engine);
     engine
 }
 

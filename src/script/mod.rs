@@ -7,6 +7,7 @@
 mod dry_run;
 pub mod engine;
 pub mod hooks;
+pub mod nurture;
 pub mod routing;
 mod watch;
 
@@ -85,6 +86,9 @@ pub struct PluginSettings {
     /// Working hours by team name (`default`: teams without their own); SLA clocks count
     /// only these hours.
     pub business_hours: BTreeMap<String, crate::domain::hours::BusinessHours>,
+    /// The server's address as recipients reach it: the base of the unsubscribe, open and
+    /// click links in email.
+    pub public_url: String,
 }
 
 /// Why a hook call did not produce a usable answer.
@@ -146,6 +150,8 @@ pub struct Loaded {
     /// Hooks defined by more than one script: the first file (by name) wins.
     conflicts: Vec<String>,
     pub thresholds: Thresholds,
+    /// Sequences and email templates.
+    library: nurture::Library,
 }
 
 /// The plugin runtime; cheap to clone.
@@ -191,6 +197,7 @@ impl Plugins {
                     compile_errors: Vec::new(),
                     conflicts: Vec::new(),
                     thresholds: Thresholds::default(),
+                    library: nurture::Library::default(),
                 })),
                 defaults: DefaultRules::default(),
                 reloading: Mutex::new(()),
@@ -211,6 +218,14 @@ impl Plugins {
 
     pub fn limits(&self) -> &Limits {
         &self.inner.settings.limits
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.inner.settings.public_url
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
     }
 
     /// The working hours SLA clocks of `team` count (its own, else `default`); `None`: 24/7.
@@ -330,12 +345,15 @@ impl Plugins {
             mql: s.constant_i32("MQL").unwrap_or(defaults.mql),
             sql: s.constant_i32("SQL").unwrap_or(defaults.sql),
         });
+        let library = nurture::load_library(&self.inner.engine, dir, now);
+        report.failed.extend(library.errors.iter().cloned());
         let loaded = Loaded {
             scripts,
             by_hook,
             compile_errors: report.failed.clone(),
             conflicts,
             thresholds,
+            library,
         };
         match self.inner.current.write() {
             Ok(mut g) => *g = Arc::new(loaded),

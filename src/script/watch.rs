@@ -29,10 +29,7 @@ impl PluginWatch {
                 let _ = tx.send(());
             }
         })
-        .and_then(|mut w| {
-            w.watch(plugins.dir(), RecursiveMode::NonRecursive)
-                .map(|()| w)
-        });
+        .and_then(|mut w| w.watch(plugins.dir(), RecursiveMode::Recursive).map(|()| w));
         match watcher {
             Ok(w) => Some(PluginWatch {
                 plugins: plugins.clone(),

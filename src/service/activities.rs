@@ -87,7 +87,14 @@ impl Service {
             super::scoring::settle_change(tx, &plugins, &mut lead)?;
             if lead_created {
                 super::work::place_new(tx, &plugins, &mut lead, p.actor())?;
+                super::nurture::on_event(
+                    tx,
+                    &plugins,
+                    &lead,
+                    crate::script::nurture::LeadEventIn::of("lead.created"),
+                )?;
             }
+            super::nurture::on_activity(tx, &plugins, &lead, &activity)?;
             if lead != before {
                 lead.version += 1;
                 lead.updated_at = tx.now;

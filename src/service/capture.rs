@@ -13,6 +13,7 @@ use crate::domain::lead::{Lead, LeadInput, NewLead, NormalizeRules};
 use crate::domain::user::Principal;
 use crate::domain::visitor::{MAX_VIEWS_PER_VISITOR, PageView, Visitor, VisitorView};
 use crate::script::Plugins;
+use crate::script::nurture::LeadEventIn;
 use crate::store::{Entity, Op, StoreError, Tx};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -170,11 +171,14 @@ pub(crate) fn apply_capture(
         outcome.lead.last_activity_at = Some(tx.now);
     }
     if let Some(vid) = &cap.visitor_id {
-        stitch_visitor(tx, &mut outcome.lead, vid)?;
+        stitch_visitor(tx, plugins, &mut outcome.lead, vid)?;
     }
     settle_change(tx, plugins, &mut outcome.lead)?;
     if !outcome.merged {
         super::work::place_new(tx, plugins, &mut outcome.lead, p.actor())?;
+        super::nurture::on_event(tx, plugins, &outcome.lead, LeadEventIn::of("lead.created"))?;
+    } else {
+        super::nurture::on_activity(tx, plugins, &outcome.lead, &activity)?;
     }
     if outcome.lead != before {
         if outcome.merged && outcome.changed {
@@ -226,7 +230,12 @@ fn row_key(new: &NewLead) -> String {
 /// Links `visitor` to `lead` and moves the visitor's anonymous page views onto the lead as
 /// `page_view` activities, in the order they happened. A visitor already linked to another
 /// lead (a shared computer) stays with that lead.
-fn stitch_visitor(tx: &mut Tx<'_>, lead: &mut Lead, vid: &str) -> Result<(), StoreError> {
+fn stitch_visitor(
+    tx: &mut Tx<'_>,
+    plugins: &Plugins,
+    lead: &mut Lead,
+    vid: &str,
+) -> Result<(), StoreError> {
     let mut visitor = match tx.visitor(vid)? {
         Some(v) if v.lead_id.is_some_and(|l| l != lead.id) => return Ok(()),
         Some(v) => v,
@@ -240,7 +249,7 @@ fn stitch_visitor(tx: &mut Tx<'_>, lead: &mut Lead, vid: &str) -> Result<(), Sto
     };
     let views = tx.take_page_views(vid)?;
     for view in &views {
-        record_page_view(tx, lead, view)?;
+        record_page_view(tx, plugins, lead, view)?;
     }
     visitor.lead_id = Some(lead.id);
     visitor.views = 0;
@@ -250,7 +259,12 @@ fn stitch_visitor(tx: &mut Tx<'_>, lead: &mut Lead, vid: &str) -> Result<(), Sto
 }
 
 /// A page view of a known lead becomes its activity.
-fn record_page_view(tx: &mut Tx<'_>, lead: &mut Lead, view: &PageView) -> Result<(), StoreError> {
+fn record_page_view(
+    tx: &mut Tx<'_>,
+    plugins: &Plugins,
+    lead: &mut Lead,
+    view: &PageView,
+) -> Result<(), StoreError> {
     let activity = Activity {
         id: tx.new_id(),
         lead_id: lead.id,
@@ -267,7 +281,7 @@ fn record_page_view(tx: &mut Tx<'_>, lead: &mut Lead, view: &PageView) -> Result
     if lead.last_activity_at.is_none_or(|t| t < view.at) {
         lead.last_activity_at = Some(view.at);
     }
-    Ok(())
+    super::nurture::on_activity(tx, plugins, lead, &activity)
 }
 
 /// A likely-duplicate group as listed by `GET /v1/leads/duplicates`.
@@ -373,7 +387,7 @@ impl Service {
                 match visitor.lead_id.map(|id| tx.lead(id)).transpose()?.flatten() {
                     Some(mut lead) => {
                         let before = lead.clone();
-                        record_page_view(tx, &mut lead, &view)?;
+                        record_page_view(tx, &plugins, &mut lead, &view)?;
                         settle_change(tx, &plugins, &mut lead)?;
                         if lead != before {
                             lead.version += 1;

@@ -28,7 +28,9 @@ impl Service {
             let visible = match entry.entity {
                 Entity::User => p.is_admin() || entry.id == p.id(),
                 Entity::Form => p.is_admin(),
-                Entity::Lead | Entity::Activity => p.can_see(entry.owner_id, entry.pool_id),
+                Entity::Lead | Entity::Activity | Entity::Enrollment | Entity::Mail => {
+                    p.can_see(entry.owner_id, entry.pool_id)
+                }
                 Entity::Pool => true,
                 Entity::Task => p.can_see(entry.owner_id, None),
                 Entity::Notification => p.is_admin() || entry.owner_id == Some(p.id()),

@@ -287,6 +287,7 @@ impl Service {
                         super::scoring::StageRule::Follow
                     },
                 )?;
+                super::nurture::after_patch(tx, &plugins, &before, &lead)?;
                 lead.version += 1;
                 lead.updated_at = tx.now;
                 tx.put_lead(Some(&before), &lead)?;

@@ -8,6 +8,7 @@ use crate::domain::lead::{Lead, Score, Stage};
 use crate::domain::score::{
     Reason, ScoreCard, ScoreChange, ScoreDetails, Thresholds, Trigger, stage_after,
 };
+use crate::domain::sequence::ExitCondition;
 use crate::domain::time::{Millis, to_rfc3339};
 use crate::domain::user::Principal;
 use crate::script::{Loaded, Plugins};
@@ -38,9 +39,20 @@ pub(crate) fn settle(
     let loaded = plugins.current();
     let stats = tx.lead_stats(lead.id)?;
     let (card, _) = plugins.score(&loaded, lead, &stats, tx.now);
-    let stage = lead.stage;
+    let (stage, from) = (lead.stage, lead.score.total);
+    let scored_before = from != card.score().total && tx.score_details(lead.id)?.is_some();
     apply_card(tx, lead, card, loaded.thresholds, trigger, stage_rule)?;
-    hand_off_at_sql(tx, plugins, lead, stage)
+    hand_off_at_sql(tx, plugins, lead, stage)?;
+    if scored_before {
+        let event = crate::script::nurture::LeadEventIn {
+            kind: "lead.scored".into(),
+            from: Some(i64::from(from)),
+            to: Some(i64::from(lead.score.total)),
+            ..Default::default()
+        };
+        super::nurture::on_event(tx, plugins, lead, event)?;
+    }
+    Ok(())
 }
 
 /// Routes a lead again when its score carries it to SQL (the hand-off from marketing to
@@ -52,8 +64,12 @@ pub(crate) fn hand_off_at_sql(
     stage_before: Stage,
 ) -> Result<(), StoreError> {
     let placed = lead.owner_id.is_some() || lead.pool_id.is_some();
-    if placed && matches!(stage_before, Stage::Lead | Stage::Mql) && lead.stage == Stage::Sql {
+    let reached_sql = matches!(stage_before, Stage::Lead | Stage::Mql) && lead.stage == Stage::Sql;
+    if placed && reached_sql {
         super::work::route(tx, plugins, lead, crate::domain::routing::RouteTrigger::Sql)?;
+    }
+    if reached_sql {
+        super::nurture::exit_on(tx, plugins, lead.id, ExitCondition::Sql)?;
     }
     Ok(())
 }

@@ -97,7 +97,7 @@ fn check_lead(
 
 /// Drops the task's reminder and sets a new one if it is open and due: an hour before, or at
 /// once when that moment has passed.
-fn schedule_reminder(tx: &mut Tx<'_>, task: &Task) -> StoreResult<()> {
+pub(crate) fn schedule_reminder(tx: &mut Tx<'_>, task: &Task) -> StoreResult<()> {
     tx.cancel_timers(task.id, |k| k == TimerKind::TaskReminder)?;
     if let Some(due) = task.due_at
         && !task.done
@@ -109,7 +109,7 @@ fn schedule_reminder(tx: &mut Tx<'_>, task: &Task) -> StoreResult<()> {
 }
 
 /// The changelog row of a task, carrying its owner so the feed shows it to them.
-fn log_task(tx: &mut Tx<'_>, task: &Task, op: Op) -> StoreResult<u64> {
+pub(crate) fn log_task(tx: &mut Tx<'_>, task: &Task, op: Op) -> StoreResult<u64> {
     let entry = ChangeEntry {
         entity: Entity::Task,
         id: task.id,

@@ -5,6 +5,7 @@
 
 use crate::domain::lead::{Lead, Status};
 use crate::domain::routing::{DEFAULT_POOL, Decision, Rep, Roster, RouteTrigger};
+use crate::domain::sequence::ExitCondition;
 use crate::domain::sla::{SlaState, SlaStep};
 use crate::domain::user::{Role, User};
 use crate::domain::work::{Notification, Pool, Timer, TimerKind};
@@ -280,6 +281,7 @@ pub(crate) fn touch(
     tx.put_sla_state(lead.id, &state)?;
     let met = first.then_some(now <= state.first_touch_due);
     mark_touched(tx, lead, actor, kind, met)?;
+    super::nurture::exit_on(tx, plugins, lead.id, ExitCondition::OwnerTookOver)?;
     lead.next_follow_up_at = state.follow_up_due;
     Ok(true)
 }
@@ -380,6 +382,7 @@ pub(crate) fn fire(tx: &mut Tx<'_>, plugins: &Plugins, timer: &Timer) -> R<()> {
         TimerKind::Sla(step) => sla_step(tx, plugins, timer.subject, step),
         TimerKind::FollowUp => follow_up_missed(tx, timer.subject, timer.due),
         TimerKind::TaskReminder => task_due(tx, timer.subject),
+        TimerKind::Sequence => super::nurture::run(tx, plugins, timer.subject),
     }
 }
 

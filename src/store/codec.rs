@@ -137,6 +137,16 @@ impl Record for crate::domain::sla::SlaState {
     const VERSION: u8 = 1;
 }
 
+impl Record for crate::domain::sequence::Enrollment {
+    const NAME: &'static str = "enrollment";
+    const VERSION: u8 = 1;
+}
+
+impl Record for crate::domain::mail::OutMail {
+    const NAME: &'static str = "mail";
+    const VERSION: u8 = 1;
+}
+
 impl Record for super::ChangeEntry {
     const NAME: &'static str = "change";
     const VERSION: u8 = 1;

@@ -7,6 +7,7 @@ pub mod lead_index;
 pub mod query;
 pub mod tables;
 mod tx;
+mod tx_nurture;
 mod tx_work;
 mod writer;
 
@@ -82,6 +83,8 @@ pub enum Entity {
     Pool,
     Task,
     Notification,
+    Enrollment,
+    Mail,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -128,6 +131,7 @@ struct Inner {
     writer: Option<std::thread::JoinHandle<()>>,
     auth_epoch: Arc<std::sync::atomic::AtomicU64>,
     timer_added: Arc<tokio::sync::Notify>,
+    mail_added: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Inner {
@@ -174,13 +178,14 @@ impl Store {
         let last_seq = init_schema(&db)?;
         let auth_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let timer_added = Arc::new(tokio::sync::Notify::new());
+        let mail_added = Arc::new(tokio::sync::Notify::new());
         let (jobs, committed_seq, writer) = writer::spawn(
             db.clone(),
             clock,
             cfg,
             last_seq,
             auth_epoch.clone(),
-            timer_added.clone(),
+            (timer_added.clone(), mail_added.clone()),
         )?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -190,6 +195,7 @@ impl Store {
                 writer: Some(writer),
                 auth_epoch,
                 timer_added,
+                mail_added,
             }),
         })
     }
@@ -235,6 +241,11 @@ impl Store {
     /// earliest due time.
     pub fn timer_added(&self) -> Arc<tokio::sync::Notify> {
         self.inner.timer_added.clone()
+    }
+
+    /// Signalled after a commit that queued mail, so the sender looks at its queue again.
+    pub fn mail_added(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.mail_added.clone()
     }
 
     /// Whether the writer is still running.
@@ -331,6 +342,13 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
         txn.open_table(NOTIFICATIONS)?;
         txn.open_table(NOTIFICATION_BY_RECIPIENT)?;
         txn.open_table(NOTIFICATION_BY_LEAD)?;
+        txn.open_table(ENROLLMENTS)?;
+        txn.open_table(ENROLLMENT_BY_LEAD)?;
+        txn.open_table(OPEN_ENROLLMENT)?;
+        txn.open_table(MAILS)?;
+        txn.open_table(MAIL_QUEUE)?;
+        txn.open_table(MAIL_BY_LEAD)?;
+        txn.open_table(MAIL_TOKENS)?;
         count_owner_loads(&txn, &mut meta)?;
         let mut secrets = txn.open_table(SECRETS)?;
         for name in SECRET_NAMES {

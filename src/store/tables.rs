@@ -107,3 +107,21 @@ pub const NOTIFICATION_BY_RECIPIENT: TableDefinition<(u128, u128), ()> =
 /// (lead, notification id) → (): what erasure of a lead removes.
 pub const NOTIFICATION_BY_LEAD: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("notification_by_lead");
+
+/// Enrollment id → encoded `Enrollment`.
+pub const ENROLLMENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("enrollments");
+/// (lead, enrollment id) → (): a lead's enrollments, newest last.
+pub const ENROLLMENT_BY_LEAD: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("enrollment_by_lead");
+/// (lead, sequence) → enrollment id, while it is active or paused: one open enrollment per
+/// lead and sequence.
+pub const OPEN_ENROLLMENT: TableDefinition<(u128, &str), u128> =
+    TableDefinition::new("open_enrollment");
+/// Mail id → encoded `OutMail`.
+pub const MAILS: TableDefinition<u128, &[u8]> = TableDefinition::new("mails");
+/// (next attempt, mail id) → (): unsent mail, soonest first (the sender's queue).
+pub const MAIL_QUEUE: TableDefinition<(i64, u128), ()> = TableDefinition::new("mail_queue");
+/// (lead, mail id) → (): a lead's mail, for its page and its erasure.
+pub const MAIL_BY_LEAD: TableDefinition<(u128, u128), ()> = TableDefinition::new("mail_by_lead");
+/// The secret of a mail's unsubscribe, open and click links → mail id.
+pub const MAIL_TOKENS: TableDefinition<&str, u128> = TableDefinition::new("mail_tokens");

@@ -105,6 +105,15 @@ pub struct Tx<'t> {
     pub(super) notifications: Table<'t, u128, &'static [u8]>,
     pub(super) notification_by_recipient: Table<'t, (u128, u128), ()>,
     pub(super) notification_by_lead: Table<'t, (u128, u128), ()>,
+    pub(super) enrollments: Table<'t, u128, &'static [u8]>,
+    pub(super) enrollment_by_lead: Table<'t, (u128, u128), ()>,
+    pub(super) open_enrollment: Table<'t, (u128, &'static str), u128>,
+    pub(super) mails: Table<'t, u128, &'static [u8]>,
+    pub(super) mail_queue: Table<'t, (i64, u128), ()>,
+    pub(super) mail_by_lead: Table<'t, (u128, u128), ()>,
+    pub(super) mail_tokens: Table<'t, &'static str, u128>,
+    /// The earliest unsent mail queued in this transaction: the sender is woken on commit.
+    pub(super) earliest_mail: Option<Millis>,
     /// The earliest timer added in this transaction: the scheduler is woken for it on commit.
     pub(super) earliest_timer: Option<Millis>,
 }
@@ -161,6 +170,14 @@ impl<'t> Tx<'t> {
             notifications: txn.open_table(NOTIFICATIONS)?,
             notification_by_recipient: txn.open_table(NOTIFICATION_BY_RECIPIENT)?,
             notification_by_lead: txn.open_table(NOTIFICATION_BY_LEAD)?,
+            enrollments: txn.open_table(ENROLLMENTS)?,
+            enrollment_by_lead: txn.open_table(ENROLLMENT_BY_LEAD)?,
+            open_enrollment: txn.open_table(OPEN_ENROLLMENT)?,
+            mails: txn.open_table(MAILS)?,
+            mail_queue: txn.open_table(MAIL_QUEUE)?,
+            mail_by_lead: txn.open_table(MAIL_BY_LEAD)?,
+            mail_tokens: txn.open_table(MAIL_TOKENS)?,
+            earliest_mail: None,
             earliest_timer: None,
         })
     }
@@ -272,6 +289,7 @@ impl<'t> Tx<'t> {
     pub fn erase_lead(&mut self, lead: &Lead) -> StoreResult<()> {
         let id = lead.id.as_u128();
         self.erase_lead_work(lead)?;
+        self.erase_lead_nurture(lead)?;
         self.leads.remove(id)?;
         self.lead_stats.remove(id)?;
         if let Some(details) = self.score_details(lead.id)? {

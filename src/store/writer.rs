@@ -38,7 +38,7 @@ pub(super) fn spawn(
     cfg: WriterConfig,
     last_seq: u64,
     auth_epoch: Arc<AtomicU64>,
-    timer_added: Arc<tokio::sync::Notify>,
+    (timer_added, mail_added): (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>),
 ) -> StoreResult<(
     mpsc::Sender<Job>,
     watch::Receiver<u64>,
@@ -50,6 +50,7 @@ pub(super) fn spawn(
         seq: seq_tx,
         auth_epoch,
         timer_added,
+        mail_added,
     };
     let handle = std::thread::Builder::new()
         .name("leadline-writer".into())
@@ -90,6 +91,8 @@ struct Signals {
     auth_epoch: Arc<AtomicU64>,
     /// Woken when a batch added a timer.
     timer_added: Arc<tokio::sync::Notify>,
+    /// Woken when a batch queued mail.
+    mail_added: Arc<tokio::sync::Notify>,
 }
 
 /// Applies `jobs` in one transaction, publishes the committed seq and answers each. Returns
@@ -113,6 +116,7 @@ fn run_batch(
         let seq_after;
         let auth_changed;
         let timer_changed;
+        let mail_queued;
         {
             let mut tx = Tx::open(&txn, now, next_seq, ids)?;
             let mut jobs = jobs.into_iter();
@@ -142,6 +146,7 @@ fn run_batch(
             seq_after = tx.next_seq;
             auth_changed = tx.auth_changed;
             timer_changed = tx.earliest_timer.is_some();
+            mail_queued = tx.earliest_mail.is_some();
         }
         if let Some(e) = &failure {
             txn.abort()?;
@@ -157,6 +162,9 @@ fn run_batch(
         if timer_changed {
             // The scheduler re-reads the earliest due time; a permit is kept if it is busy.
             signals.timer_added.notify_one();
+        }
+        if mail_queued {
+            signals.mail_added.notify_one();
         }
         Ok(seq_after)
     })();
@@ -224,6 +232,7 @@ mod tests {
                 seq: watch::channel(0).0,
                 auth_epoch: Arc::new(AtomicU64::new(0)),
                 timer_added: Arc::new(tokio::sync::Notify::new()),
+                mail_added: Arc::new(tokio::sync::Notify::new()),
             },
         )
     }

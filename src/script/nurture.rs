@@ -1,0 +1,508 @@
+//! Nurture rules: the sequences of `plugins/sequences/*.toml` (with their `if` conditions
+//! compiled), the email templates of `plugins/templates/`, and the `on_event` hook that enrolls
+//! leads — with the built-in rules of DESIGN.md when no script defines it.
+
+use super::engine::{CallWindow, LeadObj, StatsObj};
+use super::hooks::type_name;
+use super::{CompileFailure, Hook, Loaded, Plugins};
+use crate::domain::lead::Lead;
+use crate::domain::sequence::{Sequence, Step};
+use crate::domain::stats::ActivityStats;
+use crate::domain::time::Millis;
+use rhai::{AST, Array, Dynamic, Engine, Map, Scope};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A sequence ready to run: its steps and the compiled condition of each `if` step.
+#[derive(Debug)]
+pub struct SequenceRt {
+    pub def: Sequence,
+    pub file: String,
+    conditions: BTreeMap<usize, AST>,
+}
+
+/// One email template: subject, text part and optional HTML part, each a minijinja template.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TemplateSource {
+    pub name: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// A rendered email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// What `plugins/sequences` and `plugins/templates` hold now.
+#[derive(Default)]
+pub struct Library {
+    pub sequences: BTreeMap<String, Arc<SequenceRt>>,
+    pub templates: BTreeMap<String, Arc<TemplateSource>>,
+    /// Files that could not be used, and why.
+    pub errors: Vec<CompileFailure>,
+}
+
+/// Something `on_event` asks the server to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Enroll(String),
+    Unenroll(String),
+}
+
+/// What happened to a lead, as `on_event` sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeadEventIn {
+    /// `lead.created`, `lead.scored`, `activity.created`, `sequence.completed`.
+    pub kind: String,
+    /// For `lead.scored`: the score before and after.
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// For `activity.created`: its kind and page path.
+    pub activity: Option<String>,
+    pub path: Option<String>,
+    /// For `sequence.completed`: which.
+    pub sequence: Option<String>,
+    /// Every sequence the lead has ever been enrolled in.
+    pub sequences: Vec<String>,
+}
+
+impl LeadEventIn {
+    pub fn of(kind: &str) -> Self {
+        LeadEventIn {
+            kind: kind.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn to_map(&self) -> Map {
+        let mut m = Map::new();
+        let s = |v: &Option<String>| v.clone().map_or(Dynamic::UNIT, Dynamic::from);
+        let i = |v: Option<i64>| v.map_or(Dynamic::UNIT, Dynamic::from_int);
+        m.insert("kind".into(), Dynamic::from(self.kind.clone()));
+        m.insert("from".into(), i(self.from));
+        m.insert("to".into(), i(self.to));
+        m.insert("activity".into(), s(&self.activity));
+        m.insert("path".into(), s(&self.path));
+        m.insert("sequence".into(), s(&self.sequence));
+        let seqs: Array = self.sequences.iter().cloned().map(Dynamic::from).collect();
+        m.insert("sequences".into(), Dynamic::from(seqs));
+        m
+    }
+}
+
+pub(super) fn register_actions(engine: &mut Engine) {
+    engine
+        .register_fn("enroll", |name: &str| -> Map {
+            let mut m = Map::new();
+            m.insert("enroll".into(), Dynamic::from(name.to_owned()));
+            m
+        })
+        .register_fn("unenroll", |name: &str| -> Map {
+            let mut m = Map::new();
+            m.insert("unenroll".into(), Dynamic::from(name.to_owned()));
+            m
+        });
+}
+
+/// Reads `on_event`'s answer: `()`, one action, or an array of them.
+pub(crate) fn actions(d: Dynamic) -> Result<Vec<Action>, String> {
+    if d.is_unit() {
+        return Ok(Vec::new());
+    }
+    let items: Vec<Dynamic> = if d.is_array() {
+        d.cast::<Array>()
+    } else {
+        vec![d]
+    };
+    items
+        .into_iter()
+        .filter(|d| !d.is_unit())
+        .map(|d| {
+            if !d.is_map() {
+                return Err(format!(
+                    "{}, not an action like enroll(\"welcome\")",
+                    type_name(&d)
+                ));
+            }
+            let m = d.cast::<Map>();
+            let get = |k: &str| {
+                m.get(k)
+                    .and_then(|v| v.clone().into_immutable_string().ok())
+                    .map(|s| s.to_string())
+            };
+            match (get("enroll"), get("unenroll"), m.len()) {
+                (Some(s), None, 1) => Ok(Action::Enroll(s)),
+                (None, Some(s), 1) => Ok(Action::Unenroll(s)),
+                _ => Err("an action is enroll(\"name\") or unenroll(\"name\")".into()),
+            }
+        })
+        .collect()
+}
+
+/// The built-in nurture rules (DESIGN.md); `plugins/nurture.rhai` says the same.
+/// (A trial or demo request within the day is checked by the `pricing_roi` sequence itself.)
+pub fn default_actions(event: &LeadEventIn, lead: &Lead) -> Vec<Action> {
+    let mut out = Vec::new();
+    let ever = |s: &str| event.sequences.iter().any(|x| x == s);
+    match event.kind.as_str() {
+        "lead.created" if lead.score.total < 40 => out.push(Action::Enroll("welcome".into())),
+        "activity.created"
+            if event.activity.as_deref() == Some("page_view")
+                && event.path.as_deref().is_some_and(|p| p.contains("pricing"))
+                && !ever("pricing_roi") =>
+        {
+            out.push(Action::Enroll("pricing_roi".into()))
+        }
+        "lead.scored"
+            if event.from.is_some_and(|f| f < 60) && event.to.is_some_and(|t| t >= 60) =>
+        {
+            out.push(Action::Enroll("high_intent".into()))
+        }
+        "sequence.completed" if event.sequence.as_deref() == Some("welcome") => {
+            out.push(Action::Enroll("long_term".into()))
+        }
+        _ => {}
+    }
+    out
+}
+
+impl Plugins {
+    /// What to do about `event` on `lead`: the `on_event` hook, or the built-in rules.
+    pub fn on_event(
+        &self,
+        loaded: &Loaded,
+        event: &LeadEventIn,
+        lead: &Lead,
+        now: Millis,
+    ) -> Vec<Action> {
+        let args = (
+            Dynamic::from(event.to_map()),
+            LeadObj(Arc::new(lead.clone())),
+        );
+        match self.call(loaded, Hook::OnEvent, args, now) {
+            None => default_actions(event, lead),
+            Some((script, result)) => self
+                .checked(&script, Hook::OnEvent, result, actions, now)
+                .unwrap_or_else(|_| default_actions(event, lead)),
+        }
+    }
+
+    /// Evaluates the condition of `seq`'s `if` step `index` on the lead. A condition that
+    /// fails (or is not a bool) counts as false, with the failure logged.
+    pub fn condition(
+        &self,
+        seq: &SequenceRt,
+        index: usize,
+        lead: &Lead,
+        stats: &ActivityStats,
+        now: Millis,
+    ) -> Result<bool, String> {
+        let Some(ast) = seq.conditions.get(&index) else {
+            return Err(format!("step {} has no condition", index + 1));
+        };
+        let mut scope = Scope::new();
+        scope.push_constant("lead", LeadObj(Arc::new(lead.clone())));
+        scope.push_constant(
+            "stats",
+            StatsObj {
+                stats: Arc::new(stats.clone()),
+                created_at: lead.created_at,
+                now,
+            },
+        );
+        let _window = CallWindow::open(self.limits().timeout, now);
+        let value = self
+            .engine()
+            .eval_ast_with_scope::<Dynamic>(&mut scope, ast)
+            .map_err(|e| format!("{}: step {}: {e}", seq.file, index + 1))?;
+        value.as_bool().map_err(|t| {
+            format!(
+                "{}: step {}: the condition gave {t}, not true or false",
+                seq.file,
+                index + 1
+            )
+        })
+    }
+}
+
+impl Loaded {
+    pub fn sequence(&self, name: &str) -> Option<Arc<SequenceRt>> {
+        self.library.sequences.get(name).cloned()
+    }
+
+    pub fn template(&self, name: &str) -> Option<Arc<TemplateSource>> {
+        self.library.templates.get(name).cloned()
+    }
+
+    pub fn library(&self) -> &Library {
+        &self.library
+    }
+}
+
+/// Renders a template with `context` (the lead, its owner, links). Undefined names render
+/// empty rather than failing, so a template may mention a field a lead lacks.
+pub fn render(t: &TemplateSource, context: &serde_json::Value) -> Result<Rendered, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+    let one = |env: &minijinja::Environment, src: &str, part: &str, escape: bool| {
+        let mut env = env.clone();
+        if escape {
+            env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+        } else {
+            env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        }
+        env.render_str(src, context)
+            .map_err(|e| format!("template {} ({part}): {e}", t.name))
+    };
+    let subject = one(&env, &t.subject, "subject", false)?
+        .replace(['\r', '\n'], " ")
+        .trim()
+        .to_owned();
+    let text = one(&env, &t.text, "text", false)?;
+    let html = t
+        .html
+        .as_deref()
+        .map(|h| one(&env, h, "html", true))
+        .transpose()?;
+    Ok(Rendered {
+        subject,
+        text,
+        html,
+    })
+}
+
+/// Loads `dir/sequences/*.toml` and `dir/templates/*.{subject,txt,html}`. Problems are
+/// reported per file; the rest loads.
+pub(super) fn load_library(engine: &Engine, dir: &Path, now: Millis) -> Library {
+    let mut lib = Library::default();
+    if dir.as_os_str().is_empty() {
+        return lib;
+    }
+    let fail = |file: String, message: String| CompileFailure {
+        file,
+        message,
+        line: None,
+        at: now,
+    };
+    // Templates first, so sequences can be checked against them.
+    let tdir = dir.join("templates");
+    // Per template: its subject, text and HTML files, as found.
+    let mut parts: BTreeMap<String, [Option<String>; 3]> = BTreeMap::new();
+    for (path, name) in files(&tdir, &mut lib.errors, now) {
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            continue;
+        };
+        let slot = match ext {
+            "subject" => 0,
+            "txt" => 1,
+            "html" => 2,
+            _ => continue,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                parts.entry(stem.to_owned()).or_default()[slot] = Some(text);
+            }
+            Err(e) => lib
+                .errors
+                .push(fail(format!("templates/{name}"), e.to_string())),
+        }
+    }
+    for (name, [subject, text, html]) in parts {
+        let file = format!("templates/{name}");
+        let (Some(subject), Some(text)) = (subject, text) else {
+            lib.errors.push(fail(
+                file,
+                "a template needs NAME.subject and NAME.txt (NAME.html is optional)".into(),
+            ));
+            continue;
+        };
+        let t = TemplateSource {
+            name: name.clone(),
+            subject,
+            text,
+            html,
+        };
+        // A syntax error shows now, not when the first email is due.
+        let env = minijinja::Environment::new();
+        let bad = [Some(&t.subject), Some(&t.text), t.html.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|src| env.template_from_str(src).err());
+        match bad {
+            Some(e) => lib.errors.push(fail(file, e.to_string())),
+            None => {
+                lib.templates.insert(name, Arc::new(t));
+            }
+        }
+    }
+    for (path, name) in files(&dir.join("sequences"), &mut lib.errors, now) {
+        let Some(stem) = name.strip_suffix(".toml") else {
+            continue;
+        };
+        let file = format!("sequences/{name}");
+        let loaded = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Sequence::parse(stem, &text))
+            .and_then(|def| compile_sequence(engine, def, &file, &lib));
+        match loaded {
+            Ok(rt) => {
+                lib.sequences.insert(stem.to_owned(), Arc::new(rt));
+            }
+            Err(m) => lib.errors.push(fail(file, m)),
+        }
+    }
+    for e in &lib.errors {
+        tracing::error!(file = %e.file, error = %e.message, "nurture file not loaded");
+    }
+    lib
+}
+
+fn compile_sequence(
+    engine: &Engine,
+    def: Sequence,
+    file: &str,
+    lib: &Library,
+) -> Result<SequenceRt, String> {
+    if let Some(t) = def.templates().find(|t| !lib.templates.contains_key(*t)) {
+        return Err(format!("no template `{t}` in plugins/templates"));
+    }
+    let mut conditions = BTreeMap::new();
+    for (i, s) in def.steps.iter().enumerate() {
+        if let Step::Branch { condition, .. } = s {
+            let ast = engine
+                .compile_expression(condition)
+                .map_err(|e| format!("step {}: if: {e}", i + 1))?;
+            conditions.insert(i, ast);
+        }
+    }
+    Ok(SequenceRt {
+        def,
+        file: file.to_owned(),
+        conditions,
+    })
+}
+
+fn files(
+    dir: &Path,
+    errors: &mut Vec<CompileFailure>,
+    now: Millis,
+) -> Vec<(std::path::PathBuf, String)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            errors.push(CompileFailure {
+                file: dir.display().to_string(),
+                message: e.to_string(),
+                line: None,
+                at: now,
+            });
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            Some((p, name))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::lead::NewLead;
+
+    fn lead(score: i32) -> Lead {
+        let mut l = NewLead::default().into_lead(uuid::Uuid::nil(), 0);
+        l.score.total = score;
+        l
+    }
+
+    #[test]
+    fn the_built_in_rules_enroll_as_design_md_says() {
+        let created = LeadEventIn {
+            kind: "lead.created".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            default_actions(&created, &lead(10)),
+            [Action::Enroll("welcome".into())]
+        );
+        assert!(default_actions(&created, &lead(45)).is_empty());
+        let pricing = LeadEventIn {
+            kind: "activity.created".into(),
+            activity: Some("page_view".into()),
+            path: Some("/pricing".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            default_actions(&pricing, &lead(10)),
+            [Action::Enroll("pricing_roi".into())]
+        );
+        let again = LeadEventIn {
+            sequences: vec!["pricing_roi".into()],
+            ..pricing.clone()
+        };
+        assert!(default_actions(&again, &lead(10)).is_empty());
+        let crossed = LeadEventIn {
+            kind: "lead.scored".into(),
+            from: Some(55),
+            to: Some(62),
+            ..Default::default()
+        };
+        assert_eq!(
+            default_actions(&crossed, &lead(62)),
+            [Action::Enroll("high_intent".into())]
+        );
+        let done = LeadEventIn {
+            kind: "sequence.completed".into(),
+            sequence: Some("welcome".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            default_actions(&done, &lead(10)),
+            [Action::Enroll("long_term".into())]
+        );
+    }
+
+    #[test]
+    fn on_event_answers_are_checked() {
+        let mut m = Map::new();
+        m.insert("enroll".into(), Dynamic::from("welcome"));
+        assert_eq!(
+            actions(Dynamic::from(m.clone())),
+            Ok(vec![Action::Enroll("welcome".into())])
+        );
+        let arr: Array = vec![Dynamic::from(m), Dynamic::UNIT];
+        assert_eq!(actions(Dynamic::from(arr)).map(|a| a.len()), Ok(1));
+        assert_eq!(actions(Dynamic::UNIT), Ok(vec![]));
+        assert!(actions(Dynamic::from(3_i64)).is_err());
+    }
+
+    #[test]
+    fn templates_render_the_lead_and_escape_html() {
+        let t = TemplateSource {
+            name: "t".into(),
+            subject: "Hello {{ lead.name }}\n".into(),
+            text: "Hi {{ lead.name }}, {{ lead.missing }}!".into(),
+            html: Some("<p>{{ lead.name }}</p>".into()),
+        };
+        let r = render(&t, &serde_json::json!({"lead": {"name": "<王总>"}})).unwrap();
+        assert_eq!(r.subject, "Hello <王总>");
+        assert_eq!(r.text, "Hi <王总>, !");
+        assert_eq!(r.html.as_deref(), Some("<p>&lt;王总&gt;</p>"));
+    }
+}

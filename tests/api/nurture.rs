@@ -1,0 +1,625 @@
+//! Nurture over HTTP with the shipped plugins, a real SMTP server on localhost and the
+//! controllable clock: the welcome sequence's four weekly emails and its exit at SQL, the
+//! pricing email a day later, the high-intent task, unsubscribe, open and click tracking, the
+//! unsent outbox without SMTP, and the enrollment API.
+
+use crate::helpers::*;
+use crate::smtp_sink::{Received, SmtpSink};
+use leadline::clock::ManualClock;
+use leadline::config::Config;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DAY: i64 = 86_400_000;
+/// Monday 2026-11-23 08:00 UTC.
+const START: i64 = 1_795_420_800_000;
+
+/// Copies the shipped `plugins/` (scripts, sequences, templates) into the test's directory.
+fn shipped_plugins(c: &mut Config) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("plugins dir");
+        for entry in std::fs::read_dir(from).expect("read plugins") {
+            let entry = entry.expect("entry");
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                if name != "tests" {
+                    copy(&path, &to.join(name));
+                }
+            } else {
+                std::fs::copy(&path, to.join(name)).expect("copy plugin");
+            }
+        }
+    }
+    copy(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins"),
+        &c.plugins_dir,
+    );
+}
+
+async fn nurture_app(clock: Arc<ManualClock>, smtp: Option<&SmtpSink>) -> TestApp {
+    let port = smtp.map(|s| s.port);
+    spawn_app_with_clock(clock, move |c| {
+        shipped_plugins(c);
+        c.plugins.watch = false;
+        if let Some(port) = port {
+            c.email.smtp_host = "127.0.0.1".into();
+            c.email.smtp_port = port;
+            c.email.security = "none".into();
+            c.email.from = "Acme <sales@acme.example>".into();
+        }
+    })
+    .await
+}
+
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn enrollments(app: &TestApp, lead: &str) -> Vec<Value> {
+    let v = expect_json(
+        app.get(&format!("/v1/leads/{lead}/enrollments"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    v["items"].as_array().expect("items").clone()
+}
+
+async fn emails(app: &TestApp, lead: &str) -> Vec<Value> {
+    let v = expect_json(
+        app.get(&format!("/v1/emails?lead_id={lead}"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    v["items"].as_array().expect("items").clone()
+}
+
+async fn lead(app: &TestApp, body: Value) -> String {
+    app.create_lead(&app.admin, body).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+/// The stored message a received one is (by its X-Leadline-Mail-Id header).
+async fn stored(app: &TestApp, m: &Received) -> Value {
+    let id = m.header("X-Leadline-Mail-Id").expect("mail id header");
+    expect_json(
+        app.get(&format!("/v1/emails/{id}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await
+}
+
+fn link_token(text: &str, prefix: &str) -> String {
+    let at = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("{prefix} in {text}"))
+        + prefix.len();
+    text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+#[tokio::test]
+async fn the_welcome_sequence_sends_four_weekly_emails_and_stops_at_sql() {
+    let clock = Arc::new(ManualClock::new(START));
+    let smtp = SmtpSink::start().await;
+    let app = nurture_app(clock.clone(), Some(&smtp)).await;
+    let stays = lead(&app, json!({"name": "Stays", "email": "stays@example.cn"})).await;
+    let leaves = lead(
+        &app,
+        json!({"name": "Leaves", "email": "leaves@example.cn"}),
+    )
+    .await;
+
+    for week in 1..=3 {
+        if week > 1 {
+            clock.advance(7 * DAY);
+        }
+        for to in ["stays@example.cn", "leaves@example.cn"] {
+            let got = smtp.wait_for(to, week).await;
+            assert_eq!(got.len(), week, "week {week}: {to}");
+        }
+    }
+    // After three emails the second lead reaches SQL: its sequence ends, the other goes on.
+    expect_json(
+        app.patch(
+            &format!("/v1/leads/{leaves}"),
+            &app.admin,
+            &json!({"stage": "sql"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    clock.advance(7 * DAY);
+    let four = smtp.wait_for("stays@example.cn", 4).await;
+    assert_eq!(four.len(), 4);
+    let subjects: Vec<String> = four.iter().filter_map(|m| m.header("Subject")).collect();
+    assert_eq!(subjects[0], "Welcome, Stays");
+    eventually("the welcome sequence to end at SQL", async || {
+        let e = enrollments(&app, &leaves).await;
+        (e[0]["status"] == "exited").then_some(())
+    })
+    .await;
+    let e = enrollments(&app, &leaves).await;
+    assert_eq!(e[0]["reason"], "sql", "{e:?}");
+    // More weeks pass: nothing more for either (the other finished its four).
+    clock.advance(7 * DAY);
+    clock.advance(7 * DAY);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.wait_for("leaves@example.cn", 0).await.len(), 3);
+    let e = enrollments(&app, &stays).await;
+    assert_eq!(e[0]["sequence"], "welcome");
+    assert_eq!(e[0]["status"], "completed", "{e:?}");
+    // Its end enrolled it in long-term nurture (an email every 15 days).
+    assert_eq!(e[1]["sequence"], "long_term", "{e:?}");
+    // Every email was marketing: an unsubscribe link and the one-click header.
+    for m in &four {
+        assert_eq!(m.from, "sales@acme.example");
+        let url = m.header("List-Unsubscribe").expect("List-Unsubscribe");
+        assert!(url.contains("/u/"), "{url}");
+        assert_eq!(
+            m.header("List-Unsubscribe-Post").as_deref(),
+            Some("List-Unsubscribe=One-Click")
+        );
+        let s = stored(&app, m).await;
+        assert_eq!(s["status"], "sent");
+        assert!(s["text"].as_str().unwrap().contains("/u/"), "{s}");
+    }
+    // Each step is on the timeline.
+    let tl = expect_json(
+        app.get(&format!("/v1/leads/{stays}/timeline?limit=500"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let steps = tl["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "sequence_step" && i["data"]["sequence"] == "welcome")
+        .count();
+    assert_eq!(steps, 7, "{tl}");
+}
+
+#[tokio::test]
+async fn a_pricing_visit_without_a_trial_gets_the_roi_email_a_day_later() {
+    let clock = Arc::new(ManualClock::new(START));
+    let smtp = SmtpSink::start().await;
+    let app = nurture_app(clock.clone(), Some(&smtp)).await;
+    let looker = lead(&app, json!({"email": "looker@example.cn"})).await;
+    let trier = lead(&app, json!({"email": "trier@example.cn"})).await;
+    for l in [&looker, &trier] {
+        expect_json(
+            app.post(
+                "/v1/activities",
+                &app.admin,
+                &json!({"lead_id": l, "kind": "page_view", "properties": {"path": "/pricing"}}),
+            )
+            .await,
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    // One of them asks for a trial within the day.
+    expect_json(
+        app.post(
+            "/v1/activities",
+            &app.admin,
+            &json!({"lead_id": trier, "kind": "trial_request"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    smtp.wait_for("looker@example.cn", 1).await; // welcome_1
+    clock.advance(DAY - 60_000);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let roi = |msgs: Vec<Received>| {
+        msgs.into_iter()
+            .filter(|m| {
+                m.header("Subject")
+                    .is_some_and(|s| s.contains("investment"))
+            })
+            .count()
+    };
+    assert_eq!(
+        roi(smtp.wait_for("looker@example.cn", 1).await),
+        0,
+        "not before 24 h"
+    );
+    clock.advance(60_000);
+    let got = smtp.wait_for("looker@example.cn", 2).await;
+    assert_eq!(roi(got), 1);
+    eventually("the trier's pricing sequence to finish", async || {
+        let e = enrollments(&app, &trier).await;
+        e.iter()
+            .find(|e| e["sequence"] == "pricing_roi" && e["status"] == "completed")
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(roi(smtp.wait_for("trier@example.cn", 0).await), 0);
+}
+
+#[tokio::test]
+async fn crossing_60_gives_the_owner_a_high_intent_task() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = nurture_app(clock.clone(), None).await;
+    let (rep, rep_token) = app.rep("li", None).await;
+    // A decision maker from a partner: 40 points.
+    let id = lead(
+        &app,
+        json!({"email": "ceo@acme.cn", "title": "CEO", "channel": "referral", "owner_id": rep}),
+    )
+    .await;
+    let path = format!("/v1/tasks?lead_id={id}");
+    let none = expect_json(app.get(&path, &rep_token).await, StatusCode::OK).await;
+    assert_eq!(none["items"], json!([]));
+    // A demo request: +30, across 60.
+    expect_json(
+        app.post(
+            "/v1/activities",
+            &app.admin,
+            &json!({"lead_id": id, "kind": "demo_request"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let task = eventually("the high-intent task", async || {
+        let t = expect_json(app.get(&path, &rep_token).await, StatusCode::OK).await;
+        t["items"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await;
+    assert!(
+        task["title"].as_str().unwrap().contains("High intent"),
+        "{task}"
+    );
+    assert_eq!(task["owner_id"], rep.as_str());
+    assert_eq!(task["due_at"], "2026-11-23T12:00:00.000Z");
+}
+
+#[tokio::test]
+async fn unsubscribing_stops_everything() {
+    let clock = Arc::new(ManualClock::new(START));
+    let smtp = SmtpSink::start().await;
+    let app = nurture_app(clock.clone(), Some(&smtp)).await;
+    let id = lead(&app, json!({"email": "bye@example.cn"})).await;
+    let first = smtp.wait_for("bye@example.cn", 1).await;
+    let header = first[0].header("List-Unsubscribe").expect("header");
+    let token = link_token(&header, "/u/");
+    // The link shows a confirmation page; following it unsubscribes nobody.
+    let page = app
+        .client
+        .get(app.url(&format!("/u/{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("<form"));
+    assert_eq!(
+        expect_json(
+            app.get(&format!("/v1/leads/{id}"), &app.admin).await,
+            StatusCode::OK
+        )
+        .await["flags"]["do_not_contact"],
+        false
+    );
+    // The mail client's one-click POST.
+    let res = app
+        .client
+        .post(app.url(&format!("/u/{token}")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let l = expect_json(
+        app.get(&format!("/v1/leads/{id}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(l["flags"]["do_not_contact"], true);
+    let e = enrollments(&app, &id).await;
+    assert_eq!(e[0]["status"], "exited");
+    assert_eq!(e[0]["reason"], "unsubscribed");
+    for _ in 0..4 {
+        clock.advance(7 * DAY);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        smtp.wait_for("bye@example.cn", 0).await.len(),
+        1,
+        "nothing after"
+    );
+    // Nor can anyone enroll it again.
+    let res = app
+        .post(
+            &format!("/v1/leads/{id}/enrollments"),
+            &app.admin,
+            &json!({"sequence": "long_term"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::CONFLICT).await;
+    // An unknown token is a 404.
+    let res = app.client.post(app.url("/u/nope")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn opens_and_clicks_become_activities_that_score() {
+    let clock = Arc::new(ManualClock::new(START));
+    let smtp = SmtpSink::start().await;
+    let app = nurture_app(clock.clone(), Some(&smtp)).await;
+    let id = lead(&app, json!({"email": "reader@example.cn"})).await;
+    let got = smtp.wait_for("reader@example.cn", 1).await;
+    let mail = stored(&app, &got[0]).await;
+    let html = mail["html"].as_str().expect("html part");
+    let before = expect_json(
+        app.get(&format!("/v1/leads/{id}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await["score"]["total"]
+        .as_i64()
+        .unwrap();
+
+    let token = link_token(html, "/o/");
+    let pixel = app
+        .client
+        .get(app.url(&format!("/o/{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pixel.status(), StatusCode::OK);
+    assert_eq!(pixel.headers()["content-type"], "image/gif");
+
+    assert!(
+        !html.contains("https://example.com/getting-started"),
+        "links are rewritten"
+    );
+    let click_path = format!("/c/{token}/0");
+    assert!(html.contains(&click_path), "{html}");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = no_redirects.get(app.url(&click_path)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        res.headers()["location"],
+        "https://example.com/getting-started"
+    );
+    // A link number the message never had is no redirect anywhere.
+    let res = no_redirects
+        .get(app.url(&format!("/c/{token}/99")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    let after = expect_json(
+        app.get(&format!("/v1/leads/{id}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await["score"]["total"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        after,
+        before + 5,
+        "opened and clicked a marketing email: +5"
+    );
+    let acts = expect_json(
+        app.get(&format!("/v1/leads/{id}/activities"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let kinds: Vec<&str> = acts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"email_open") && kinds.contains(&"email_click"),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_smtp_mail_waits_in_the_outbox_marked_unsent() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = nurture_app(clock.clone(), None).await;
+    let id = lead(&app, json!({"email": "later@example.cn"})).await;
+    let mail = eventually("the first welcome email in the outbox", async || {
+        emails(&app, &id).await.first().cloned()
+    })
+    .await;
+    assert_eq!(mail["status"], "unsent");
+    assert!(
+        mail["waiting"].as_str().unwrap().contains("no SMTP"),
+        "{mail}"
+    );
+    assert_eq!(mail["to"], "later@example.cn");
+    let unsent = expect_json(
+        app.get("/v1/emails?status=unsent", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(unsent["items"].as_array().unwrap().len(), 1);
+    assert_invalid(
+        app.get("/v1/emails?status=lost", &app.admin).await,
+        "status",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn enrollments_pause_resume_and_end_and_one_is_open_per_sequence() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = nurture_app(clock.clone(), None).await;
+    let (holder, _) = app.rep("holder", None).await;
+    // Scored 40+: not enrolled in welcome by the rules.
+    let id = lead(
+        &app,
+        json!({"email": "vip@acme.cn", "title": "CEO", "channel": "referral", "owner_id": holder}),
+    )
+    .await;
+    assert!(enrollments(&app, &id).await.is_empty());
+    let seqs = expect_json(app.get("/v1/sequences", &app.admin).await, StatusCode::OK).await;
+    let names: Vec<&str> = seqs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["high_intent", "long_term", "pricing_roi", "welcome"]
+    );
+    let welcome = expect_json(
+        app.get("/v1/sequences/welcome", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        welcome["steps"][1],
+        json!({"number": 2, "kind": "wait", "wait_seconds": 604800,
+        "template": null, "event": null, "title": null, "due_in_seconds": null, "set": null,
+        "condition": null, "goto": null})
+    );
+
+    let path = format!("/v1/leads/{id}/enrollments");
+    let e = expect_json(
+        app.post(&path, &app.admin, &json!({"sequence": "welcome"}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(e["status"], "active");
+    assert!(e["enrolled_by"].is_string(), "{e}");
+    let again = app
+        .post(&path, &app.admin, &json!({"sequence": "welcome"}))
+        .await;
+    assert_problem(again, StatusCode::CONFLICT).await;
+    assert_invalid(
+        app.post(&path, &app.admin, &json!({"sequence": "nope"}))
+            .await,
+        "sequence",
+    )
+    .await;
+    let eid = e["id"].as_str().unwrap();
+    // (Before the SLA reclaims it into the pool, where every rep sees it.) A rep who cannot see the lead cannot see or change its enrollments.
+    let (_, rep) = app.rep("outsider", None).await;
+    assert_problem(app.get(&path, &rep).await, StatusCode::NOT_FOUND).await;
+    let res = app
+        .post(&format!("/v1/enrollments/{eid}/pause"), &rep, &json!({}))
+        .await;
+    assert_problem(res, StatusCode::NOT_FOUND).await;
+    eventually("the first email", async || {
+        (emails(&app, &id).await.len() == 1).then_some(())
+    })
+    .await;
+    let paused = expect_json(
+        app.post(
+            &format!("/v1/enrollments/{eid}/pause"),
+            &app.admin,
+            &json!({}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(paused["status"], "paused");
+    clock.advance(14 * DAY);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(emails(&app, &id).await.len(), 1, "nothing while paused");
+    let resumed = expect_json(
+        app.post(
+            &format!("/v1/enrollments/{eid}/resume"),
+            &app.admin,
+            &json!({}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(resumed["status"], "active");
+    // The week it waited for has passed: the next step runs at once.
+    eventually("the second email after resuming", async || {
+        (emails(&app, &id).await.len() == 2).then_some(())
+    })
+    .await;
+    let ended = expect_json(
+        app.delete(&format!("/v1/enrollments/{eid}"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(ended["status"], "exited");
+    assert_eq!(ended["reason"], "unenrolled");
+    let res = app
+        .post(
+            &format!("/v1/enrollments/{eid}/resume"),
+            &app.admin,
+            &json!({}),
+        )
+        .await;
+    assert_problem(res, StatusCode::CONFLICT).await;
+}
+
+#[tokio::test]
+async fn a_refused_send_is_retried_with_backoff() {
+    let clock = Arc::new(ManualClock::new(START));
+    let smtp = SmtpSink::start().await;
+    smtp.refuse(true);
+    let app = nurture_app(clock.clone(), Some(&smtp)).await;
+    let id = lead(&app, json!({"email": "retry@example.cn"})).await;
+    let failed = eventually("a failed attempt", async || {
+        emails(&app, &id)
+            .await
+            .into_iter()
+            .find(|m| m["attempts"] == 1)
+    })
+    .await;
+    assert_eq!(failed["status"], "unsent");
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("451"),
+        "{failed}"
+    );
+    assert!(
+        failed["waiting"].as_str().unwrap().contains("retrying"),
+        "{failed}"
+    );
+    smtp.refuse(false);
+    // The first retry waits a minute.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(smtp.wait_for("retry@example.cn", 0).await.is_empty());
+    clock.advance(60_000);
+    assert_eq!(smtp.wait_for("retry@example.cn", 1).await.len(), 1);
+    let sent = eventually("the message marked sent", async || {
+        emails(&app, &id)
+            .await
+            .into_iter()
+            .find(|m| m["status"] == "sent")
+    })
+    .await;
+    assert_eq!(sent["attempts"], 2);
+}
