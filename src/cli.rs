@@ -223,6 +223,16 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Enrolls many leads in a four-step sequence (email, wait, email, set) and times the
+    /// scheduler running every step, without SMTP.
+    Nurture {
+        /// Leads to enroll.
+        #[arg(long, default_value_t = 100_000)]
+        leads: usize,
+        /// Where to put the temporary data directory (default: the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Evaluations per second of the scoring hook on one core; then imports generated leads
     /// and times a rescore after a rule edit.
     Score {
@@ -301,6 +311,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Plugins(PluginsCommand::Check(args)) => crate::cli_plugins::check(args),
             Command::Plugins(PluginsCommand::Test(args)) => crate::cli_plugins::test(args),
             Command::Rescore(args) => crate::cli_plugins::rescore(args).await,
+            Command::Bench(BenchCommand::Nurture { leads, dir }) => {
+                crate::bench_nurture::bench_nurture(leads, dir).await
+            }
             Command::Bench(BenchCommand::Timers { timers, dir }) => {
                 crate::bench_timers::bench_timers(timers, dir).await
             }

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod bench;
+mod bench_nurture;
 mod bench_score;
 mod bench_search;
 mod bench_timers;

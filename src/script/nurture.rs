@@ -10,7 +10,6 @@ use crate::domain::sequence::{Sequence, Step};
 use crate::domain::stats::ActivityStats;
 use crate::domain::time::Millis;
 use rhai::{AST, Array, Dynamic, Engine, Map, Scope};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,13 +22,57 @@ pub struct SequenceRt {
     conditions: BTreeMap<usize, AST>,
 }
 
-/// One email template: subject, text part and optional HTML part, each a minijinja template.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// One email template: subject, text part and optional HTML part, each a minijinja template,
+/// compiled once when loaded.
+#[derive(Debug, Clone)]
 pub struct TemplateSource {
     pub name: String,
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    compiled: Arc<minijinja::Environment<'static>>,
+}
+
+impl TemplateSource {
+    /// Compiles the parts. The HTML part escapes what it inserts; the others do not.
+    pub fn new(
+        name: &str,
+        subject: String,
+        text: String,
+        html: Option<String>,
+    ) -> Result<TemplateSource, String> {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+        env.set_auto_escape_callback(|part| {
+            if part == "html" {
+                minijinja::AutoEscape::Html
+            } else {
+                minijinja::AutoEscape::None
+            }
+        });
+        let parts = [
+            ("subject", Some(&subject)),
+            ("text", Some(&text)),
+            ("html", html.as_ref()),
+        ];
+        for (part, src) in parts {
+            if let Some(src) = src {
+                env.add_template_owned(part, src.clone())
+                    .map_err(|e| format!("{name}.{}: {e}", ext(part)))?;
+            }
+        }
+        Ok(TemplateSource {
+            name: name.to_owned(),
+            subject,
+            text,
+            html,
+            compiled: Arc::new(env),
+        })
+    }
+}
+
+fn ext(part: &str) -> &str {
+    if part == "text" { "txt" } else { part }
 }
 
 /// A rendered email.
@@ -249,32 +292,24 @@ impl Loaded {
 /// Renders a template with `context` (the lead, its owner, links). Undefined names render
 /// empty rather than failing, so a template may mention a field a lead lacks.
 pub fn render(t: &TemplateSource, context: &serde_json::Value) -> Result<Rendered, String> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
-    let one = |env: &minijinja::Environment, src: &str, part: &str, escape: bool| {
-        let mut env = env.clone();
-        if escape {
-            env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-        } else {
-            env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    let part = |name: &str| -> Result<Option<String>, String> {
+        match t.compiled.get_template(name) {
+            Ok(tpl) => tpl
+                .render(context)
+                .map(Some)
+                .map_err(|e| format!("template {}.{}: {e}", t.name, ext(name))),
+            Err(_) => Ok(None),
         }
-        env.render_str(src, context)
-            .map_err(|e| format!("template {} ({part}): {e}", t.name))
     };
-    let subject = one(&env, &t.subject, "subject", false)?
+    let subject = part("subject")?
+        .unwrap_or_default()
         .replace(['\r', '\n'], " ")
         .trim()
         .to_owned();
-    let text = one(&env, &t.text, "text", false)?;
-    let html = t
-        .html
-        .as_deref()
-        .map(|h| one(&env, h, "html", true))
-        .transpose()?;
     Ok(Rendered {
         subject,
-        text,
-        html,
+        text: part("text")?.unwrap_or_default(),
+        html: part("html")?,
     })
 }
 
@@ -323,23 +358,12 @@ pub(super) fn load_library(engine: &Engine, dir: &Path, now: Millis) -> Library 
             ));
             continue;
         };
-        let t = TemplateSource {
-            name: name.clone(),
-            subject,
-            text,
-            html,
-        };
         // A syntax error shows now, not when the first email is due.
-        let env = minijinja::Environment::new();
-        let bad = [Some(&t.subject), Some(&t.text), t.html.as_ref()]
-            .into_iter()
-            .flatten()
-            .find_map(|src| env.template_from_str(src).err());
-        match bad {
-            Some(e) => lib.errors.push(fail(file, e.to_string())),
-            None => {
+        match TemplateSource::new(&name, subject, text, html) {
+            Ok(t) => {
                 lib.templates.insert(name, Arc::new(t));
             }
+            Err(e) => lib.errors.push(fail(file, e)),
         }
     }
     for (path, name) in files(&dir.join("sequences"), &mut lib.errors, now) {
@@ -494,12 +518,13 @@ mod tests {
 
     #[test]
     fn templates_render_the_lead_and_escape_html() {
-        let t = TemplateSource {
-            name: "t".into(),
-            subject: "Hello {{ lead.name }}\n".into(),
-            text: "Hi {{ lead.name }}, {{ lead.missing }}!".into(),
-            html: Some("<p>{{ lead.name }}</p>".into()),
-        };
+        let t = TemplateSource::new(
+            "t",
+            "Hello {{ lead.name }}\n".into(),
+            "Hi {{ lead.name }}, {{ lead.missing }}!".into(),
+            Some("<p>{{ lead.name }}</p>".into()),
+        )
+        .unwrap();
         let r = render(&t, &serde_json::json!({"lead": {"name": "<王总>"}})).unwrap();
         assert_eq!(r.subject, "Hello <王总>");
         assert_eq!(r.text, "Hi <王总>, !");

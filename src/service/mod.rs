@@ -10,7 +10,7 @@ mod forms;
 mod import;
 mod leads;
 mod mailer;
-mod nurture;
+pub(crate) mod nurture;
 mod pools;
 mod reports;
 mod scheduler;
