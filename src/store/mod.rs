@@ -7,10 +7,12 @@ pub mod lead_index;
 pub mod query;
 pub mod tables;
 mod tx;
+mod tx_outbox;
 mod tx_work;
 mod writer;
 
 pub use tx::Tx;
+pub use tx_outbox::DeliveryPage;
 pub use tx_work::open_owner;
 pub use writer::WriterConfig;
 
@@ -331,6 +333,7 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
         txn.open_table(NOTIFICATIONS)?;
         txn.open_table(NOTIFICATION_BY_RECIPIENT)?;
         txn.open_table(NOTIFICATION_BY_LEAD)?;
+        tx_outbox::create_tables(&txn)?;
         count_owner_loads(&txn, &mut meta)?;
         let mut secrets = txn.open_table(SECRETS)?;
         for name in SECRET_NAMES {

@@ -107,6 +107,8 @@ pub struct Tx<'t> {
     pub(super) notification_by_lead: Table<'t, (u128, u128), ()>,
     /// The earliest timer added in this transaction: the scheduler is woken for it on commit.
     pub(super) earliest_timer: Option<Millis>,
+    /// The webhook outbox (`tx_outbox`): every changelog row is offered to it.
+    pub(super) outbox: super::tx_outbox::Outbox<'t>,
 }
 
 impl<'t> Tx<'t> {
@@ -162,6 +164,7 @@ impl<'t> Tx<'t> {
             notification_by_recipient: txn.open_table(NOTIFICATION_BY_RECIPIENT)?,
             notification_by_lead: txn.open_table(NOTIFICATION_BY_LEAD)?,
             earliest_timer: None,
+            outbox: super::tx_outbox::Outbox::open(txn)?,
         })
     }
 
@@ -681,6 +684,7 @@ impl<'t> Tx<'t> {
         let seq = self.next_seq;
         self.changelog.insert(seq, encode(&entry).as_slice())?;
         self.next_seq += 1;
+        self.enqueue_deliveries(seq, &entry)?;
         Ok(seq)
     }
 
