@@ -17,6 +17,9 @@ pub mod transfer;
 pub mod users;
 pub mod work;
 
+pub mod events;
+pub mod webhooks;
+
 use crate::config::Config;
 use crate::service::Service;
 use crate::store::IdempotentResponse;
@@ -111,6 +114,8 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .merge(work::router())
         .merge(tasks::router())
         .merge(reports::router())
+        .merge(webhooks::router())
+        .merge(events::router())
         .split_for_parts();
     doc.merge(bulk_doc);
     (router, bulk, doc)

@@ -91,6 +91,19 @@ pub fn matches(patterns: &[String], event: &str) -> bool {
     })
 }
 
+/// The `data` of a notification event: its details, with its recipient and task added.
+pub fn notification_data(n: &super::work::Notification) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let mut data = match serde_json::from_str::<Value>(&n.data) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    data.entry("recipient_id")
+        .or_insert_with(|| json!(n.recipient_id));
+    data.entry("task_id").or_insert_with(|| json!(n.task_id));
+    Value::Object(data)
+}
+
 /// A subscription: events matching `events` are POSTed to `url`, signed with `secret`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Webhook {

@@ -12,7 +12,9 @@ use super::tables::*;
 use super::tx::Tx;
 use super::{ChangeEntry, Entity, Snapshot, StoreResult, get_record};
 use crate::domain::time::Millis;
-use crate::domain::webhook::{Delivery, DeliveryStatus, Webhook, change_event, matches};
+use crate::domain::webhook::{
+    Delivery, DeliveryStatus, Webhook, change_event, matches, notification_data,
+};
 use crate::domain::work::Notification;
 use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use serde_json::{Value, json};
@@ -120,18 +122,6 @@ impl<'t> Outbox<'t> {
 /// The `data` of a change event: the lead's owner and pool at the time (ids only).
 fn change_data(entry: &ChangeEntry, op: &str) -> Value {
     json!({"op": op, "owner_id": entry.owner_id, "pool_id": entry.pool_id})
-}
-
-/// The `data` of a notification event: its details, its recipient and task.
-fn notification_data(n: &Notification) -> Value {
-    let mut data = match serde_json::from_str::<Value>(&n.data) {
-        Ok(Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    data.entry("recipient_id")
-        .or_insert_with(|| json!(n.recipient_id));
-    data.entry("task_id").or_insert_with(|| json!(n.task_id));
-    Value::Object(data)
 }
 
 /// A serde unit variant's name (`Entity::Lead` → `lead`).
