@@ -16,3 +16,6 @@ mod smoke;
 mod tasks;
 mod transfer;
 mod users;
+
+mod events;
+mod webhooks;
