@@ -223,6 +223,22 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Fills the webhook outbox of a fresh store (N subscriptions, many pending deliveries),
+    /// then times the delivery worker POSTing them to a receiver in this process.
+    Webhooks {
+        /// Deliveries to make.
+        #[arg(long, default_value_t = 100_000)]
+        deliveries: usize,
+        /// Subscriptions (each gets every lead event).
+        #[arg(long, default_value_t = 10)]
+        webhooks: usize,
+        /// Attempts in flight at once (`webhooks.max_concurrency`).
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
+        /// Where to put the temporary data directory (default: the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Evaluations per second of the scoring hook on one core; then imports generated leads
     /// and times a rescore after a rule edit.
     Score {
@@ -301,6 +317,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Plugins(PluginsCommand::Check(args)) => crate::cli_plugins::check(args),
             Command::Plugins(PluginsCommand::Test(args)) => crate::cli_plugins::test(args),
             Command::Rescore(args) => crate::cli_plugins::rescore(args).await,
+            Command::Bench(BenchCommand::Webhooks {
+                deliveries,
+                webhooks,
+                concurrency,
+                dir,
+            }) => {
+                crate::bench_webhooks::bench_webhooks(crate::bench_webhooks::WebhookBench {
+                    deliveries,
+                    webhooks,
+                    concurrency,
+                    dir,
+                })
+                .await
+            }
             Command::Bench(BenchCommand::Timers { timers, dir }) => {
                 crate::bench_timers::bench_timers(timers, dir).await
             }
