@@ -858,7 +858,10 @@ async fn webhook_deliveries_survive_sigkill_mid_delivery() {
         if all.values().all(|(_, _, s)| s == "delivered") {
             break;
         }
-        assert!(Instant::now() < deadline, "deliveries still pending after 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "deliveries still pending after 60 s"
+        );
         c.post(format!("{}/v1/admin/clock", server.base))
             .bearer_auth(&admin)
             .json(&json!({"advance_seconds": 3600}))
