@@ -185,6 +185,9 @@ impl Sender {
     }
 }
 
+/// A delivery due now and the webhook it goes to.
+pub type DueDelivery = (Delivery, Arc<Webhook>);
+
 /// Records finished attempts: delivered, retried at the next backoff step, or dead.
 fn record(
     tx: &mut crate::store::Tx<'_>,
@@ -227,7 +230,7 @@ impl Service {
         &self,
         limit: usize,
         skip: impl Fn(u128) -> bool,
-    ) -> ServiceResult<(Vec<(Delivery, Arc<Webhook>)>, Option<Millis>)> {
+    ) -> ServiceResult<(Vec<DueDelivery>, Option<Millis>)> {
         let snap = self.store.read()?;
         let (due, next) = snap.deliveries_due(self.now(), limit, skip)?;
         if due.is_empty() {
@@ -312,9 +315,16 @@ pub async fn run_delivery(service: Service, stop: impl Future<Output = ()>) {
     let mut seq = service.store().committed_seq();
     let mut seq_open = true;
     let max = settings.max_concurrency;
+    // Deliveries being attempted or whose outcome is not yet recorded: never read as due.
     let mut in_flight: HashSet<u128> = HashSet::new();
     let mut tasks: JoinSet<AttemptOutcome> = JoinSet::new();
     let mut task_ids: HashMap<tokio::task::Id, u128> = HashMap::new();
+    // Outcomes waiting for the next write, and the write in progress (one at a time): attempts
+    // go on while outcomes commit.
+    let mut unrecorded: Vec<AttemptOutcome> = Vec::new();
+    let mut unrecorded_ids: Vec<u128> = Vec::new();
+    let mut committing = false;
+    let (recorded_tx, mut recorded) = tokio::sync::mpsc::unbounded_channel::<Vec<u128>>();
     let mut backoff = Duration::from_millis(100);
     let mut next_prune = clock.now_ms();
     loop {
@@ -336,12 +346,24 @@ pub async fn run_delivery(service: Service, stop: impl Future<Output = ()>) {
                 }
             };
         }
+        if !committing && !unrecorded.is_empty() {
+            committing = true;
+            let outcomes = std::mem::take(&mut unrecorded);
+            let ids = std::mem::take(&mut unrecorded_ids);
+            let (service, done) = (service.clone(), recorded_tx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = service.record_attempts(outcomes).await {
+                    tracing::warn!(error = %e, "recording webhook attempts failed; they will be made again");
+                }
+                let _ = done.send(ids);
+            });
+        }
         // Mark the seq seen before reading, so a commit after the read wakes the wait below.
         if seq_open {
             seq.borrow_and_update();
         }
         let mut next_due = None;
-        let room = max.saturating_sub(in_flight.len());
+        let room = max.saturating_sub(tasks.len());
         if room > 0 {
             match service.due_deliveries(room, |id| in_flight.contains(&id)) {
                 Ok((due, next)) => {
@@ -367,7 +389,7 @@ pub async fn run_delivery(service: Service, stop: impl Future<Output = ()>) {
                 }
             }
         }
-        let room_left = max.saturating_sub(in_flight.len()) > 0;
+        let room_left = tasks.len() < max;
         let due = async {
             match next_due {
                 Some(at) if room_left => clock.clone().wait_until(at).await,
@@ -381,28 +403,26 @@ pub async fn run_delivery(service: Service, stop: impl Future<Output = ()>) {
                 while let Some(more) = tasks.try_join_next_with_id() {
                     finished.push(Some(more));
                 }
-                let mut outcomes = Vec::with_capacity(finished.len());
-                let mut done_ids = Vec::with_capacity(finished.len());
                 for f in finished.into_iter().flatten() {
                     match f {
                         Ok((task, outcome)) => {
                             if let Some(id) = task_ids.remove(&task) {
-                                done_ids.push(id);
+                                unrecorded_ids.push(id);
                             }
-                            outcomes.push(outcome);
+                            unrecorded.push(outcome);
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "a webhook attempt failed to run; it will be made again");
                             if let Some(id) = task_ids.remove(&e.id()) {
-                                done_ids.push(id);
+                                unrecorded_ids.push(id);
                             }
                         }
                     }
                 }
-                if let Err(e) = service.record_attempts(outcomes).await {
-                    tracing::warn!(error = %e, "recording webhook attempts failed; they will be made again");
-                }
-                for id in done_ids {
+            }
+            Some(ids) = recorded.recv() => {
+                committing = false;
+                for id in ids {
                     in_flight.remove(&id);
                 }
             }
