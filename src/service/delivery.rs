@@ -261,33 +261,6 @@ impl Service {
             .await?;
         Ok(())
     }
-
-    /// Attempts every delivery due now, waiting for each round to finish: what tests and the
-    /// benchmark drive step by step. Returns how many attempts were made.
-    pub async fn deliver_due(&self, sender: &Sender) -> ServiceResult<usize> {
-        let limit = self.hooks.settings.max_concurrency;
-        let mut made = 0;
-        loop {
-            let (due, _) = self.due_deliveries(limit, |_| false)?;
-            if due.is_empty() {
-                return Ok(made);
-            }
-            let now = self.now();
-            let mut set = JoinSet::new();
-            for (d, w) in due {
-                let sender = sender.clone();
-                set.spawn(async move { sender.attempt(&d, &w, now).await });
-            }
-            let mut outcomes = Vec::new();
-            while let Some(r) = set.join_next().await {
-                if let Ok(o) = r {
-                    outcomes.push(o);
-                }
-            }
-            made += outcomes.len();
-            self.record_attempts(outcomes).await?;
-        }
-    }
 }
 
 /// How often old deliveries are swept out of the log.
