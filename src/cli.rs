@@ -233,6 +233,22 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Fills the webhook outbox of a fresh store (N subscriptions, many pending deliveries),
+    /// then times the delivery worker POSTing them to a receiver in this process.
+    Webhooks {
+        /// Deliveries to make.
+        #[arg(long, default_value_t = 100_000)]
+        deliveries: usize,
+        /// Subscriptions (each gets every lead event).
+        #[arg(long, default_value_t = 10)]
+        webhooks: usize,
+        /// Attempts in flight at once (`webhooks.max_concurrency`).
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
+        /// Where to put the temporary data directory (default: the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Evaluations per second of the scoring hook on one core; then imports generated leads
     /// and times a rescore after a rule edit.
     Score {
@@ -313,6 +329,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Rescore(args) => crate::cli_plugins::rescore(args).await,
             Command::Bench(BenchCommand::Nurture { leads, dir }) => {
                 crate::bench_nurture::bench_nurture(leads, dir).await
+            }
+            Command::Bench(BenchCommand::Webhooks {
+                deliveries,
+                webhooks,
+                concurrency,
+                dir,
+            }) => {
+                crate::bench_webhooks::bench_webhooks(crate::bench_webhooks::WebhookBench {
+                    deliveries,
+                    webhooks,
+                    concurrency,
+                    dir,
+                })
+                .await
             }
             Command::Bench(BenchCommand::Timers { timers, dir }) => {
                 crate::bench_timers::bench_timers(timers, dir).await

@@ -43,6 +43,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub sla: SlaConfig,
     pub email: EmailConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// Outgoing email over SMTP. Without `smtp_host` nothing is sent: messages wait in the
@@ -78,6 +79,40 @@ impl Default for EmailConfig {
             password_file: PathBuf::new(),
             from: "Leadline <leadline@localhost>".into(),
             timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// How long one delivery attempt may take (connect, send, answer), in seconds.
+    pub timeout_secs: u64,
+    /// Allow destinations on loopback, private, link-local, unique-local, CGNAT and other
+    /// non-public addresses (off: such URLs are refused, and checked again at each attempt).
+    pub allow_private_destinations: bool,
+    /// Delivery attempts in flight at once, across all webhooks.
+    pub max_concurrency: u64,
+    /// The wait after a first failed attempt, in seconds; it doubles after each further one…
+    pub retry_base_secs: u64,
+    /// …up to this many seconds.
+    pub retry_max_delay_secs: u64,
+    /// A delivery still failing this many hours after its first attempt is dead-lettered.
+    pub retry_for_hours: u64,
+    /// Delivered and dead deliveries are kept in the delivery log this many days.
+    pub retention_days: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            timeout_secs: 10,
+            allow_private_destinations: false,
+            max_concurrency: 64,
+            retry_base_secs: 10,
+            retry_max_delay_secs: 3600,
+            retry_for_hours: 24,
+            retention_days: 30,
         }
     }
 }
@@ -246,6 +281,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             sla: SlaConfig::default(),
             email: EmailConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -490,6 +526,18 @@ impl Config {
                     key,
                     "must be at least 1: every plugin call runs under a limit".into(),
                 ));
+            }
+        }
+        let w = &self.webhooks;
+        for (key, value) in [
+            ("webhooks.timeout_secs", w.timeout_secs),
+            ("webhooks.max_concurrency", w.max_concurrency),
+            ("webhooks.retry_base_secs", w.retry_base_secs),
+            ("webhooks.retry_max_delay_secs", w.retry_max_delay_secs),
+            ("webhooks.retry_for_hours", w.retry_for_hours),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
             }
         }
         Ok(())

@@ -119,11 +119,21 @@ impl Application {
                 "no SMTP server configured ([email] smtp_host): email waits in the outbox, unsent"
             ),
         }
+        background.push(tokio::spawn(crate::service::run_delivery(
+            self.service.clone(),
+            stop.clone().cancelled_owned(),
+        )));
         background.push(tokio::spawn(crate::service::run_score_reviews(
             self.service.clone(),
             SCORE_REVIEW_TICK,
             stop.clone().cancelled_owned(),
         )));
+        // Open `/v1/events` streams end when shutdown starts, or it would wait for them.
+        let closing = self.service.clone();
+        let shutdown = async move {
+            shutdown.await;
+            closing.close_event_streams();
+        };
         let mut state = AppState::new(self.service, self.config, self.search);
         state.test_clock = self.test_clock;
         let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -169,7 +179,8 @@ pub fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Se
             list_scan_budget: usize::try_from(config.store.list_scan_budget).unwrap_or(20_000),
         },
     )
-    .with_plugins(plugins))
+    .with_plugins(plugins)
+    .with_webhooks(crate::service::WebhookSettings::from(&config.webhooks)))
 }
 
 /// How often the score reviewer looks at the clock for leads due a decay review.

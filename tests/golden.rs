@@ -13,6 +13,7 @@ use leadline::domain::sla::{SlaPolicy, SlaState, SlaStep};
 use leadline::domain::stats::{ActivityStats, Tally};
 use leadline::domain::user::{Role, Token, TokenKind, User};
 use leadline::domain::visitor::{PageView, Visitor};
+use leadline::domain::webhook::{Delivery, DeliveryStatus, Webhook};
 use leadline::domain::work::{Notification, Pool, Task, Timer, TimerKind};
 use leadline::store::codec::{Record, decode, encode};
 use leadline::store::{ChangeEntry, Entity, IdempotentResponse, Op};
@@ -459,6 +460,23 @@ fn enrollment_v1() {
 }
 
 #[test]
+fn webhook_v1() {
+    check(
+        "webhook",
+        Webhook {
+            id: id(60),
+            created_at: 1_795_000_000_000,
+            updated_at: 1_795_000_060_000,
+            version: 2,
+            url: "https://hooks.example.cn/leadline?team=华东".into(),
+            events: vec!["lead.*".into(), "sla.escalated".into()],
+            secret: "whsec_0123456789abcdef0123456789abcdef01234567".into(),
+            active: true,
+        },
+    );
+}
+
+#[test]
 fn mail_v1() {
     check(
         "mail",
@@ -482,4 +500,45 @@ fn mail_v1() {
             last_error: Some("451 try again later".into()),
         },
     );
+}
+
+#[test]
+fn delivery_v1() {
+    // One record per status, so a reordered enum variant shows up here.
+    for (n, status) in [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Dead,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check(
+            &format!("delivery_{}", status.as_str()),
+            Delivery {
+                id: id(70 + n as u128),
+                webhook_id: id(60),
+                created_at: 1_795_000_000_000,
+                event: "lead.assigned".into(),
+                seq: 4_242,
+                at: 1_795_000_000_000,
+                entity: "notification".into(),
+                entity_id: id(50),
+                lead_id: Some(id(1)),
+                data: r#"{"owner_id":"x","recipient_id":"y","task_id":null}"#.into(),
+                chain_key: id(1),
+                chain_pos: id(70 + n as u128),
+                status,
+                attempts: 3,
+                first_attempt_at: Some(1_795_000_000_500),
+                last_attempt_at: Some(1_795_000_030_500),
+                next_attempt_at: (status == DeliveryStatus::Pending).then_some(1_795_000_070_500),
+                last_status_code: Some(503),
+                last_error: Some("HTTP 503: busy".into()),
+                delivered_at: (status == DeliveryStatus::Delivered).then_some(1_795_000_080_000),
+                finished_at: (status != DeliveryStatus::Pending).then_some(1_795_000_080_000),
+                replays: 1,
+            },
+        );
+    }
 }

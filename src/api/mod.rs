@@ -18,6 +18,9 @@ pub mod transfer;
 pub mod users;
 pub mod work;
 
+pub mod events;
+pub mod webhooks;
+
 use crate::config::Config;
 use crate::service::Service;
 use crate::store::IdempotentResponse;
@@ -113,6 +116,8 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .merge(tasks::router())
         .merge(reports::router())
         .merge(nurture::router())
+        .merge(webhooks::router())
+        .merge(events::router())
         .split_for_parts();
     doc.merge(bulk_doc);
     (router, bulk, doc)

@@ -19,6 +19,7 @@ pub mod stats;
 pub mod time;
 pub mod user;
 pub mod visitor;
+pub mod webhook;
 pub mod work;
 
 use serde::{Deserialize, Deserializer, Serialize};

@@ -20,6 +20,13 @@ mod tasks;
 mod users;
 mod work;
 
+mod delivery;
+mod events;
+mod webhooks;
+pub use delivery::{AttemptOutcome, Sender, run_delivery};
+pub use events::LiveEvent;
+pub use webhooks::WebhookSettings;
+
 pub use activities::{ActivityCreated, TimelinePage};
 pub use auth::{LoginOutcome, hash_token, new_token};
 pub use capture::{Capture, DuplicateGroup, DuplicatesPage, Via, api_capture, derive_channel};
@@ -129,6 +136,8 @@ pub struct Service {
     form_secret: Arc<std::sync::OnceLock<Vec<u8>>>,
     /// The Rhai hooks (or their built-in rules) every capture and score goes through.
     plugins: crate::script::Plugins,
+    /// Webhook delivery settings, the delivery worker's wake-up, live-event shutdown.
+    hooks: Arc<webhooks::Hooks>,
 }
 
 impl Service {
@@ -146,6 +155,7 @@ impl Service {
             principals: Arc::default(),
             form_secret: Arc::default(),
             plugins: crate::script::Plugins::builtin(),
+            hooks: Arc::default(),
         }
     }
 

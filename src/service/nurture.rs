@@ -313,8 +313,9 @@ pub(crate) fn run(tx: &mut Tx<'_>, plugins: &Plugins, enrollment: Uuid) -> R<()>
                 }
             }
             Step::Webhook(event) => {
-                data["event"] = json!(event);
-                data["skipped"] = json!("webhook delivery is not in this build yet");
+                data["event"] = json!(format!("sequence.{event}"));
+                let payload = json!({"sequence": e.sequence, "step": number, "enrollment_id": e.id, "event": event});
+                tx.emit_sequence_event(event, e.id, &lead, payload)?;
             }
             Step::Task { title, due_in } => match lead.owner_id {
                 Some(owner) => {

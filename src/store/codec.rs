@@ -147,6 +147,16 @@ impl Record for crate::domain::mail::OutMail {
     const VERSION: u8 = 1;
 }
 
+impl Record for crate::domain::webhook::Webhook {
+    const NAME: &'static str = "webhook";
+    const VERSION: u8 = 1;
+}
+
+impl Record for crate::domain::webhook::Delivery {
+    const NAME: &'static str = "delivery";
+    const VERSION: u8 = 1;
+}
+
 impl Record for super::ChangeEntry {
     const NAME: &'static str = "change";
     const VERSION: u8 = 1;

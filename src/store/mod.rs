@@ -8,10 +8,12 @@ pub mod query;
 pub mod tables;
 mod tx;
 mod tx_nurture;
+mod tx_outbox;
 mod tx_work;
 mod writer;
 
 pub use tx::Tx;
+pub use tx_outbox::DeliveryPage;
 pub use tx_work::open_owner;
 pub use writer::WriterConfig;
 
@@ -349,6 +351,7 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
         txn.open_table(MAIL_QUEUE)?;
         txn.open_table(MAIL_BY_LEAD)?;
         txn.open_table(MAIL_TOKENS)?;
+        tx_outbox::create_tables(&txn)?;
         count_owner_loads(&txn, &mut meta)?;
         let mut secrets = txn.open_table(SECRETS)?;
         for name in SECRET_NAMES {

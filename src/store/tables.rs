@@ -56,6 +56,24 @@ pub const PAGE_VIEWS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::ne
 /// (lead id, visitor id) → (): the visitors stitched to a lead, for erasure and export.
 pub const LEAD_VISITORS: TableDefinition<(u128, &str), ()> = TableDefinition::new("lead_visitors");
 
+/// Webhook id → encoded `Webhook` (subscriptions; see `tx_outbox`).
+pub const WEBHOOKS: TableDefinition<u128, &[u8]> = TableDefinition::new("webhooks");
+/// Delivery id → encoded `Delivery`: the webhook outbox and its delivery log.
+pub const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new("deliveries");
+/// (next attempt, delivery id) → (): the deliveries the worker may attempt, earliest first —
+/// each the head of its chain, of an active webhook.
+pub const DELIVERY_QUEUE: TableDefinition<(i64, u128), ()> = TableDefinition::new("delivery_queue");
+/// (webhook, chain key, chain position) → delivery id: pending deliveries of one webhook about
+/// one lead (or other subject), in the order they must go out.
+pub const DELIVERY_CHAINS: TableDefinition<(u128, u128, u128), u128> =
+    TableDefinition::new("delivery_chains");
+/// (webhook, delivery id) → (): a webhook's delivery log, oldest first.
+pub const DELIVERY_BY_WEBHOOK: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("delivery_by_webhook");
+/// (webhook, status code, delivery id) → (): the log filtered by status.
+pub const DELIVERY_BY_STATUS: TableDefinition<(u128, u8, u128), ()> =
+    TableDefinition::new("delivery_by_status");
+
 /// Named random secrets made on first start (e.g. `form_token`, which signs hosted-form render
 /// times); kept so pages rendered before a restart still validate after it.
 pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");

@@ -116,6 +116,8 @@ pub struct Tx<'t> {
     pub(super) earliest_mail: Option<Millis>,
     /// The earliest timer added in this transaction: the scheduler is woken for it on commit.
     pub(super) earliest_timer: Option<Millis>,
+    /// The webhook outbox (`tx_outbox`): every changelog row is offered to it.
+    pub(super) outbox: super::tx_outbox::Outbox<'t>,
 }
 
 impl<'t> Tx<'t> {
@@ -179,6 +181,7 @@ impl<'t> Tx<'t> {
             mail_tokens: txn.open_table(MAIL_TOKENS)?,
             earliest_mail: None,
             earliest_timer: None,
+            outbox: super::tx_outbox::Outbox::open(txn)?,
         })
     }
 
@@ -699,6 +702,7 @@ impl<'t> Tx<'t> {
         let seq = self.next_seq;
         self.changelog.insert(seq, encode(&entry).as_slice())?;
         self.next_seq += 1;
+        self.enqueue_deliveries(seq, &entry)?;
         Ok(seq)
     }
 

@@ -18,3 +18,6 @@ mod smtp_sink;
 mod tasks;
 mod transfer;
 mod users;
+
+mod events;
+mod webhooks;

@@ -623,3 +623,86 @@ async fn a_refused_send_is_retried_with_backoff() {
     .await;
     assert_eq!(sent["attempts"], 2);
 }
+
+#[tokio::test]
+async fn a_webhook_step_reaches_its_subscribers_and_set_and_if_steps_apply() {
+    let clock = Arc::new(ManualClock::new(START));
+    let receiver = crate::webhooks::Receiver::start().await;
+    let app = spawn_app_with_clock(clock.clone(), |c| {
+        shipped_plugins(c);
+        c.plugins.watch = false;
+        c.webhooks.allow_private_destinations = true;
+        std::fs::write(
+            c.plugins_dir.join("sequences/handoff.toml"),
+            r#"
+description = "mark, check, tell the CRM"
+[[step]]
+set = { status = "nurturing", "fields.segment" = "warm", tags = "nurtured" }
+[[step]]
+if = 'lead.score >= 1000'
+goto = "end"
+[[step]]
+webhook = "handoff.ready"
+"#,
+        )
+        .expect("write sequence");
+    })
+    .await;
+    expect_json(
+        app.post(
+            "/v1/webhooks",
+            &app.admin,
+            &json!({"url": receiver.url(), "events": ["sequence.handoff.ready"], "secret": "s3cret-0123456789abcdef"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let (holder, _) = app.rep("holder", None).await;
+    let id = lead(
+        &app,
+        json!({"email": "crm@acme.cn", "title": "CEO", "channel": "referral", "owner_id": holder}),
+    )
+    .await;
+    expect_json(
+        app.post(
+            &format!("/v1/leads/{id}/enrollments"),
+            &app.admin,
+            &json!({"sequence": "handoff"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let got = eventually("the step's webhook", async || {
+        let got = receiver.got();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(got[0].event, "sequence.handoff.ready");
+    assert_eq!(got[0].json["lead_id"], id.as_str());
+    assert_eq!(got[0].json["data"]["sequence"], "handoff");
+    assert_eq!(got[0].json["data"]["step"], 3);
+    let l = expect_json(
+        app.get(&format!("/v1/leads/{id}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(l["status"], "nurturing");
+    assert_eq!(l["fields"]["segment"], "warm");
+    assert!(
+        l["tags"].as_array().unwrap().contains(&json!("nurtured")),
+        "{l}"
+    );
+    let e = enrollments(&app, &id).await;
+    assert_eq!(e[0]["status"], "completed");
+    // An event name no sequence could emit is refused.
+    let res = app
+        .post(
+            "/v1/webhooks",
+            &app.admin,
+            &json!({"url": receiver.url(), "events": ["sequence.bad name"]}),
+        )
+        .await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+}
