@@ -122,6 +122,7 @@ pub async fn bench_nurture(leads: usize, dir: Option<PathBuf>) -> anyhow::Result
             1,
             1,
         )?
+        .0
         .len();
     println!(
         "ran {steps} steps in {secs:.1} s: {:.0} steps/s ({} emails rendered into the outbox, unsent: no SMTP){}",

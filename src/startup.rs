@@ -35,6 +35,11 @@ impl Application {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr()?;
         if config.public_url.is_empty() {
+            if !config.email.smtp_host.is_empty() {
+                tracing::warn!(
+                    "public_url is not set: unsubscribe, open and click links in email will point at http://{addr}, which recipients may not reach"
+                );
+            }
             // Links in email must name the port actually bound (port 0 picks one).
             config.public_url = format!("http://{addr}");
         }

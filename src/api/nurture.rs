@@ -365,8 +365,10 @@ fn parse_status(s: &str) -> Result<MailStatus, String> {
     }
 }
 
-/// The mail outbox, newest first: admins see every message, others those of leads they see.
-/// Without SMTP configured, messages stay here with status `unsent`.
+/// The mail outbox, newest first: admins may list every message, others must name a lead they
+/// see. Without SMTP configured, messages stay here with status `unsent`. A page examines at
+/// most `store.list_scan_budget` messages, so with a `status` filter it may hold fewer than
+/// `limit` while `next_cursor` says more may follow.
 #[utoipa::path(get, path = "/v1/emails", tag = "nurture",
     params(("lead_id" = Option<Uuid>, Query), ("status" = Option<String>, Query, description = "unsent, sent, failed or suppressed"),
         ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
@@ -382,11 +384,9 @@ async fn list_emails(
     let limit = q.limit(state.config.http.max_page_size)?;
     let before = q.parse("cursor", parse_uuid)?;
     q.finish()?;
-    let items = state.service.mails(&p, lead, status, before, limit)?;
+    let (items, next) = state.service.mails(&p, lead, status, before, limit)?;
     let smtp = !state.config.email.smtp_host.is_empty();
-    let next_cursor = (items.len() == limit)
-        .then(|| items.last().map(|m| m.id.to_string()))
-        .flatten();
+    let next_cursor = next.map(|id| id.to_string());
     Ok(Json(EmailPage {
         items: items.iter().map(|m| email_view(m, smtp)).collect(),
         next_cursor,

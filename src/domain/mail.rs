@@ -55,8 +55,9 @@ pub fn retry_after(attempts: u32) -> i64 {
 }
 
 /// Rewrites every `href="http…"` in `html` to go through `click_base/{n}` and returns the
-/// rewritten HTML with the original targets, by `n`. Other links (mailto:, #, relative) stay.
-pub fn track_links(html: &str, click_base: &str) -> (String, Vec<String>) {
+/// rewritten HTML with the original targets, by `n`. Other links (mailto:, #, relative) stay,
+/// and so do links under `keep` (the unsubscribe link: following it is no engagement).
+pub fn track_links(html: &str, click_base: &str, keep: &str) -> (String, Vec<String>) {
     const ATTR: usize = 5; // `href=`
     let mut out = String::with_capacity(html.len() + 64);
     let mut links = Vec::new();
@@ -70,8 +71,14 @@ pub fn track_links(html: &str, click_base: &str) -> (String, Vec<String>) {
             out.push_str(after);
             return (out, links);
         };
-        let target = value[..len].replace("&amp;", "&");
-        if target.starts_with("http://") || target.starts_with("https://") {
+        // Template engines escape what they insert into HTML attributes.
+        let target = value[..len]
+            .replace("&#x2f;", "/")
+            .replace("&#x2F;", "/")
+            .replace("&#47;", "/")
+            .replace("&amp;", "&");
+        let web = target.starts_with("http://") || target.starts_with("https://");
+        if web && !target.starts_with(keep) {
             out.push_str(&format!("href={quote}{click_base}/{}{quote}", links.len()));
             links.push(target);
         } else {
@@ -97,14 +104,19 @@ mod tests {
     #[test]
     fn absolute_links_go_through_the_click_url_and_others_stay() {
         let html = r##"<a href="https://acme.cn/roi?a=1&amp;b=2">ROI</a> <a HREF='mailto:x@y.cn'>m</a> <a href="#top">t</a> <a href='http://x.cn'>x</a>"##;
-        let (out, links) = track_links(html, "https://ll.example/c/TOKEN");
+        let (out, links) = track_links(html, "https://ll.example/c/TOKEN", "https://ll.example/u/");
         assert_eq!(
             out,
             r##"<a href="https://ll.example/c/TOKEN/0">ROI</a> <a HREF='mailto:x@y.cn'>m</a> <a href="#top">t</a> <a href='https://ll.example/c/TOKEN/1'>x</a>"##
         );
         assert_eq!(links, ["https://acme.cn/roi?a=1&b=2", "http://x.cn"]);
-        let (same, none) = track_links("<p>no links</p> href=\"unclosed", "c");
+        let (same, none) = track_links("<p>no links</p> href=\"unclosed", "c", "u");
         assert_eq!(same, "<p>no links</p> href=\"unclosed");
+        assert!(none.is_empty());
+        // The unsubscribe link stays as it is, escaped or not.
+        let html = r#"<a href="https:&#x2f;&#x2f;ll.example&#x2f;u&#x2f;T">u</a><a href="https://ll.example/u/T">u</a>"#;
+        let (kept, none) = track_links(html, "https://ll.example/c/T", "https://ll.example/u/");
+        assert_eq!(kept, html);
         assert!(none.is_empty());
     }
 

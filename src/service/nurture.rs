@@ -137,6 +137,23 @@ pub(crate) fn finish(
     reason: Option<&str>,
 ) -> R<Enrollment> {
     tx.cancel_timers(e.id, |k| k == TimerKind::Sequence)?;
+    if status == EnrollmentStatus::Exited {
+        // Mail this sequence queued but did not send yet goes no further (an SQL lead gets
+        // no stale welcome once SMTP comes up).
+        let lead = tx.lead(e.lead_id)?;
+        for m in tx.unsent_mail_of(e.lead_id)? {
+            if m.enrollment_id == Some(e.id) {
+                let mut s = m.clone();
+                s.status = MailStatus::Suppressed;
+                s.last_error = Some(format!(
+                    "the sequence ended: {}",
+                    reason.unwrap_or("exited")
+                ));
+                tx.put_mail(Some(&m), &s)?;
+                tx.change(Entity::Mail, s.id, Op::Update, lead.as_ref())?;
+            }
+        }
+    }
     e.status = status;
     e.reason = reason.map(str::to_owned);
     e.next_at = None;
@@ -493,13 +510,17 @@ pub(crate) fn queue_mail(
     let (html, targets) = match rendered.html {
         Some(h) => {
             let mut h = h;
-            if marketing && !h.contains(unsubscribe) {
+            let escaped = unsubscribe.replace('/', "&#x2f;");
+            if marketing && !h.contains(unsubscribe) && !h.contains(&escaped) {
                 h.push_str(&format!(
                     "<p style=\"font-size:12px;color:#888\"><a href=\"{unsubscribe}\">Unsubscribe</a></p>"
                 ));
             }
-            let (mut tracked, targets) =
-                track_links(&h, links["click"].as_str().unwrap_or_default());
+            let (mut tracked, targets) = track_links(
+                &h,
+                links["click"].as_str().unwrap_or_default(),
+                &format!("{base}/u/"),
+            );
             let pixel = format!(
                 "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\">",
                 links["open"].as_str().unwrap_or_default()

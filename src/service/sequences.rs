@@ -108,7 +108,8 @@ impl Service {
             .await?
     }
 
-    /// Mail in the outbox, newest first: admins see all, others the mail of leads they see.
+    /// Mail in the outbox, newest first, and where to continue: admins may list it all,
+    /// others the mail of one lead they see.
     pub fn mails(
         &self,
         p: &Principal,
@@ -116,34 +117,28 @@ impl Service {
         status: Option<MailStatus>,
         before: Option<Uuid>,
         limit: usize,
-    ) -> ServiceResult<Vec<OutMail>> {
+    ) -> ServiceResult<(Vec<OutMail>, Option<Uuid>)> {
         let snap = self.store.read()?;
-        if let Some(l) = lead
-            && !snap.lead(l)?.is_some_and(|l| p.can_see_lead(&l))
-        {
-            return Err(ServiceError::NotFound("lead"));
-        }
-        let mut out = Vec::new();
-        let mut cursor = before;
-        // Page through the outbox until `limit` visible messages or the scan budget is spent.
-        let budget = self.cfg.list_scan_budget;
-        let mut scanned = 0;
-        while out.len() < limit && scanned < budget {
-            let page = snap.mails(lead, status, cursor, limit, budget - scanned)?;
-            if page.is_empty() {
-                break;
+        match lead {
+            Some(l) if !snap.lead(l)?.is_some_and(|l| p.can_see_lead(&l)) => {
+                return Err(ServiceError::NotFound("lead"));
             }
-            scanned += page.len();
-            cursor = page.last().map(|m| m.id);
-            for m in page {
-                let visible =
-                    p.is_admin() || snap.lead(m.lead_id)?.is_some_and(|l| p.can_see_lead(&l));
-                if visible && out.len() < limit {
-                    out.push(m);
-                }
+            Some(_) => {}
+            None if !p.is_admin() => {
+                return Err(ServiceError::invalid(
+                    "lead_id",
+                    "required unless you are an admin",
+                ));
             }
+            None => {}
         }
-        Ok(out)
+        let (items, resume) = snap.mails(lead, status, before, limit, self.cfg.list_scan_budget)?;
+        let next = match resume {
+            Some(r) => Some(r),
+            None if items.len() == limit => items.last().map(|m| m.id),
+            None => None,
+        };
+        Ok((items, next))
     }
 
     pub fn mail(&self, p: &Principal, id: Uuid) -> ServiceResult<OutMail> {

@@ -73,6 +73,9 @@ pub const DELIVERY_BY_WEBHOOK: TableDefinition<(u128, u128), ()> =
 /// (webhook, status code, delivery id) → (): the log filtered by status.
 pub const DELIVERY_BY_STATUS: TableDefinition<(u128, u8, u128), ()> =
     TableDefinition::new("delivery_by_status");
+/// (lead, delivery id) → (): the deliveries about a lead, so its erasure removes them.
+pub const DELIVERY_BY_LEAD: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("delivery_by_lead");
 
 /// Named random secrets made on first start (e.g. `form_token`, which signs hosted-form render
 /// times); kept so pages rendered before a restart still validate after it.

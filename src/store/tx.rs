@@ -293,6 +293,7 @@ impl<'t> Tx<'t> {
         let id = lead.id.as_u128();
         self.erase_lead_work(lead)?;
         self.erase_lead_nurture(lead)?;
+        self.erase_lead_deliveries(lead.id)?;
         self.leads.remove(id)?;
         self.lead_stats.remove(id)?;
         if let Some(details) = self.score_details(lead.id)? {

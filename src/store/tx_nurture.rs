@@ -121,6 +121,7 @@ impl Tx<'_> {
             .map(|r| r.map(|(k, _)| k.value().1))
             .collect::<Result<_, _>>()?;
         for id in enrollments {
+            self.cancel_timers(Uuid::from_u128(id), |_| true)?;
             self.enrollment_by_lead.remove((l, id))?;
             if let Some(v) = self.enrollments.remove(id)? {
                 let e: Enrollment = decode(v.value())?;
@@ -202,7 +203,9 @@ impl super::Snapshot {
         Ok((due, None))
     }
 
-    /// Mail, newest first, before `before` (a mail id), optionally of one lead and status.
+    /// Mail, newest first, before `before` (a mail id), optionally of one lead and status:
+    /// up to `limit` items, examining at most `scan` rows. Also returns the id to continue
+    /// from when it stopped early (more may match).
     pub fn mails(
         &self,
         lead: Option<Uuid>,
@@ -210,36 +213,47 @@ impl super::Snapshot {
         before: Option<Uuid>,
         limit: usize,
         scan: usize,
-    ) -> StoreResult<Vec<OutMail>> {
+    ) -> StoreResult<(Vec<OutMail>, Option<Uuid>)> {
         let mails = self.txn.open_table(MAILS)?;
         let upper = before.map_or(u128::MAX, |b| b.as_u128().saturating_sub(1));
         let keep = |m: &OutMail| status.is_none_or(|s| m.status == s);
         let mut out = Vec::new();
-        match lead {
+        let mut last = None;
+        let ids: Box<dyn Iterator<Item = StoreResult<u128>>> = match lead {
             Some(l) => {
                 let index = self.txn.open_table(MAIL_BY_LEAD)?;
                 let l = l.as_u128();
-                for row in index.range((l, 0)..=(l, upper))?.rev().take(scan) {
-                    if let Some(m) = get_record(&mails, row?.0.value().1)?.filter(keep) {
-                        out.push(m);
-                        if out.len() == limit {
-                            break;
-                        }
-                    }
-                }
+                let rows: Vec<StoreResult<u128>> = index
+                    .range((l, 0)..=(l, upper))?
+                    .rev()
+                    .take(scan + 1)
+                    .map(|r| r.map(|(k, _)| k.value().1).map_err(Into::into))
+                    .collect();
+                Box::new(rows.into_iter())
             }
             None => {
-                for row in mails.range(..=upper)?.rev().take(scan) {
-                    let m: OutMail = decode(row?.1.value())?;
-                    if keep(&m) {
-                        out.push(m);
-                        if out.len() == limit {
-                            break;
-                        }
-                    }
-                }
+                let rows: Vec<StoreResult<u128>> = mails
+                    .range(..=upper)?
+                    .rev()
+                    .take(scan + 1)
+                    .map(|r| r.map(|(k, _)| k.value()).map_err(Into::into))
+                    .collect();
+                Box::new(rows.into_iter())
+            }
+        };
+        for (examined, id) in ids.enumerate() {
+            let id = id?;
+            if out.len() == limit {
+                return Ok((out, None));
+            }
+            if examined == scan {
+                return Ok((out, last));
+            }
+            last = Some(Uuid::from_u128(id));
+            if let Some(m) = get_record(&mails, id)?.filter(keep) {
+                out.push(m);
             }
         }
-        Ok(out)
+        Ok((out, None))
     }
 }

@@ -35,6 +35,7 @@ pub(super) struct Outbox<'t> {
     chains: Table<'t, (u128, u128, u128), u128>,
     by_webhook: Table<'t, (u128, u128), ()>,
     by_status: Table<'t, (u128, u8, u128), ()>,
+    by_lead: Table<'t, (u128, u128), ()>,
     subs: Vec<Subscription>,
 }
 
@@ -46,6 +47,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(DELIVERY_CHAINS)?;
     txn.open_table(DELIVERY_BY_WEBHOOK)?;
     txn.open_table(DELIVERY_BY_STATUS)?;
+    txn.open_table(DELIVERY_BY_LEAD)?;
     Ok(())
 }
 
@@ -58,6 +60,7 @@ impl<'t> Outbox<'t> {
             chains: txn.open_table(DELIVERY_CHAINS)?,
             by_webhook: txn.open_table(DELIVERY_BY_WEBHOOK)?,
             by_status: txn.open_table(DELIVERY_BY_STATUS)?,
+            by_lead: txn.open_table(DELIVERY_BY_LEAD)?,
             subs: Vec::new(),
         };
         o.load_subscriptions()?;
@@ -187,7 +190,31 @@ impl Tx<'_> {
         }
         self.outbox.by_status.remove((w, d.status.code(), id))?;
         self.outbox.by_webhook.remove((w, id))?;
+        if let Some(lead) = d.lead_id {
+            self.outbox.by_lead.remove((lead.as_u128(), id))?;
+        }
         self.outbox.deliveries.remove(id)?;
+        Ok(())
+    }
+
+    /// Forgets every delivery about a lead (its erasure): pending ones are not sent, and the
+    /// log keeps nothing about it.
+    pub(super) fn erase_lead_deliveries(&mut self, lead: Uuid) -> StoreResult<()> {
+        let l = lead.as_u128();
+        let ids: Vec<u128> = self
+            .outbox
+            .by_lead
+            .range((l, 0)..=(l, u128::MAX))?
+            .map(|r| r.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            match get_record::<Delivery, _>(&self.outbox.deliveries, id)? {
+                Some(d) => self.forget_delivery(&d)?,
+                None => {
+                    self.outbox.by_lead.remove((l, id))?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -334,6 +361,9 @@ impl Tx<'_> {
             };
             let (w, i) = (webhook.as_u128(), id.as_u128());
             self.outbox.chains.insert((w, chain_key.as_u128(), i), i)?;
+            if let Some(lead) = entry.lead_id {
+                self.outbox.by_lead.insert((lead.as_u128(), i), ())?;
+            }
             self.outbox.by_webhook.insert((w, i), ())?;
             self.outbox
                 .by_status

@@ -393,6 +393,9 @@ async fn opens_and_clicks_become_activities_that_score() {
         !html.contains("https://example.com/getting-started"),
         "links are rewritten"
     );
+    // The template's own unsubscribe link is the only one, and it is not a tracked click.
+    assert_eq!(html.matches("Unsubscribe</a>").count(), 1, "{html}");
+    assert_eq!(html.matches(&format!("/c/{token}/")).count(), 1, "{html}");
     let click_path = format!("/c/{token}/0");
     assert!(html.contains(&click_path), "{html}");
     let no_redirects = reqwest::Client::builder()
@@ -464,11 +467,31 @@ async fn without_smtp_mail_waits_in_the_outbox_marked_unsent() {
     )
     .await;
     assert_eq!(unsent["items"].as_array().unwrap().len(), 1);
+    // The lead reaches SQL: its sequence ends and the unsent welcome is not sent later.
+    expect_json(
+        app.patch(
+            &format!("/v1/leads/{id}"),
+            &app.admin,
+            &json!({"stage": "sql"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let mail = &emails(&app, &id).await[0];
+    assert_eq!(mail["status"], "suppressed", "{mail}");
+    assert!(
+        mail["last_error"].as_str().unwrap().contains("sql"),
+        "{mail}"
+    );
     assert_invalid(
         app.get("/v1/emails?status=lost", &app.admin).await,
         "status",
     )
     .await;
+    // Others list the mail of one lead they see.
+    let (_, rep) = app.rep("r", None).await;
+    assert_invalid(app.get("/v1/emails", &rep).await, "lead_id").await;
 }
 
 #[tokio::test]
@@ -705,4 +728,78 @@ webhook = "handoff.ready"
         )
         .await;
     assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+}
+
+#[tokio::test]
+async fn erasing_a_lead_erases_its_enrollments_mail_and_webhook_deliveries() {
+    let clock = Arc::new(ManualClock::new(START));
+    let receiver = crate::webhooks::Receiver::start().await;
+    receiver.answer(500);
+    let app = spawn_app_with_clock(clock.clone(), |c| {
+        shipped_plugins(c);
+        c.plugins.watch = false;
+        c.webhooks.allow_private_destinations = true;
+    })
+    .await;
+    let hook = expect_json(
+        app.post(
+            "/v1/webhooks",
+            &app.admin,
+            &json!({"url": receiver.url(), "events": ["*"]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let hook = hook["id"].as_str().unwrap().to_owned();
+    let gone = lead(&app, json!({"email": "gone@example.cn", "name": "Gone"})).await;
+    let kept = lead(&app, json!({"email": "kept@example.cn"})).await;
+    eventually("both welcome emails in the outbox", async || {
+        (emails(&app, &gone).await.len() == 1 && emails(&app, &kept).await.len() == 1).then_some(())
+    })
+    .await;
+    let about = |v: &Value, id: &str| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["lead_id"] == id)
+            .count()
+    };
+    let log = format!("/v1/webhooks/{hook}/deliveries?limit=500");
+    let before = expect_json(app.get(&log, &app.admin).await, StatusCode::OK).await;
+    assert!(about(&before, &gone) > 0, "{before}");
+    let res = app.delete(&format!("/v1/leads/{gone}"), &app.admin).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    // What is left about it is the news of its erasure (ids only), for integrations to act on.
+    let after = expect_json(app.get(&log, &app.admin).await, StatusCode::OK).await;
+    let left: Vec<&Value> = after["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["lead_id"] == gone.as_str())
+        .collect();
+    assert_eq!(left.len(), 1, "{after}");
+    assert_eq!(left[0]["event"], "lead.deleted");
+    assert!(about(&after, &kept) > 0);
+    let all = expect_json(
+        app.get("/v1/emails?limit=500", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(about(&all, &gone), 0, "{all}");
+    // Its sequence's timers went with it: weeks pass, nothing is sent for it.
+    for week in 2..=4 {
+        clock.advance(7 * DAY);
+        eventually("the kept lead's next welcome email", async || {
+            (emails(&app, &kept).await.len() >= week).then_some(())
+        })
+        .await;
+    }
+    let all = expect_json(
+        app.get("/v1/emails?limit=500", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(about(&all, &gone), 0);
 }
