@@ -345,7 +345,7 @@ impl Plugins {
             mql: s.constant_i32("MQL").unwrap_or(defaults.mql),
             sql: s.constant_i32("SQL").unwrap_or(defaults.sql),
         });
-        let library = nurture::load_library(&self.inner.engine, dir, now);
+        let library = nurture::load_library(&self.inner.engine, dir, now, &old.library);
         report.failed.extend(library.errors.iter().cloned());
         let loaded = Loaded {
             scripts,

@@ -292,10 +292,12 @@ impl Loaded {
 /// Renders a template with `context` (the lead, its owner, links). Undefined names render
 /// empty rather than failing, so a template may mention a field a lead lacks.
 pub fn render(t: &TemplateSource, context: &serde_json::Value) -> Result<Rendered, String> {
+    // A field the lead lacks is absent, not null, so it renders empty rather than "none".
+    let context = without_nulls(context.clone());
     let part = |name: &str| -> Result<Option<String>, String> {
         match t.compiled.get_template(name) {
             Ok(tpl) => tpl
-                .render(context)
+                .render(&context)
                 .map(Some)
                 .map_err(|e| format!("template {}.{}: {e}", t.name, ext(name))),
             Err(_) => Ok(None),
@@ -313,9 +315,27 @@ pub fn render(t: &TemplateSource, context: &serde_json::Value) -> Result<Rendere
     })
 }
 
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Loads `dir/sequences/*.toml` and `dir/templates/*.{subject,txt,html}`. Problems are
-/// reported per file; the rest loads.
-pub(super) fn load_library(engine: &Engine, dir: &Path, now: Millis) -> Library {
+/// reported per file; the rest loads, and a file that fails keeps its last good version from
+/// `previous` (a typo saved mid-edit must not end every enrollment in that sequence).
+pub(super) fn load_library(
+    engine: &Engine,
+    dir: &Path,
+    now: Millis,
+    previous: &Library,
+) -> Library {
     let mut lib = Library::default();
     if dir.as_os_str().is_empty() {
         return lib;
@@ -351,19 +371,21 @@ pub(super) fn load_library(engine: &Engine, dir: &Path, now: Millis) -> Library 
     }
     for (name, [subject, text, html]) in parts {
         let file = format!("templates/{name}");
-        let (Some(subject), Some(text)) = (subject, text) else {
-            lib.errors.push(fail(
-                file,
-                "a template needs NAME.subject and NAME.txt (NAME.html is optional)".into(),
-            ));
-            continue;
-        };
         // A syntax error shows now, not when the first email is due.
-        match TemplateSource::new(&name, subject, text, html) {
+        let made = match (subject, text) {
+            (Some(subject), Some(text)) => TemplateSource::new(&name, subject, text, html),
+            _ => Err("a template needs NAME.subject and NAME.txt (NAME.html is optional)".into()),
+        };
+        match made {
             Ok(t) => {
                 lib.templates.insert(name, Arc::new(t));
             }
-            Err(e) => lib.errors.push(fail(file, e)),
+            Err(e) => {
+                lib.errors.push(fail(file, e));
+                if let Some(last_good) = previous.templates.get(&name) {
+                    lib.templates.insert(name, last_good.clone());
+                }
+            }
         }
     }
     for (path, name) in files(&dir.join("sequences"), &mut lib.errors, now) {
@@ -379,7 +401,12 @@ pub(super) fn load_library(engine: &Engine, dir: &Path, now: Millis) -> Library 
             Ok(rt) => {
                 lib.sequences.insert(stem.to_owned(), Arc::new(rt));
             }
-            Err(m) => lib.errors.push(fail(file, m)),
+            Err(m) => {
+                lib.errors.push(fail(file, m));
+                if let Some(last_good) = previous.sequences.get(stem) {
+                    lib.sequences.insert(stem.to_owned(), last_good.clone());
+                }
+            }
         }
     }
     for e in &lib.errors {
@@ -525,7 +552,11 @@ mod tests {
             Some("<p>{{ lead.name }}</p>".into()),
         )
         .unwrap();
-        let r = render(&t, &serde_json::json!({"lead": {"name": "<王总>"}})).unwrap();
+        let r = render(
+            &t,
+            &serde_json::json!({"lead": {"name": "<王总>", "missing": null}}),
+        )
+        .unwrap();
         assert_eq!(r.subject, "Hello <王总>");
         assert_eq!(r.text, "Hi <王总>, !");
         assert_eq!(r.html.as_deref(), Some("<p>&lt;王总&gt;</p>"));

@@ -548,3 +548,39 @@ mod dry_runs {
         assert_eq!(out.result["owner_id"], b.to_string());
     }
 }
+
+mod nurture_files {
+    use super::*;
+
+    #[test]
+    fn a_broken_sequence_or_template_keeps_its_last_good_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seqs, tpls) = (dir.path().join("sequences"), dir.path().join("templates"));
+        std::fs::create_dir_all(&seqs).unwrap();
+        std::fs::create_dir_all(&tpls).unwrap();
+        std::fs::write(tpls.join("hi.subject"), "Hi {{ lead.name }}").unwrap();
+        std::fs::write(tpls.join("hi.txt"), "Hello").unwrap();
+        std::fs::write(seqs.join("s.toml"), "[[step]]\nemail = \"hi\"\n").unwrap();
+        let p = Plugins::load(
+            PluginSettings {
+                dir: dir.path().to_owned(),
+                ..PluginSettings::default()
+            },
+            NOW,
+        );
+        assert!(p.current().sequence("s").is_some());
+        std::fs::write(seqs.join("s.toml"), "[[step]]\nemial = \"hi\"\n").unwrap();
+        std::fs::write(tpls.join("hi.subject"), "Hi {{ lead.name").unwrap();
+        let report = p.reload(NOW);
+        let failed: Vec<&str> = report.failed.iter().map(|f| f.file.as_str()).collect();
+        assert_eq!(failed, ["templates/hi", "sequences/s.toml"]);
+        let loaded = p.current();
+        assert_eq!(loaded.sequence("s").unwrap().def.steps.len(), 1);
+        let t = loaded.template("hi").unwrap();
+        let r = nurture::render(&t, &serde_json::json!({"lead": {"name": null}})).unwrap();
+        assert_eq!(
+            r.subject, "Hi",
+            "the old subject, and no `none` for a missing name"
+        );
+    }
+}

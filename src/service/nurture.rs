@@ -512,9 +512,13 @@ pub(crate) fn queue_mail(
             let mut h = h;
             let escaped = unsubscribe.replace('/', "&#x2f;");
             if marketing && !h.contains(unsubscribe) && !h.contains(&escaped) {
-                h.push_str(&format!(
+                let footer = format!(
                     "<p style=\"font-size:12px;color:#888\"><a href=\"{unsubscribe}\">Unsubscribe</a></p>"
-                ));
+                );
+                match h.rfind("</body>") {
+                    Some(i) => h.insert_str(i, &footer),
+                    None => h.push_str(&footer),
+                }
             }
             let (mut tracked, targets) = track_links(
                 &h,
