@@ -262,6 +262,7 @@ pub(crate) fn touch(
                 // No SLA for this lead: the touch is still a touch.
                 None => {
                     mark_touched(tx, lead, actor, kind, None)?;
+                    super::nurture::exit_on(tx, plugins, lead.id, ExitCondition::OwnerTookOver)?;
                     return Ok(true);
                 }
             }

@@ -803,3 +803,41 @@ async fn erasing_a_lead_erases_its_enrollments_mail_and_webhook_deliveries() {
     .await;
     assert_eq!(about(&all, &gone), 0);
 }
+
+#[tokio::test]
+async fn the_owner_taking_over_ends_nurture_with_or_without_an_sla() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = spawn_app_with_clock(clock.clone(), |c| {
+        shipped_plugins(c);
+        c.plugins.watch = false;
+        std::fs::write(
+            c.plugins_dir.join("sla.rhai"),
+            r#"fn sla(lead) { if lead.has_tag("self-serve") { false } else { () } }"#,
+        )
+        .expect("write sla.rhai");
+    })
+    .await;
+    let (rep, rep_token) = app.rep("owner", None).await;
+    let with_sla = lead(&app, json!({"email": "a@example.cn", "owner_id": rep})).await;
+    let without = lead(
+        &app,
+        json!({"email": "b@example.cn", "owner_id": rep, "tags": ["self-serve"]}),
+    )
+    .await;
+    for id in [&with_sla, &without] {
+        eventually("the welcome enrollment", async || {
+            let e = enrollments(&app, id).await;
+            (e.first()?["status"] == "active").then_some(())
+        })
+        .await;
+        expect_json(
+            app.post(&format!("/v1/leads/{id}/touch"), &rep_token, &json!({}))
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        let e = enrollments(&app, id).await;
+        assert_eq!(e[0]["status"], "exited", "{id}: {e:?}");
+        assert_eq!(e[0]["reason"], "owner_took_over", "{id}: {e:?}");
+    }
+}
