@@ -205,41 +205,10 @@ impl Service {
 /// Sends mail until `stop` resolves: what is due at once, then whenever the next message falls
 /// due or a commit queues one.
 pub async fn run_mailer(service: Service, mailer: Mailer, stop: impl Future<Output = ()>) {
-    tokio::pin!(stop);
     let added = service.store().mail_added();
     let clock = service.clock();
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let next = match service.send_due_mail(&mailer, SEND_BATCH).await {
-            Ok((n, _)) if n > 0 => {
-                backoff = Duration::from_millis(200);
-                tokio::select! {
-                    biased;
-                    _ = &mut stop => return,
-                    _ = tokio::task::yield_now() => continue,
-                }
-            }
-            Ok((_, next)) => next,
-            Err(e) => {
-                tracing::warn!(error = %e, "mail sender failed; retrying");
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        let due = async {
-            match next {
-                Some(at) => clock.clone().wait_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = added.notified() => {}
-            _ = due => {}
-        }
-    }
+    super::scheduler::run_due_queue("mail sender", added, clock, stop, || {
+        service.send_due_mail(&mailer, SEND_BATCH)
+    })
+    .await
 }

@@ -54,14 +54,36 @@ impl Service {
 /// Runs the scheduler until `stop` resolves. Timers that fell due while the server was down
 /// fire at once on start.
 pub async fn run_scheduler(service: Service, stop: impl Future<Output = ()>) {
-    tokio::pin!(stop);
     let added = service.store().timer_added();
     let clock = service.clock();
-    let mut backoff = Duration::from_millis(100);
+    run_due_queue("scheduler", added, clock, stop, || {
+        service.fire_due_timers(FIRE_BATCH)
+    })
+    .await
+}
+
+/// Drives a queue of work keyed by due time until `stop` resolves: `round` handles what is due
+/// and says how many items it took and when the next falls due. While it takes items it runs
+/// again at once; otherwise it sleeps until that time (by `clock`, so a manual clock moving
+/// wakes it) or until `added` is signalled. A failing round is logged and retried with
+/// backoff.
+pub(crate) async fn run_due_queue<F, R>(
+    name: &str,
+    added: std::sync::Arc<tokio::sync::Notify>,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+    stop: impl Future<Output = ()>,
+    mut round: R,
+) where
+    R: FnMut() -> F,
+    F: Future<Output = ServiceResult<(usize, Option<Millis>)>>,
+{
+    tokio::pin!(stop);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        let next = match service.fire_due_timers(FIRE_BATCH).await {
+        let next = match round().await {
             Ok((n, _)) if n > 0 => {
-                backoff = Duration::from_millis(100);
+                backoff = FIRST_BACKOFF;
                 tokio::select! {
                     biased;
                     _ = &mut stop => return,
@@ -69,11 +91,11 @@ pub async fn run_scheduler(service: Service, stop: impl Future<Output = ()>) {
                 }
             }
             Ok((_, next)) => {
-                backoff = Duration::from_millis(100);
+                backoff = FIRST_BACKOFF;
                 next
             }
             Err(e) => {
-                tracing::warn!(error = %e, "scheduler failed; retrying");
+                tracing::warn!(error = %e, worker = name, "background worker failed; retrying");
                 tokio::select! {
                     _ = &mut stop => return,
                     _ = tokio::time::sleep(backoff) => {}
