@@ -39,11 +39,32 @@ pub(crate) fn settle(
     let loaded = plugins.current();
     let stats = tx.lead_stats(lead.id)?;
     let (card, _) = plugins.score(&loaded, lead, &stats, tx.now);
+    apply_and_follow(
+        tx,
+        plugins,
+        lead,
+        card,
+        loaded.thresholds,
+        trigger,
+        stage_rule,
+    )
+}
+
+/// [`apply_card`], then what a new score sets off: the SQL hand-off, and `on_event` with
+/// `lead.scored` when the total moved.
+fn apply_and_follow(
+    tx: &mut Tx<'_>,
+    plugins: &Plugins,
+    lead: &mut Lead,
+    card: ScoreCard,
+    thresholds: Thresholds,
+    trigger: Trigger,
+    stage_rule: StageRule,
+) -> Result<(), StoreError> {
     let (stage, from) = (lead.stage, lead.score.total);
-    let scored_before = from != card.score().total && tx.score_details(lead.id)?.is_some();
-    apply_card(tx, lead, card, loaded.thresholds, trigger, stage_rule)?;
+    let rescored = apply_card(tx, lead, card, thresholds, trigger, stage_rule)?;
     hand_off_at_sql(tx, plugins, lead, stage)?;
-    if scored_before {
+    if rescored {
         let event = crate::script::nurture::LeadEventIn {
             kind: "lead.scored".into(),
             from: Some(i64::from(from)),
@@ -84,7 +105,8 @@ pub(crate) fn settle_change(
 }
 
 /// Applies a computed score to `lead`: score, stage (with a `stage_changed` event), a
-/// `scored` event when the total moved, and the stored reasons and history.
+/// `scored` event when the total moved, and the stored reasons and history. Returns whether
+/// it wrote that event (a scored lead whose total changed).
 pub(crate) fn apply_card(
     tx: &mut Tx<'_>,
     lead: &mut Lead,
@@ -92,7 +114,7 @@ pub(crate) fn apply_card(
     thresholds: Thresholds,
     trigger: Trigger,
     stage_rule: StageRule,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let old = tx.score_details(lead.id)?;
     let score = card.score();
     let mut details = old.clone().unwrap_or_default();
@@ -103,7 +125,8 @@ pub(crate) fn apply_card(
             trigger: trigger.as_str().to_owned(),
         });
     }
-    if old.is_some() && score.total != lead.score.total {
+    let rescored = old.is_some() && score.total != lead.score.total;
+    if rescored {
         tx.event(
             lead.id,
             "scored",
@@ -130,7 +153,7 @@ pub(crate) fn apply_card(
             lead.stage = stage;
         }
     }
-    Ok(())
+    Ok(rescored)
 }
 
 /// Settles a stored lead and writes it if anything changed. `None`: no such lead.
@@ -147,11 +170,15 @@ fn resettle(
     let mut lead = before.clone();
     match card {
         // Scored from a snapshot at this very version: no need to score again.
-        Some((version, card, thresholds)) if version == before.version => {
-            let stage = lead.stage;
-            apply_card(tx, &mut lead, card, thresholds, trigger, StageRule::Follow)?;
-            hand_off_at_sql(tx, plugins, &mut lead, stage)?
-        }
+        Some((version, card, thresholds)) if version == before.version => apply_and_follow(
+            tx,
+            plugins,
+            &mut lead,
+            card,
+            thresholds,
+            trigger,
+            StageRule::Follow,
+        )?,
         _ => settle(tx, plugins, &mut lead, trigger, StageRule::Follow)?,
     }
     if lead == before {
