@@ -55,74 +55,71 @@ pub async fn bench_search(
     clients: usize,
     queries: usize,
     dir: Option<PathBuf>,
+    keep: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     init_logging();
     if leads == 0 {
         bail!("--leads must be at least 1");
     }
-    let tmp = match dir {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .context("creating a temporary directory")?;
-    let data_dir = tmp.path().join("data");
-
-    // 1. Leads, imported as `bench import` does.
-    let file = tmp.path().join("bench-search.csv");
-    let started = Instant::now();
-    generate(&file, leads).context("generating the lead file")?;
-    println!(
-        "bench search: generated {leads} lead rows in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    // The temporary directory lives until the end; a kept one is left in place.
+    let (_tmp, base) = match keep {
+        Some(k) => {
+            std::fs::create_dir_all(&k).with_context(|| format!("creating {}", k.display()))?;
+            (None, k)
+        }
+        None => {
+            let tmp = match dir {
+                Some(d) => tempfile::tempdir_in(d),
+                None => tempfile::tempdir(),
+            }
+            .context("creating a temporary directory")?;
+            let path = tmp.path().to_path_buf();
+            (Some(tmp), path)
+        }
+    };
+    let data_dir = base.join("data");
     let config = Config {
         listen: "127.0.0.1:0".into(),
         data_dir: data_dir.clone(),
-        plugins_dir: tmp.path().join("plugins"),
+        plugins_dir: base.join("plugins"),
         ..Config::default()
     };
-    let service = open_service(&config, Arc::new(SystemClock))?;
-    let started = Instant::now();
-    let s = import_generated(&service, &file).await?;
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "import: {} rows in {secs:.1} s, {:.0} rows/s; {} created, {} merged, {} rejected",
-        s.rows,
-        s.rows as f64 / secs,
-        s.created,
-        s.merged,
-        s.rejected
-    );
-
-    // 2. Note activities, straight through the store.
-    let store = service.store().clone();
-    let lead_ids = lead_ids(&store).await?;
-    if lead_ids.is_empty() {
-        bail!("the import created no leads");
-    }
-    let started = Instant::now();
-    let written = add_notes(&store, Arc::new(lead_ids), activities).await?;
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "activities: {written} notes in {secs:.1} s, {:.0} activities/s (jobs of {JOB_SIZE}, {JOBS_IN_FLIGHT} in flight)",
-        written as f64 / secs.max(1e-9)
-    );
-    // The server opens the store itself: close this handle first (dropping the last handle
-    // joins the writer thread, so do it off the async workers).
-    tokio::task::spawn_blocking(move || {
-        drop(store);
-        drop(service);
-    })
-    .await
-    .context("closing the store")?;
+    let marker = base.join(READY_MARKER);
+    let written = match std::fs::read_to_string(&marker) {
+        Ok(n) => {
+            let written = n
+                .trim()
+                .parse::<usize>()
+                .with_context(|| format!("{} should hold the number of notes", marker.display()))?;
+            println!(
+                "bench search: reusing the data set in {} ({written} notes)",
+                base.display()
+            );
+            written
+        }
+        Err(_) => {
+            let written = build_data_set(&base, &config, leads, activities).await?;
+            std::fs::write(&marker, written.to_string())
+                .with_context(|| format!("writing {}", marker.display()))?;
+            written
+        }
+    };
 
     // 3. The server, whose empty index is rebuilt from the store.
     let started = Instant::now();
     let app = Application::build(config, Arc::new(SystemClock)).await?;
-    let token = app
-        .admin_token()
-        .map(str::to_owned)
-        .context("a store without users should have created an admin token")?;
+    // A kept data set was started before: its admin token was saved then.
+    let token_file = base.join(TOKEN_FILE);
+    let token = match app.admin_token() {
+        Some(t) => {
+            std::fs::write(&token_file, t)
+                .with_context(|| format!("writing {}", token_file.display()))?;
+            t.to_owned()
+        }
+        None => std::fs::read_to_string(&token_file)
+            .map(|t| t.trim().to_owned())
+            .with_context(|| format!("reading the admin token from {}", token_file.display()))?,
+    };
     let addr = app.local_addr();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
@@ -167,6 +164,64 @@ pub async fn bench_search(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Written into a kept directory once its data set is complete: the number of notes.
+const READY_MARKER: &str = "bench-search.ready";
+/// The admin token the first start of a data set printed, for later runs on it.
+const TOKEN_FILE: &str = "bench-search.token";
+
+/// Steps 1 and 2: the leads and the notes, in `config.data_dir`; returns the notes written.
+async fn build_data_set(
+    base: &Path,
+    config: &Config,
+    leads: usize,
+    activities: usize,
+) -> anyhow::Result<usize> {
+    // 1. Leads, imported as `bench import` does.
+    let file = base.join("bench-search.csv");
+    let started = Instant::now();
+    generate(&file, leads).context("generating the lead file")?;
+    println!(
+        "bench search: generated {leads} lead rows in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let service = open_service(config, Arc::new(SystemClock))?;
+    let started = Instant::now();
+    let s = import_generated(&service, &file).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "import: {} rows in {secs:.1} s, {:.0} rows/s; {} created, {} merged, {} rejected",
+        s.rows,
+        s.rows as f64 / secs,
+        s.created,
+        s.merged,
+        s.rejected
+    );
+
+    // 2. Note activities, straight through the store.
+    let store = service.store().clone();
+    let lead_ids = lead_ids(&store).await?;
+    if lead_ids.is_empty() {
+        bail!("the import created no leads");
+    }
+    let started = Instant::now();
+    let written = add_notes(&store, Arc::new(lead_ids), activities).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "activities: {written} notes in {secs:.1} s, {:.0} activities/s (jobs of {JOB_SIZE}, {JOBS_IN_FLIGHT} in flight)",
+        written as f64 / secs.max(1e-9)
+    );
+    // The server opens the store itself: close this handle first (dropping the last handle
+    // joins the writer thread, so do it off the async workers).
+    tokio::task::spawn_blocking(move || {
+        drop(store);
+        drop(service);
+    })
+    .await
+    .context("closing the store")?;
+    let _ = std::fs::remove_file(&file);
+    Ok(written)
 }
 
 /// Warnings and errors (such as a failing indexer) on stderr; `LEADLINE_LOG` overrides. The
@@ -695,9 +750,12 @@ async fn drive_queries(
         }
         let v: serde_json::Value = serde_json::from_slice(&body)
             .with_context(|| format!("reading the answer to GET {uri}"))?;
+        let total = v["total"].as_u64().unwrap_or(0);
+        // Past the count limit the total is a lower bound.
+        let more = if v["total_exact"] == false { "+" } else { " " };
         println!(
-            "  {:>9} in {:>7.2} ms  {}",
-            v["total"].as_u64().unwrap_or(0),
+            "  {:>9}{more} in {:>7.2} ms  {}",
+            total,
             took.as_secs_f64() * 1000.0,
             url_decode(uri)
         );

@@ -212,6 +212,11 @@ pub enum BenchCommand {
         /// Where to put the file and the temporary data directory (default: the temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Keep the data set in this directory and reuse it on the next run: a directory that
+        /// already holds one skips generating, importing and adding notes (`--leads` and
+        /// `--activities` are then ignored).
+        #[arg(long, conflicts_with = "dir")]
+        keep: Option<PathBuf>,
     },
     /// Fills a store with pending timers (task reminders), then times opening it and firing
     /// them all.
@@ -368,7 +373,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 clients,
                 queries,
                 dir,
-            }) => crate::bench_search::bench_search(leads, activities, clients, queries, dir).await,
+                keep,
+            }) => {
+                crate::bench_search::bench_search(leads, activities, clients, queries, dir, keep)
+                    .await
+            }
         }
     })
 }
