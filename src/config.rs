@@ -44,6 +44,23 @@ pub struct Config {
     pub sla: SlaConfig,
     pub email: EmailConfig,
     pub webhooks: WebhooksConfig,
+    pub search: SearchConfig,
+}
+
+/// Full-text search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Matches a search counts (with its facets) at most. Past it the total is a lower bound
+    /// (`total_exact: false`) and the ranking prunes instead of visiting every match, which
+    /// keeps a common word as fast as a rare one.
+    pub count_limit: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig { count_limit: 1_000 }
+    }
 }
 
 /// Outgoing email over SMTP. Without `smtp_host` nothing is sent: messages wait in the
@@ -277,6 +294,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
+            search: SearchConfig::default(),
             capture: CaptureConfig::default(),
             plugins: PluginsConfig::default(),
             sla: SlaConfig::default(),
@@ -488,6 +506,9 @@ impl Config {
         }
         if self.http.max_page_size == 0 {
             return Err(invalid("http.max_page_size", "must be at least 1".into()));
+        }
+        if self.search.count_limit == 0 {
+            return Err(invalid("search.count_limit", "must be at least 1".into()));
         }
         if self.store.max_batch == 0 || self.store.list_scan_budget == 0 {
             return Err(invalid(

@@ -49,6 +49,8 @@ async fn start_with(dir: &std::path::Path, extra: &[&str]) -> (Server, Option<St
         .arg("--plugins-dir")
         .arg(dir.join("plugins"))
         .env("LEADLINE_LOG", "warn")
+        // The search checks compare exact totals with the store: count every match.
+        .env("LEADLINE_SEARCH_COUNT_LIMIT", "1000000")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -41,9 +41,15 @@ pub struct SearchItem {
 #[derive(Serialize, ToSchema)]
 pub struct SearchResults {
     pub items: Vec<SearchItem>,
-    /// Matches in all, beyond this page.
+    /// Matches in all, beyond this page. Counting stops at `search.count_limit` (1,000):
+    /// past it, `total` is that limit and `total_exact` is false.
     pub total: usize,
-    /// Counts per stage and per channel over every match the caller may see.
+    /// False when more documents match than `search.count_limit`: `total` is a lower bound,
+    /// the facets count the first matches up to the limit (in index order), and equally
+    /// relevant results come in index order instead of by lead score.
+    pub total_exact: bool,
+    /// Counts per stage and per channel over the matches the caller may see (see
+    /// `total_exact`).
     #[schema(value_type = Object)]
     pub facets: BTreeMap<&'static str, BTreeMap<String, u64>>,
     pub next_cursor: Option<String>,
@@ -110,6 +116,7 @@ async fn search(
         created_after: q.parse("created_after", parse_rfc3339)?,
         created_before: q.parse("created_before", parse_rfc3339)?,
         visible_owners: p.visible_owners(),
+        count_limit: usize::try_from(state.config.search.count_limit).ok(),
         limit: q.limit_or(20, MAX_LIMIT)?,
         offset: q
             .parse("cursor", |s| {
@@ -143,6 +150,7 @@ async fn search(
             })
             .collect(),
         total: page.total,
+        total_exact: page.total_exact,
         facets: page.facets,
         next_cursor: page
             .next_offset

@@ -9,14 +9,13 @@ use crate::store::{Snapshot, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tantivy::schema::{
-    FAST, Facet, FacetOptions, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema,
-    TextFieldIndexing, TextOptions,
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use uuid::Uuid;
 
 /// Bumped whenever the schema or the analysis changes: an index of another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 3;
 /// Memory the index writer may buffer before it flushes a segment.
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
 /// Leads read per step while rebuilding.
@@ -52,7 +51,11 @@ pub struct Fields {
     pub name: Field,
     pub company: Field,
     pub title: Field,
+    /// A lead's other words: industry, region, country, tags, custom fields.
     pub body: Field,
+    /// An activity's words. Apart from `body`, so a search of one document type reads only its
+    /// own posting lists.
+    pub notes: Field,
     pub email: Field,
     pub phone: Field,
     pub visibility: Field,
@@ -63,8 +66,22 @@ pub struct Fields {
     pub pool: Field,
     pub score: Field,
     pub created_at: Field,
-    pub facet_stage: Field,
-    pub facet_channel: Field,
+}
+
+impl Fields {
+    /// The keyword field a search filter names (its fast-field name).
+    pub fn keyword_filter(&self, name: &str) -> Option<Field> {
+        Some(match name {
+            "doc_type" => self.doc_type,
+            "visibility" => self.visibility,
+            "stage" => self.stage,
+            "status" => self.status,
+            "channel" => self.channel,
+            "owner" => self.owner,
+            "pool" => self.pool,
+            _ => return None,
+        })
+    }
 }
 
 fn schema() -> (Schema, Fields) {
@@ -79,28 +96,29 @@ fn schema() -> (Schema, Fields) {
     let keyword = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(KEYWORD)
-            .set_index_option(IndexRecordOption::Basic),
+            // Frequencies let a word that is also an email part join a pruned union of terms.
+            .set_index_option(IndexRecordOption::WithFreqs),
     );
     let fields = Fields {
-        doc_type: b.add_text_field("doc_type", STRING | STORED),
+        // Filters and facets are read from fast fields while matches are collected.
+        doc_type: b.add_text_field("doc_type", STRING | STORED | FAST),
         id: b.add_text_field("id", STRING | STORED),
         lead_id: b.add_text_field("lead_id", STRING | STORED),
         name: b.add_text_field("name", text.clone()),
         company: b.add_text_field("company", text.clone()),
         title: b.add_text_field("title", text.clone()),
-        body: b.add_text_field("body", text),
+        body: b.add_text_field("body", text.clone()),
+        notes: b.add_text_field("notes", text),
         email: b.add_text_field("email", keyword.clone()),
         phone: b.add_text_field("phone", keyword),
-        visibility: b.add_text_field("visibility", STRING),
+        visibility: b.add_text_field("visibility", STRING | FAST),
         stage: b.add_text_field("stage", STRING | FAST),
-        status: b.add_text_field("status", STRING),
-        channel: b.add_text_field("channel", STRING),
-        owner: b.add_text_field("owner", STRING),
-        pool: b.add_text_field("pool", STRING),
+        status: b.add_text_field("status", STRING | FAST),
+        channel: b.add_text_field("channel", STRING | FAST),
+        owner: b.add_text_field("owner", STRING | FAST),
+        pool: b.add_text_field("pool", STRING | FAST),
         score: b.add_i64_field("score", INDEXED | FAST | STORED),
         created_at: b.add_i64_field("created_at", INDEXED | FAST),
-        facet_stage: b.add_facet_field("facet_stage", FacetOptions::default()),
-        facet_channel: b.add_facet_field("facet_channel", FacetOptions::default()),
     };
     (b.build(), fields)
 }
@@ -219,12 +237,12 @@ impl SearchIndex {
         d.add_text(f.id, a.id.to_string());
         self.common(&mut d, l);
         if let Some(t) = &a.text {
-            d.add_text(f.body, t);
+            d.add_text(f.notes, t);
         }
         // Page paths, form answers and raw captured values are searchable too.
         if let Ok(serde_json::Value::Object(props)) = serde_json::from_str(&a.properties) {
             if let Some(serde_json::Value::String(path)) = props.get("path") {
-                d.add_text(f.body, path);
+                d.add_text(f.notes, path);
             }
             // A form's own answers (a message, a budget) are searchable on its activity; the
             // raw values of lead fields are the lead's, found on the lead itself.
@@ -234,7 +252,7 @@ impl SearchIndex {
                     if let serde_json::Value::String(s) = v
                         && !crate::domain::form::LEAD_FIELDS.contains(&k.as_str())
                     {
-                        d.add_text(f.body, s);
+                        d.add_text(f.notes, s);
                     }
                 }
             }
@@ -262,11 +280,6 @@ impl SearchIndex {
         );
         d.add_i64(f.score, i64::from(l.score.total));
         d.add_i64(f.created_at, l.created_at);
-        d.add_facet(f.facet_stage, Facet::from_path([l.stage.as_str()]));
-        d.add_facet(
-            f.facet_channel,
-            Facet::from_path([l.channel.as_deref().unwrap_or("none")]),
-        );
     }
 
     /// Makes the index hold exactly what `snap` says about `lead_id`: its documents are removed

@@ -282,6 +282,93 @@ async fn filters_facets_and_pages() {
 }
 
 #[tokio::test]
+async fn counting_stops_at_the_limit_and_pages_still_reach_every_match() {
+    let app = spawn_app_with(|c| c.search.count_limit = 3).await;
+    for n in 1..=7 {
+        let stage = if n % 2 == 0 { "mql" } else { "lead" };
+        app.create_lead(
+            &app.admin,
+            json!({"name": format!("Initech buyer {n}"), "company": "Initech", "stage": stage}),
+        )
+        .await;
+    }
+    app.create_lead(
+        &app.admin,
+        json!({"name": "Lone Umbrella", "company": "Umbrella"}),
+    )
+    .await;
+    caught_up(&app).await;
+
+    let v = expect_json(
+        app.get(&format!("/v1/search?{}&limit=2", q("initech")), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    // Seven match: the count stops at three and says so, and the facets count those three.
+    assert_eq!(v["total"], 3);
+    assert_eq!(v["total_exact"], false);
+    let facet_sum: u64 = v["facets"]["stage"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(facet_sum, 3);
+
+    // Following the cursors still reaches all seven, each once.
+    let mut ids = Vec::new();
+    let mut page = v;
+    loop {
+        for item in page["items"].as_array().unwrap() {
+            ids.push(item["id"].as_str().unwrap().to_owned());
+        }
+        let Some(cursor) = page["next_cursor"].as_str() else {
+            break;
+        };
+        page = expect_json(
+            app.get(
+                &format!("/v1/search?{}&limit=2&cursor={cursor}", q("initech")),
+                &app.admin,
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert!(ids.len() <= 8, "pages never end: {ids:?}");
+    }
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 7, "{ids:?}");
+    assert_eq!(ids.len(), 7, "{ids:?}");
+
+    // Filters apply past the limit too.
+    let v = expect_json(
+        app.get(
+            &format!("/v1/search?{}&stage=mql&limit=10", q("initech")),
+            &app.admin,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(v["total"], 3);
+    assert_eq!(v["total_exact"], true);
+    assert_eq!(v["items"].as_array().unwrap().len(), 3);
+
+    // Under the limit the count is exact.
+    let v = expect_json(
+        app.get(&format!("/v1/search?{}", q("umbrella")), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["total_exact"], true);
+}
+
+#[tokio::test]
 async fn each_role_finds_and_counts_only_what_it_may_see() {
     let app = spawn_app().await;
     let (_, alice) = app.rep("alice", Some("east")).await;
