@@ -162,36 +162,22 @@ async fn acknowledged_creates_survive_sigkill() {
             assert_eq!(lead["company"], "Crash Co");
         }
         // Nothing half-written: every stored lead is whole and the tag index agrees with it.
-        let mut seen = 0;
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = format!("{}/v1/leads?tag=crash&limit=500", server.base);
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let page: Value = client
-                .get(url)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
-            for l in page["items"].as_array().expect("items") {
-                assert_eq!(l["company"], "Crash Co");
-                assert!(
-                    l["email"]
-                        .as_str()
-                        .is_some_and(|e| e.ends_with("@crash.example.com"))
-                );
-                seen += 1;
-            }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => break,
-            }
+        let listed = list_all(
+            &client,
+            &server.base,
+            &token,
+            "/v1/leads?tag=crash&limit=500",
+        )
+        .await;
+        for l in &listed {
+            assert_eq!(l["company"], "Crash Co");
+            assert!(
+                l["email"]
+                    .as_str()
+                    .is_some_and(|e| e.ends_with("@crash.example.com"))
+            );
         }
+        let seen = listed.len();
         assert!(
             seen >= acked_now.len(),
             "round {round}: list shows {seen} of {} acknowledged",
@@ -266,6 +252,43 @@ async fn import_csv(client: &reqwest::Client, base: &str, token: &str, csv: Stri
     res.json().await.expect("import json")
 }
 
+/// Every item of a cursor-paged list, page after page; None when a request fails (the server
+/// may be restarting).
+async fn try_list_all(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    path_and_query: &str,
+) -> Option<Vec<Value>> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}{path_and_query}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let res = client.get(url).bearer_auth(token).send().await.ok()?;
+        let page: Value = res.json().await.ok()?;
+        items.extend(page["items"].as_array()?.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Some(items),
+        }
+    }
+}
+
+/// Every item of a cursor-paged list; the server must answer.
+async fn list_all(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    path_and_query: &str,
+) -> Vec<Value> {
+    try_list_all(client, base, token, path_and_query)
+        .await
+        .unwrap_or_else(|| panic!("listing {path_and_query}"))
+}
+
 /// Every stored lead: id → name.
 async fn stored_leads(
     client: &reqwest::Client,
@@ -273,34 +296,15 @@ async fn stored_leads(
     token: &str,
 ) -> HashMap<String, String> {
     let mut leads = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/v1/leads?limit=500");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let page: Value = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("list json");
-        for l in page["items"].as_array().expect("items") {
-            let id = l["id"].as_str().expect("id").to_owned();
-            let name = l["name"].as_str().unwrap_or_default().to_owned();
-            assert!(
-                leads.insert(id.clone(), name).is_none(),
-                "lead {id} listed twice"
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return leads,
-        }
+    for l in list_all(client, base, token, "/v1/leads?limit=500").await {
+        let id = l["id"].as_str().expect("id").to_owned();
+        let name = l["name"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            leads.insert(id.clone(), name).is_none(),
+            "lead {id} listed twice"
+        );
     }
+    leads
 }
 
 /// Every lead hit of a search, page by page (100 a page), and the total the first page gave.
@@ -748,37 +752,21 @@ async fn all_deliveries(
     token: &str,
     hook: &str,
 ) -> HashMap<String, (String, u64, String)> {
-    let mut out = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/v1/webhooks/{hook}/deliveries?limit=500");
-        if let Some(cur) = &cursor {
-            url.push_str(&format!("&cursor={cur}"));
-        }
-        let page: Value = c
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("deliveries")
-            .json()
-            .await
-            .expect("json");
-        for d in page["items"].as_array().expect("items") {
-            out.insert(
+    let path = format!("/v1/webhooks/{hook}/deliveries?limit=500");
+    list_all(c, base, token, &path)
+        .await
+        .into_iter()
+        .map(|d| {
+            (
                 d["id"].as_str().expect("id").to_owned(),
                 (
                     d["lead_id"].as_str().unwrap_or("").to_owned(),
                     d["seq"].as_u64().expect("seq"),
                     d["status"].as_str().expect("status").to_owned(),
                 ),
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(cur) => cursor = Some(cur.to_owned()),
-            None => return out,
-        }
-    }
+            )
+        })
+        .collect()
 }
 
 /// Webhook deliveries survive SIGKILL mid-delivery: after a restart every delivery written
@@ -921,37 +909,22 @@ fn copy_shipped_plugins(to: &std::path::Path) {
     );
 }
 
-/// (lead, template) → how many messages the outbox holds.
+/// (lead, template) → how many messages the outbox holds (none while the server is away).
 async fn outbox(
     c: &reqwest::Client,
     base: &str,
     token: &str,
 ) -> std::collections::HashMap<(String, String), usize> {
     let mut counts = std::collections::HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/v1/emails?limit=500");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let Ok(res) = c.get(url).bearer_auth(token).send().await else {
-            return counts;
-        };
-        let Ok(page) = res.json::<Value>().await else {
-            return counts;
-        };
-        for m in page["items"].as_array().into_iter().flatten() {
-            let key = (
-                m["lead_id"].as_str().unwrap_or("").to_owned(),
-                m["template"].as_str().unwrap_or("").to_owned(),
-            );
-            *counts.entry(key).or_insert(0) += 1;
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return counts,
-        }
+    let mails = try_list_all(c, base, token, "/v1/emails?limit=500").await;
+    for m in mails.into_iter().flatten() {
+        let key = (
+            m["lead_id"].as_str().unwrap_or("").to_owned(),
+            m["template"].as_str().unwrap_or("").to_owned(),
+        );
+        *counts.entry(key).or_insert(0) += 1;
     }
+    counts
 }
 
 /// Waits until every lead has one message of each of `templates` (or the deadline), then

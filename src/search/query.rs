@@ -361,15 +361,16 @@ impl Filters {
     }
 }
 
-/// The filters bound to one segment's columns.
-struct SegmentFilter<'a> {
+/// What a search reads of one segment's columns: the filters, bound to it, and lead scores.
+struct SegmentColumns<'a> {
     segment: &'a SegmentReader,
+    lead_scores: Arc<dyn ColumnValues<i64>>,
     /// A column and the ordinals of the values allowed in it.
     keywords: Vec<(StrColumn, Vec<u64>)>,
     ranges: Vec<(Arc<dyn ColumnValues<i64>>, i64, i64)>,
 }
 
-impl<'a> SegmentFilter<'a> {
+impl<'a> SegmentColumns<'a> {
     /// None when no document of the segment can pass (a wanted value is not in it at all).
     fn bind(segment: &'a SegmentReader, filters: &Filters) -> SearchResult<Option<Self>> {
         let fast = segment.fast_fields();
@@ -395,8 +396,9 @@ impl<'a> SegmentFilter<'a> {
             let column = fast.i64(field)?.first_or_default_col(i64::MIN);
             ranges.push((column, *lo, *hi));
         }
-        Ok(Some(SegmentFilter {
+        Ok(Some(SegmentColumns {
             segment,
+            lead_scores: fast.i64("score")?.first_or_default_col(0),
             keywords,
             ranges,
         }))
@@ -631,10 +633,6 @@ impl Found {
     }
 }
 
-fn lead_scores(segment: &SegmentReader) -> SearchResult<Arc<dyn ColumnValues<i64>>> {
-    Ok(segment.fast_fields().i64("score")?.first_or_default_col(0))
-}
-
 impl SearchIndex {
     /// The text fields of a document type (both when None), with their weights.
     fn text_fields(&self, doc_type: Option<&str>) -> Vec<(Field, Score)> {
@@ -787,11 +785,14 @@ impl SearchIndex {
         let mut capped = false;
 
         // Every match, ranked exactly, until there are too many to count.
+        let mut columns = Vec::with_capacity(searcher.segment_readers().len());
+        for segment in searcher.segment_readers() {
+            columns.push(SegmentColumns::bind(segment, filters)?);
+        }
         'segments: for (ord, segment) in searcher.segment_readers().iter().enumerate() {
-            let Some(filter) = SegmentFilter::bind(segment, filters)? else {
+            let Some(filter) = &columns[ord] else {
                 continue;
             };
-            let scores = lead_scores(segment)?;
             let mut facets = SegmentFacets::new(segment)?;
             let mut scorer = weight.scorer(segment, 1.0)?;
             let mut doc = scorer.doc();
@@ -805,7 +806,7 @@ impl SearchIndex {
                     }
                     total += 1;
                     facets.add(doc);
-                    let lead_score = scores.get_val(doc);
+                    let lead_score = filter.lead_scores.get_val(doc);
                     top.offer(Candidate {
                         relevance: scorer.score(),
                         tie_break: lead_score,
@@ -830,27 +831,24 @@ impl SearchIndex {
 
         // Too many to visit: the best k by relevance alone, each part of the plan pruned with
         // block-max, the filters checked on each document that could enter.
-        let parts = match plan {
-            Some(p) => p.parts(),
-            None => vec![&AllQuery as &dyn Query],
-        };
+        // (A list without words counts every match, so it never gets here.)
+        let parts = plan.map(Plan::parts).unwrap_or_default();
         // A document two parts find counts once, with its best relevance; every part starts
         // from the threshold the earlier parts reached.
         let mut top = DistinctTopK::new(k);
         for (part, query) in parts.into_iter().enumerate() {
             let weight = query.weight(EnableScoring::enabled_from_searcher(searcher))?;
             for (ord, segment) in searcher.segment_readers().iter().enumerate() {
-                let Some(filter) = SegmentFilter::bind(segment, filters)? else {
+                let Some(filter) = &columns[ord] else {
                     continue;
                 };
-                let scores = lead_scores(segment)?;
                 weight.for_each_pruning(top.pruning(), segment, &mut |doc, relevance| {
                     let addr = DocAddress::new(ord as u32, doc);
                     if filter.accepts(doc) && !excluded.contains(&addr) {
                         top.offer(Candidate {
                             relevance,
                             tie_break: 0,
-                            lead_score: scores.get_val(doc),
+                            lead_score: filter.lead_scores.get_val(doc),
                             part: part as u32,
                             addr,
                         });
@@ -876,14 +874,13 @@ impl SearchIndex {
         let searcher = self.reader.searcher();
         let filters = Filters::of(r);
         let k = r.offset + r.limit;
-        let groups = tokenizer::query_groups(&r.q);
-        let whole = self.whole_alts(&searcher, &r.q, r.doc_type)?;
         let none = HashSet::new();
-
-        if groups.is_empty() && whole.is_empty() && r.q.trim().is_empty() {
+        if r.q.trim().is_empty() {
             let found = self.find(&searcher, None, &filters, k, usize::MAX, &none)?;
             return self.page(&searcher, r, found, None);
         }
+        let groups = tokenizer::query_groups(&r.q);
+        let whole = self.whole_alts(&searcher, &r.q, r.doc_type)?;
 
         let mut exact_groups = Vec::with_capacity(groups.len());
         for g in &groups {

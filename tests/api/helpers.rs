@@ -163,6 +163,15 @@ impl TestApp {
         json
     }
 
+    /// Records an activity as `token`, asserting 201, and returns its JSON.
+    pub async fn add_activity(&self, token: &str, body: Value) -> Value {
+        expect_json(
+            self.post("/v1/activities", token, &body).await,
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
     /// Creates a user (as admin) and a token for them; returns (id, token).
     pub async fn create_user(&self, body: Value) -> (String, String) {
         let res = self.post("/v1/users", &self.admin, &body).await;

@@ -205,26 +205,16 @@ async fn a_pricing_visit_without_a_trial_gets_the_roi_email_a_day_later() {
     let looker = lead(&app, json!({"email": "looker@example.cn"})).await;
     let trier = lead(&app, json!({"email": "trier@example.cn"})).await;
     for l in [&looker, &trier] {
-        expect_json(
-            app.post(
-                "/v1/activities",
-                &app.admin,
-                &json!({"lead_id": l, "kind": "page_view", "properties": {"path": "/pricing"}}),
-            )
-            .await,
-            StatusCode::CREATED,
+        app.add_activity(
+            &app.admin,
+            json!({"lead_id": l, "kind": "page_view", "properties": {"path": "/pricing"}}),
         )
         .await;
     }
     // One of them asks for a trial within the day.
-    expect_json(
-        app.post(
-            "/v1/activities",
-            &app.admin,
-            &json!({"lead_id": trier, "kind": "trial_request"}),
-        )
-        .await,
-        StatusCode::CREATED,
+    app.add_activity(
+        &app.admin,
+        json!({"lead_id": trier, "kind": "trial_request"}),
     )
     .await;
     smtp.wait_for("looker@example.cn", 1).await; // welcome_1
@@ -271,16 +261,8 @@ async fn crossing_60_gives_the_owner_a_high_intent_task() {
     let none = expect_json(app.get(&path, &rep_token).await, StatusCode::OK).await;
     assert_eq!(none["items"], json!([]));
     // A demo request: +30, across 60.
-    expect_json(
-        app.post(
-            "/v1/activities",
-            &app.admin,
-            &json!({"lead_id": id, "kind": "demo_request"}),
-        )
-        .await,
-        StatusCode::CREATED,
-    )
-    .await;
+    app.add_activity(&app.admin, json!({"lead_id": id, "kind": "demo_request"}))
+        .await;
     let task = eventually("the high-intent task", async || {
         let t = expect_json(app.get(&path, &rep_token).await, StatusCode::OK).await;
         t["items"].as_array().and_then(|a| a.first().cloned())

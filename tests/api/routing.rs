@@ -425,14 +425,9 @@ async fn no_follow_up_for_three_days_sends_the_lead_back_to_the_pool() {
     let id = l["id"].as_str().unwrap().to_owned();
     assert_eq!(l["owner_id"], a);
     // A call by the owner is a touch too.
-    expect_json(
-        app.post(
-            "/v1/activities",
-            &a_tok,
-            &json!({"lead_id": id, "kind": "call", "text": "left a message"}),
-        )
-        .await,
-        StatusCode::CREATED,
+    app.add_activity(
+        &a_tok,
+        json!({"lead_id": id, "kind": "call", "text": "left a message"}),
     )
     .await;
     let sla = settled(&app, &id).await;
@@ -504,16 +499,8 @@ async fn reaching_sql_hands_a_strategic_lead_to_the_seniors() {
     )
     .await;
     let id = l["id"].as_str().unwrap();
-    expect_json(
-        app.post(
-            "/v1/activities",
-            &app.admin,
-            &json!({"lead_id": id, "kind": "demo_request"}),
-        )
-        .await,
-        StatusCode::CREATED,
-    )
-    .await;
+    app.add_activity(&app.admin, json!({"lead_id": id, "kind": "demo_request"}))
+        .await;
     // One edit carries the score from below SQL to strategic.
     let patched = expect_json(
         app.patch(
