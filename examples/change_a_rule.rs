@@ -11,15 +11,16 @@ use leadline::domain::score::{ScoreCard, Trigger, stage_after};
 use leadline::domain::stats::ActivityStats;
 use leadline::script::{PluginSettings, Plugins};
 use std::path::Path;
+use std::sync::Arc;
 
 /// 2026-11-23T00:00:00Z, in milliseconds since the epoch: the example's fixed "now".
 const NOW: i64 = 1_795_392_000_000;
 const HOUR_MS: i64 = 3_600_000;
 
 const OLD_RULE: &str =
-    r#"reasons.push(#{ rule: "requested a demo or trial", points: 30, part: "engagement" });"#;
+    r#"reasons += #{ rule: "requested a demo or trial", points: 30, part: "engagement" };"#;
 const NEW_RULE: &str =
-    r#"reasons.push(#{ rule: "requested a demo or trial", points: 35, part: "engagement" });"#;
+    r#"reasons += #{ rule: "requested a demo or trial", points: 35, part: "engagement" };"#;
 
 struct Sample {
     what: &'static str,
@@ -70,7 +71,8 @@ fn score_all(plugins: &Plugins, samples: &[Sample]) -> Vec<ScoreCard> {
     samples
         .iter()
         .map(|s| {
-            let (card, answered_by) = plugins.score(&loaded, &s.lead, &s.stats, NOW);
+            let (lead, stats) = (Arc::new(s.lead.clone()), Arc::new(s.stats.clone()));
+            let (card, answered_by) = plugins.score(&loaded, &lead, &stats, NOW);
             // Anything but the script answering means the edit broke it and the built-in
             // table answered instead: that would make this example meaningless.
             let by = format!("{answered_by:?}");

@@ -202,6 +202,8 @@ pub struct WordSet {
     words: Vec<String>,
     phrases: Vec<Vec<String>>,
     substrings: Vec<String>,
+    /// Every needle whole, for [`WordSet::equals_any`].
+    whole: Vec<String>,
 }
 
 impl WordSet {
@@ -212,6 +214,7 @@ impl WordSet {
             if n.is_empty() {
                 continue;
             }
+            set.whole.push(n.clone());
             if n.chars().all(|c| c.is_ascii_alphanumeric()) {
                 set.words.push(n);
             } else if n.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ') {
@@ -229,9 +232,26 @@ impl WordSet {
         set
     }
 
+    /// Whether `text`, trimmed, is one of the needles, ignoring case.
+    pub fn equals_any(&self, text: &str) -> bool {
+        let text = text.trim();
+        if text.is_empty() {
+            return false;
+        }
+        if text.is_ascii() {
+            self.whole.iter().any(|n| n.eq_ignore_ascii_case(text))
+        } else {
+            let lower = text.to_lowercase();
+            self.whole.contains(&lower)
+        }
+    }
+
     pub fn found_in(&self, text: &str) -> bool {
         if text.is_empty() {
             return false;
+        }
+        if text.is_ascii() {
+            return self.found_in_ascii(text);
         }
         let lower = text.to_lowercase();
         if self.substrings.iter().any(|n| lower.contains(n.as_str())) {
@@ -246,6 +266,35 @@ impl WordSet {
                 .phrases
                 .iter()
                 .any(|p| words.windows(p.len()).any(|w| w == p.as_slice()))
+    }
+
+    /// [`WordSet::found_in`] without lowercasing a copy: scoring asks this of every title.
+    fn found_in_ascii(&self, text: &str) -> bool {
+        let t = text.as_bytes();
+        let has = |n: &str| {
+            n.is_ascii()
+                && t.windows(n.len())
+                    .any(|w| w.eq_ignore_ascii_case(n.as_bytes()))
+        };
+        if self.substrings.iter().any(|n| has(n)) {
+            return true;
+        }
+        let words = || {
+            text.split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|w| !w.is_empty())
+        };
+        if words().any(|w| self.words.iter().any(|n| n.eq_ignore_ascii_case(w))) {
+            return true;
+        }
+        if self.phrases.is_empty() {
+            return false;
+        }
+        let words: Vec<&str> = words().collect();
+        self.phrases.iter().any(|p| {
+            words
+                .windows(p.len())
+                .any(|w| w.iter().zip(p).all(|(a, b)| a.eq_ignore_ascii_case(b)))
+        })
     }
 }
 
@@ -392,6 +441,55 @@ mod tests {
     use uuid::Uuid;
 
     const NOW: Millis = 1_800_000_000_000;
+
+    /// The lowercasing path, which the ASCII fast path must agree with.
+    fn found_by_lowercasing(set: &WordSet, text: &str) -> bool {
+        let lower = text.to_lowercase();
+        let words: Vec<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        set.substrings.iter().any(|n| lower.contains(n.as_str()))
+            || words.iter().any(|w| set.words.contains(&w.to_string()))
+            || set
+                .phrases
+                .iter()
+                .any(|p| words.windows(p.len()).any(|w| w == p.as_slice()))
+    }
+
+    #[test]
+    fn ascii_titles_match_as_if_lowercased() {
+        let set = WordSet::new(&["CEO", "vice president", "co-founder", "总经理", "vp"]);
+        for (text, expected) in [
+            ("ceo", true),
+            ("Acting CEO/Founder", true),
+            ("CEOs", false),
+            ("Vice  President of Sales", true),
+            ("vice-president", true),
+            ("Vice", false),
+            ("CO-FOUNDER", true),
+            ("cofounder", false),
+            ("SVP", false),
+            ("VP, Sales", true),
+            ("", false),
+            ("华东区总经理", true),
+            ("Ceo 总经理", true),
+        ] {
+            assert_eq!(set.found_in(text), expected, "{text:?}");
+            assert_eq!(found_by_lowercasing(&set, text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn equals_any_ignores_case_and_surrounding_space() {
+        let set = WordSet::new(&["Manufacturing", "retail", "制造业"]);
+        assert!(set.equals_any(" manufacturing "));
+        assert!(set.equals_any("RETAIL"));
+        assert!(set.equals_any("制造业"));
+        assert!(!set.equals_any("retailer"));
+        assert!(!set.equals_any(""));
+        assert!(!set.equals_any("   "));
+    }
 
     fn lead(f: impl FnOnce(&mut NewLead)) -> Lead {
         let mut n = NewLead::default();

@@ -94,7 +94,12 @@ impl ActivityStats {
     /// Views of pages whose path is `prefix` or lies under it (`/pricing` covers
     /// `/pricing/team`, not `/pricingx`). Case-insensitive.
     pub fn visits(&self, prefix: &str) -> u32 {
-        let prefix = prefix.trim_end_matches('/').to_lowercase();
+        let prefix = prefix.trim_end_matches('/');
+        let prefix = if prefix.is_ascii() && !prefix.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Borrowed(prefix)
+        } else {
+            std::borrow::Cow::Owned(prefix.to_lowercase())
+        };
         self.pages
             .iter()
             .filter(|t| path_under(&t.key, &prefix))
@@ -103,14 +108,22 @@ impl ActivityStats {
     }
 }
 
+/// Whether `path` is `prefix` (lowercase) or lies under it, ignoring case. Scoring asks this
+/// for every page on every call, so ASCII paths are compared without lowercasing a copy.
 fn path_under(path: &str, prefix: &str) -> bool {
     if prefix.is_empty() {
         return true;
     }
-    let lower = path.to_lowercase();
-    lower.strip_prefix(prefix).is_some_and(|rest| {
-        rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') || rest.starts_with('-')
-    })
+    let boundary = |rest: &str| rest.is_empty() || rest.starts_with(['/', '?', '-']);
+    if path.is_ascii() {
+        path.len() >= prefix.len()
+            && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+            && boundary(&path[prefix.len()..])
+    } else {
+        path.to_lowercase()
+            .strip_prefix(prefix)
+            .is_some_and(boundary)
+    }
 }
 
 fn bump(list: &mut Vec<Tally>, key: &str, at: Millis, max: usize) {

@@ -51,7 +51,12 @@ impl Plugins {
         };
         match hook {
             Hook::Score => {
-                let (card, source) = self.score(&loaded, lead, stats, now);
+                let (card, source) = self.score(
+                    &loaded,
+                    &Arc::new(lead.clone()),
+                    &Arc::new(stats.clone()),
+                    now,
+                );
                 if let Source::Fallback(_, failure) = source {
                     out.error = Some(failure);
                     out.answered_by = "built-in".into();

@@ -225,8 +225,22 @@ fn register_stats(engine: &mut Engine) {
         .register_fn("count", |s: &mut StatsObj, kind: &str| {
             i64::from(s.stats.count(kind))
         })
+        // Two and three names at once: a rule such as "requested a demo or a trial" is one
+        // call instead of several, which is most of what a scoring call costs.
+        .register_fn("count", |s: &mut StatsObj, a: &str, b: &str| {
+            i64::from(s.stats.count(a)) + i64::from(s.stats.count(b))
+        })
+        .register_fn("count", |s: &mut StatsObj, a: &str, b: &str, c: &str| {
+            i64::from(s.stats.count(a)) + i64::from(s.stats.count(b)) + i64::from(s.stats.count(c))
+        })
         .register_fn("visited", |s: &mut StatsObj, path: &str| {
             s.stats.visits(path) > 0
+        })
+        .register_fn("visited", |s: &mut StatsObj, a: &str, b: &str| {
+            s.stats.visits(a) > 0 || s.stats.visits(b) > 0
+        })
+        .register_fn("visited", |s: &mut StatsObj, a: &str, b: &str, c: &str| {
+            s.stats.visits(a) > 0 || s.stats.visits(b) > 0 || s.stats.visits(c) > 0
         })
         .register_fn("visits", |s: &mut StatsObj, path: &str| {
             i64::from(s.stats.visits(path))
@@ -264,7 +278,15 @@ fn register_helpers(engine: &mut Engine) {
         .register_fn("contains_any", |text: &str, needles: Words| {
             needles.0.found_in(text)
         })
-        .register_fn("contains_any", |_: (), _: Words| false);
+        .register_fn("contains_any", |_: (), _: Words| false)
+        .register_fn("equals_any", |text: &str, needles: Words| {
+            needles.0.equals_any(text)
+        })
+        .register_fn("equals_any", |_: (), _: Words| false)
+        .register_fn("equals_any", |text: &str, needles: Array| {
+            WordSet::new(&strings(&needles)).equals_any(text)
+        })
+        .register_fn("equals_any", |_: (), _: Array| false);
     engine
         .register_fn("contains_any", |text: &str, needles: Array| {
             text_contains_any(text, &strings(&needles))

@@ -27,16 +27,17 @@ pub enum Source {
 
 impl Plugins {
     /// Scores a lead: the `score` hook, or the built-in table when there is none or it fails.
+    /// The lead and stats are shared with the script, not copied for it.
     pub fn score(
         &self,
         loaded: &Loaded,
-        lead: &Lead,
-        stats: &ActivityStats,
+        lead: &Arc<Lead>,
+        stats: &Arc<ActivityStats>,
         now: Millis,
     ) -> (ScoreCard, Source) {
-        let obj = LeadObj(Arc::new(lead.clone()));
+        let obj = LeadObj(lead.clone());
         let st = StatsObj {
-            stats: Arc::new(stats.clone()),
+            stats: stats.clone(),
             created_at: lead.created_at,
             now,
         };
@@ -155,14 +156,16 @@ pub(crate) fn type_name(d: &Dynamic) -> &'static str {
     }
 }
 
-fn text(d: &Dynamic, what: &str) -> Result<String, String> {
+/// A non-blank string of at most [`MAX_TEXT`] characters, trimmed. The error completes a
+/// sentence that starts with what the value is.
+fn text(d: Dynamic) -> Result<String, String> {
+    let name = type_name(&d);
     let s = d
-        .clone()
         .into_immutable_string()
-        .map_err(|_| format!("{what} must be a string, not {}", type_name(d)))?;
+        .map_err(|_| format!("must be a string, not {name}"))?;
     let s = s.trim();
     if s.is_empty() || s.chars().count() > MAX_TEXT {
-        return Err(format!("{what} must be 1–{MAX_TEXT} characters"));
+        return Err(format!("must be 1–{MAX_TEXT} characters"));
     }
     Ok(s.to_owned())
 }
@@ -196,17 +199,23 @@ pub(crate) fn score_card(d: Dynamic, now: Millis) -> Result<ScoreCard, String> {
         if !r.is_map() {
             return Err(format!("reason {i} is {}, not a map", type_name(&r)));
         }
-        let m = r.cast::<Map>();
-        let get = |k: &str| m.get(k).cloned().unwrap_or(Dynamic::UNIT);
-        let rule = text(&get("rule"), &format!("reason {i} `rule`"))?;
-        let points = get("points");
+        let (mut rule, mut points, mut part) = (Dynamic::UNIT, Dynamic::UNIT, Dynamic::UNIT);
+        for (k, v) in r.cast::<Map>() {
+            match k.as_str() {
+                "rule" => rule = v,
+                "points" => points = v,
+                "part" => part = v,
+                _ => {}
+            }
+        }
+        let rule = text(rule).map_err(|e| format!("reason {i} `rule` {e}"))?;
         let points = points
             .as_int()
             .map_err(|_| format!("reason {i} `points` must be an integer"))?;
         if points.abs() > MAX_POINTS {
             return Err(format!("reason {i} `points` is beyond ±{MAX_POINTS}"));
         }
-        let part = text(&get("part"), &format!("reason {i} `part`"))?;
+        let part = text(part).map_err(|e| format!("reason {i} `part` {e}"))?;
         let part = Part::parse(&part).ok_or_else(|| {
             format!("reason {i} `part` must be profile, engagement, source or interaction")
         })?;
@@ -241,7 +250,7 @@ pub(super) fn channel(d: Dynamic) -> Result<Option<String>, String> {
     if d.is_unit() {
         return Ok(None);
     }
-    known_channel(&text(&d, "the channel")?).map(Some)
+    known_channel(&text(d).map_err(|e| format!("the channel {e}"))?).map(Some)
 }
 
 fn known_channel(c: &str) -> Result<String, String> {
@@ -268,7 +277,9 @@ pub fn apply_enrichment(new: &mut NewLead, d: Dynamic) -> Result<Vec<String>, St
     let mut set = Vec::new();
     for (k, v) in d.cast::<Map>() {
         if k.as_str() == "channel" && !v.is_unit() {
-            new.channel = Some(known_channel(&text(&v, "`channel`")?)?);
+            new.channel = Some(known_channel(
+                &text(v).map_err(|e| format!("`channel` {e}"))?,
+            )?);
             set.push("channel".to_owned());
             continue;
         }
@@ -301,7 +312,7 @@ pub fn apply_enrichment(new: &mut NewLead, d: Dynamic) -> Result<Vec<String>, St
                 }
                 let mut tags = Vec::new();
                 for t in v.cast::<Array>() {
-                    tags.push(text(&t, "a tag")?);
+                    tags.push(text(t).map_err(|e| format!("a tag {e}"))?);
                 }
                 new.tags = tags;
                 set.push(key.to_owned());
@@ -314,7 +325,7 @@ pub fn apply_enrichment(new: &mut NewLead, d: Dynamic) -> Result<Vec<String>, St
                 ));
             }
         };
-        *slot = Some(text(&v, &format!("`{key}`"))?);
+        *slot = Some(text(v).map_err(|e| format!("`{key}` {e}"))?);
         set.push(key.to_owned());
     }
     set.sort();

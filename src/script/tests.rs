@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::domain::lead::{Lead, NewLead};
-use crate::domain::score::{DAY_MS, default_score};
+use crate::domain::score::{DAY_MS, ScoreCard, default_score};
 use crate::domain::stats::ActivityStats;
 use std::time::Duration;
 
@@ -46,6 +46,8 @@ fn samples() -> Vec<(Lead, ActivityStats)> {
         Some("华东区总经理"),
         Some("Sales Manager"),
         Some("Director"),
+        Some("Vice President, Sales"),
+        Some("Co-Founder"),
     ];
     let channels = [
         None,
@@ -73,8 +75,13 @@ fn samples() -> Vec<(Lead, ActivityStats)> {
                     n.title = t.map(Into::into);
                     n.channel = c.map(Into::into);
                     n.company_size = [None, Some(50), Some(500), Some(501)][(i + k) % 4];
-                    n.industry =
-                        [None, Some("Retail"), Some("banking")][(j + k) % 3].map(Into::into);
+                    n.industry = [
+                        None,
+                        Some("Retail"),
+                        Some("banking"),
+                        Some(" Manufacturing "),
+                    ][(j + k) % 4]
+                        .map(Into::into);
                     n.flags.personal_email = (i + j + k) % 2 == 0;
                 });
                 let mut s = ActivityStats::default();
@@ -86,8 +93,12 @@ fn samples() -> Vec<(Lead, ActivityStats)> {
                 for kind in *ks {
                     s.record_parts(kind, None, at);
                 }
+                let page = ["/pricing/team", "/Solutions/retail", "/solution", "/blog"][i % 4];
                 if (j + k) % 4 == 0 {
-                    s.record_parts("page_view", Some("/pricing/team"), at);
+                    s.record_parts("page_view", Some(page), at);
+                }
+                if (i + k) % 5 == 0 {
+                    s.record_parts("white_paper_download", None, at);
                 }
                 out.push((l, s));
             }
@@ -107,7 +118,7 @@ fn the_shipped_scoring_plugin_agrees_with_the_built_in_table() {
     );
     assert_eq!(loaded.thresholds, Thresholds { mql: 40, sql: 60 });
     for (l, s) in samples() {
-        let (card, source) = plugins.score(&loaded, &l, &s, NOW);
+        let (card, source) = score_of(&plugins, &l, &s);
         assert_eq!(source, hooks::Source::Script("scoring.rhai".into()));
         let builtin = default_score(plugins.defaults(), &l, &s, NOW);
         assert_eq!(card.reasons, builtin.reasons, "lead {l:?} stats {s:?}");
@@ -137,16 +148,15 @@ fn plugin_config_reaches_the_script() {
         NOW,
     );
     let l = lead(|n| n.industry = Some("Banking".into()));
-    let (card, _) = plugins.score(&plugins.current(), &l, &ActivityStats::default(), NOW);
+    let (card, _) = score_of(&plugins, &l, &ActivityStats::default());
     assert_eq!(card.score().profile, 10);
 }
 
 fn assert_falls_back(src: &str, expect_in_error: &str) {
     let (_dir, plugins) = with_script(src);
-    let loaded = plugins.current();
     let l = lead(|n| n.title = Some("CTO".into()));
     let started = std::time::Instant::now();
-    let (card, source) = plugins.score(&loaded, &l, &ActivityStats::default(), NOW);
+    let (card, source) = score_of(&plugins, &l, &ActivityStats::default());
     let took = started.elapsed();
     assert!(took < Duration::from_millis(100), "{src}: took {took:?}");
     assert_eq!(card.score().total, 20, "the built-in table answered");
@@ -203,12 +213,7 @@ fn a_busy_loop_is_cut_off_by_the_wall_clock_too() {
         },
         NOW,
     );
-    let (_, source) = plugins.score(
-        &plugins.current(),
-        &lead(|_| {}),
-        &ActivityStats::default(),
-        NOW,
-    );
+    let (_, source) = score_of(&plugins, &lead(|_| {}), &ActivityStats::default());
     match source {
         hooks::Source::Fallback(_, f) => assert!(f.message.contains("timed out"), "{}", f.message),
         other => panic!("{other:?}"),
@@ -221,14 +226,7 @@ fn a_broken_edit_keeps_the_last_good_version() {
         with_script(r#"fn score(lead, stats) { [#{rule: "v1", points: 1, part: "profile"}] }"#);
     let l = lead(|_| {});
     let s = ActivityStats::default();
-    assert_eq!(
-        plugins
-            .score(&plugins.current(), &l, &s, NOW)
-            .0
-            .score()
-            .total,
-        1
-    );
+    assert_eq!(score_of(&plugins, &l, &s).0.score().total, 1);
     std::fs::write(
         dir.path().join("scoring.rhai"),
         "fn score(lead, stats) { [ }",
@@ -237,14 +235,7 @@ fn a_broken_edit_keeps_the_last_good_version() {
     let report = plugins.reload(NOW);
     assert_eq!(report.failed.len(), 1);
     assert!(report.failed[0].line.is_some());
-    assert_eq!(
-        plugins
-            .score(&plugins.current(), &l, &s, NOW)
-            .0
-            .score()
-            .total,
-        1
-    );
+    assert_eq!(score_of(&plugins, &l, &s).0.score().total, 1);
     assert!(plugins.report().scripts[0].compile_error.is_some());
     std::fs::write(
         dir.path().join("scoring.rhai"),
@@ -252,14 +243,7 @@ fn a_broken_edit_keeps_the_last_good_version() {
     )
     .unwrap();
     plugins.reload(NOW);
-    assert_eq!(
-        plugins
-            .score(&plugins.current(), &l, &s, NOW)
-            .0
-            .score()
-            .total,
-        2
-    );
+    assert_eq!(score_of(&plugins, &l, &s).0.score().total, 2);
     assert!(plugins.report().scripts[0].compile_error.is_none());
 }
 
@@ -270,12 +254,7 @@ fn scripts_cannot_reach_outside() {
         r#"import "x" as y; fn score(lead, stats) { [] }"#,
     ] {
         let (_dir, plugins) = with_script(src);
-        let (card, source) = plugins.score(
-            &plugins.current(),
-            &lead(|_| {}),
-            &ActivityStats::default(),
-            NOW,
-        );
+        let (card, source) = score_of(&plugins, &lead(|_| {}), &ActivityStats::default());
         assert_eq!(card.score().total, 0);
         assert!(!matches!(source, hooks::Source::Script(_)), "{src}");
     }
@@ -583,4 +562,14 @@ mod nurture_files {
             "the old subject, and no `none` for a missing name"
         );
     }
+}
+
+/// `Plugins::score` with the rules in force, for leads and stats the test owns.
+fn score_of(plugins: &Plugins, lead: &Lead, stats: &ActivityStats) -> (ScoreCard, hooks::Source) {
+    plugins.score(
+        &plugins.current(),
+        &std::sync::Arc::new(lead.clone()),
+        &std::sync::Arc::new(stats.clone()),
+        NOW,
+    )
 }

@@ -37,8 +37,8 @@ pub(crate) fn settle(
     stage_rule: StageRule,
 ) -> Result<(), StoreError> {
     let loaded = plugins.current();
-    let stats = tx.lead_stats(lead.id)?;
-    let (card, _) = plugins.score(&loaded, lead, &stats, tx.now);
+    let stats = Arc::new(tx.lead_stats(lead.id)?);
+    let (card, _) = plugins.score(&loaded, &Arc::new(lead.clone()), &stats, tx.now);
     apply_and_follow(
         tx,
         plugins,
@@ -427,7 +427,7 @@ fn score_chunk(
         .scoring_inputs(&leads)?
         .into_iter()
         .zip(leads)
-        .map(|((stats, details), lead)| (lead, stats, details))
+        .map(|((stats, details), lead)| (Arc::new(lead), Arc::new(stats), details))
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = inputs.len().div_ceil(threads).max(1);
@@ -443,7 +443,7 @@ fn score_chunk(
                             let differ = details.as_ref().is_none_or(|d: &ScoreDetails| {
                                 d.reasons != card.reasons || d.review_at != card.review_at
                             });
-                            (lead.clone(), card, differ)
+                            (Lead::clone(lead), card, differ)
                         })
                         .collect::<Vec<_>>()
                 })
