@@ -441,6 +441,12 @@ impl Plugins {
             }
         }
         ast.clear_statements();
+        let mut ast = engine.optimize_ast(
+            &inlinable_constants(&frozen, &ast),
+            ast,
+            engine.optimization_level(),
+        );
+        ast.set_source(file.as_str());
         Ok(Script {
             file,
             path: path.to_owned(),
@@ -662,6 +668,23 @@ pub struct PluginsReport {
     pub conflicts: Vec<String>,
     pub thresholds: Thresholds,
     pub limits: Limits,
+}
+
+/// The top level's constants that the hooks may have inlined: a constant is otherwise found
+/// by name in the scope on every use. Names that a function parameter shadows are left out,
+/// because Rhai's optimizer does not see parameters and would replace them.
+fn inlinable_constants(constants: &Scope<'static>, ast: &AST) -> Scope<'static> {
+    let params: std::collections::HashSet<String> = ast
+        .iter_functions()
+        .flat_map(|f| f.params.into_iter().map(str::to_owned))
+        .collect();
+    let mut inline = Scope::new();
+    for (name, _, value) in constants.iter() {
+        if !params.contains(name) {
+            inline.push_constant_dynamic(name.to_owned(), value);
+        }
+    }
+    inline
 }
 
 #[cfg(test)]

@@ -573,3 +573,27 @@ fn score_of(plugins: &Plugins, lead: &Lead, stats: &ActivityStats) -> (ScoreCard
         NOW,
     )
 }
+
+#[test]
+fn a_parameter_named_like_a_constant_is_still_the_parameter() {
+    // The hooks get the top level's constants inlined; a parameter of the same name must
+    // not be replaced by the constant.
+    let (_dir, plugins) = with_script(
+        r#"
+        const lead = "not the lead";
+        const POINTS = 7;
+        fn score(lead, stats) {
+            let reasons = [];
+            let who = lead;
+            if who.title == "CTO" {
+                reasons += #{ rule: "cto", points: POINTS, part: "profile" };
+            }
+            reasons
+        }
+        "#,
+    );
+    let l = lead(|n| n.title = Some("CTO".into()));
+    let (card, source) = score_of(&plugins, &l, &ActivityStats::default());
+    assert_eq!(source, hooks::Source::Script("scoring.rhai".into()));
+    assert_eq!(card.score().total, 7);
+}
