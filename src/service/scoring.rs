@@ -249,6 +249,9 @@ pub struct RescoreReport {
 /// Leads scored per writer job while rescoring: small enough that other writes never wait
 /// long behind one.
 const RESCORE_CHUNK: usize = 256;
+
+/// Scored chunks a rescore keeps ready ahead of the writer.
+const RESCORE_AHEAD: usize = 4;
 const EXAMPLES: usize = 20;
 
 impl Service {
@@ -303,6 +306,9 @@ impl Service {
     /// Scores every lead with the rules in force. A dry run only counts; otherwise changes
     /// are written in small writer jobs (other writes interleave), each re-checking that the
     /// lead did not change since it was scored. `progress(done, total)` after each chunk.
+    ///
+    /// Reading and scoring run ahead on blocking threads while the writer applies the
+    /// chunks before, so an applied rescore costs about what its writes cost.
     pub async fn rescore(
         &self,
         dry_run: bool,
@@ -317,12 +323,35 @@ impl Service {
             dry_run,
             ..RescoreReport::default()
         };
-        let mut after: Option<Uuid> = None;
-        loop {
-            let leads = snap.leads_after(after, RESCORE_CHUNK)?;
-            let Some(last) = leads.last() else { break };
-            after = Some(last.id);
-            let scored = score_chunk(&self.plugins, &loaded, &snap, leads, now)?;
+        let (chunks, mut scored_chunks) = tokio::sync::mpsc::channel(RESCORE_AHEAD);
+        let plugins = self.plugins.clone();
+        let rules = loaded.clone();
+        let scorer = tokio::task::spawn_blocking(move || {
+            let mut after: Option<Uuid> = None;
+            loop {
+                let next = snap.leads_after(after, RESCORE_CHUNK).and_then(|leads| {
+                    let Some(last) = leads.last().map(|l| l.id) else {
+                        return Ok(None);
+                    };
+                    score_chunk(&plugins, &rules, &snap, leads, now).map(|s| Some((last, s)))
+                });
+                let scored = match next {
+                    Ok(None) => return,
+                    Ok(Some((last, scored))) => {
+                        after = Some(last);
+                        Ok(scored)
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = scored.is_err();
+                // A closed channel: the rescore stopped (it failed to write); so do we.
+                if chunks.blocking_send(scored).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        while let Some(scored) = scored_chunks.recv().await {
+            let scored = scored?;
             report.leads += scored.len() as u64;
             let mut changes = Vec::new();
             for (lead, card, details_differ) in scored {
@@ -363,6 +392,9 @@ impl Service {
             }
             progress(report.leads, total);
         }
+        scorer
+            .await
+            .map_err(|e| StoreError::Storage(format!("the rescore's scoring task failed: {e}")))?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -422,7 +454,7 @@ fn score_chunk(
     snap: &crate::store::Snapshot,
     leads: Vec<Lead>,
     now: Millis,
-) -> Result<Vec<(Lead, ScoreCard, bool)>, StoreError> {
+) -> Result<Vec<(Arc<Lead>, ScoreCard, bool)>, StoreError> {
     let inputs: Vec<_> = snap
         .scoring_inputs(&leads)?
         .into_iter()
@@ -443,7 +475,7 @@ fn score_chunk(
                             let differ = details.as_ref().is_none_or(|d: &ScoreDetails| {
                                 d.reasons != card.reasons || d.review_at != card.review_at
                             });
-                            (Lead::clone(lead), card, differ)
+                            (Arc::clone(lead), card, differ)
                         })
                         .collect::<Vec<_>>()
                 })

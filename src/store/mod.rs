@@ -428,6 +428,45 @@ where
     }
 }
 
+/// Reads the records of a range of ids in step with a list of ids in the same order: a
+/// merge, instead of one lookup from the root per id.
+struct RowsInOrder<'a> {
+    rows: std::iter::Peekable<redb::Range<'a, u128, &'static [u8]>>,
+}
+
+impl<'a> RowsInOrder<'a> {
+    fn new(rows: redb::Range<'a, u128, &'static [u8]>) -> Self {
+        RowsInOrder {
+            rows: rows.peekable(),
+        }
+    }
+
+    /// The record stored under `id`, if any; ids must be asked for in ascending order.
+    fn take<T: Record>(&mut self, id: u128) -> StoreResult<Option<T>> {
+        loop {
+            let key = match self.rows.peek() {
+                None => return Ok(None),
+                Some(Err(_)) => {
+                    return match self.rows.next() {
+                        Some(Err(e)) => Err(e.into()),
+                        _ => Ok(None),
+                    };
+                }
+                Some(Ok((k, _))) => k.value(),
+            };
+            if key > id {
+                return Ok(None);
+            }
+            let Some(Ok((_, v))) = self.rows.next() else {
+                return Ok(None);
+            };
+            if key == id {
+                return Ok(Some(decode(v.value())?));
+            }
+        }
+    }
+}
+
 /// The secrets `init_schema` makes (see `tables::SECRETS`).
 pub const SECRET_NAMES: &[&str] = &["form_token"];
 
@@ -506,6 +545,8 @@ impl Snapshot {
     }
 
     /// Each lead's activity summary and score details, with each table opened once.
+    /// The activity stats and score details of `leads`, which must be in id order (as
+    /// [`Snapshot::leads_after`] returns them): both tables are read as one range each.
     pub fn scoring_inputs(
         &self,
         leads: &[crate::domain::lead::Lead],
@@ -515,16 +556,24 @@ impl Snapshot {
             Option<crate::domain::score::ScoreDetails>,
         )>,
     > {
+        let (Some(first), Some(last)) = (leads.first(), leads.last()) else {
+            return Ok(Vec::new());
+        };
+        if !leads.is_sorted_by_key(|l| l.id) {
+            return Err(StoreError::Storage(
+                "scoring inputs must be asked for in id order".into(),
+            ));
+        }
+        let span = first.id.as_u128()..=last.id.as_u128();
         let stats = self.txn.open_table(LEAD_STATS)?;
         let details = self.txn.open_table(SCORE_DETAILS)?;
+        let mut stats = RowsInOrder::new(stats.range(span.clone())?);
+        let mut details = RowsInOrder::new(details.range(span)?);
         leads
             .iter()
             .map(|l| {
                 let id = l.id.as_u128();
-                Ok((
-                    get_record(&stats, id)?.unwrap_or_default(),
-                    get_record(&details, id)?,
-                ))
+                Ok((stats.take(id)?.unwrap_or_default(), details.take(id)?))
             })
             .collect()
     }
@@ -908,5 +957,43 @@ impl Snapshot {
 
     pub fn lead_count(&self) -> StoreResult<u64> {
         Ok(self.txn.open_table(LEADS)?.len()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::stats::ActivityStats;
+
+    #[test]
+    fn rows_in_order_find_each_id_and_skip_the_gaps() {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("an in-memory database");
+        let stats_of = |n: u32| ActivityStats::from_counts([("page_view", n)], [], 0);
+        let w = db.begin_write().expect("a write transaction");
+        {
+            let mut t = w.open_table(LEAD_STATS).expect("the table");
+            for id in [2u128, 4, 6, 9] {
+                t.insert(id, codec::encode(&stats_of(id as u32)).as_slice())
+                    .expect("an insert");
+            }
+        }
+        w.commit().expect("a commit");
+        let r = db.begin_read().expect("a read transaction");
+        let t = r.open_table(LEAD_STATS).expect("the table");
+        // The range starts inside the table and ends before its last row, as a chunk does.
+        let mut rows = RowsInOrder::new(t.range(1..=7).expect("a range"));
+        let found: Vec<Option<u32>> = (1..=7u128)
+            .map(|id| {
+                rows.take::<ActivityStats>(id)
+                    .expect("a read")
+                    .map(|s| s.count("page_view"))
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![None, Some(2), None, Some(4), None, Some(6), None]
+        );
     }
 }
