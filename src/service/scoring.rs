@@ -250,6 +250,9 @@ pub struct RescoreReport {
 /// long behind one.
 const RESCORE_CHUNK: usize = 256;
 
+/// How long one rescore job may hold the writer while other writes wait.
+const WRITE_SLICE: std::time::Duration = std::time::Duration::from_millis(4);
+
 /// Scored chunks a rescore keeps ready ahead of the writer.
 const RESCORE_AHEAD: usize = 4;
 const EXAMPLES: usize = 20;
@@ -399,28 +402,42 @@ impl Service {
         Ok(report)
     }
 
+    /// Writes scored changes in writer jobs; a job that has worked for [`WRITE_SLICE`] stops
+    /// as soon as another write is waiting, so that write waits a few milliseconds at most.
     async fn apply_scores(
         &self,
         changes: Vec<(Uuid, u64, ScoreCard)>,
         loaded: Arc<Loaded>,
         trigger: Trigger,
     ) -> ServiceResult<usize> {
-        let plugins = self.plugins.clone();
         let thresholds = loaded.thresholds;
-        Ok(self
-            .store
-            .write(move |tx| {
-                let mut written = 0;
-                for (id, version, card) in changes {
-                    if resettle(tx, id, Some((version, card, thresholds)), &plugins, trigger)?
-                        == Some(true)
-                    {
-                        written += 1;
+        let mut rest = changes;
+        let mut written = 0;
+        while !rest.is_empty() {
+            let plugins = self.plugins.clone();
+            let (n, left) = self
+                .store
+                .write(move |tx| {
+                    // Elapsed work, not the domain's time: how long this job holds the writer.
+                    let started = std::time::Instant::now();
+                    let mut n = 0;
+                    let mut changes = rest.into_iter();
+                    for (id, version, card) in changes.by_ref() {
+                        let card = Some((version, card, thresholds));
+                        if resettle(tx, id, card, &plugins, trigger)? == Some(true) {
+                            n += 1;
+                        }
+                        if started.elapsed() >= WRITE_SLICE && tx.writes_waiting() {
+                            break;
+                        }
                     }
-                }
-                Ok(written)
-            })
-            .await?)
+                    Ok((n, changes.collect::<Vec<_>>()))
+                })
+                .await?;
+            written += n;
+            rest = left;
+        }
+        Ok(written)
     }
 
     /// Settles the leads whose score is due for a time-based review. Returns how many were

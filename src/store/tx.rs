@@ -118,19 +118,29 @@ pub struct Tx<'t> {
     pub(super) earliest_timer: Option<Millis>,
     /// The webhook outbox (`tx_outbox`): every changelog row is offered to it.
     pub(super) outbox: super::tx_outbox::Outbox<'t>,
+    /// Whether other writes are queued behind this batch.
+    waiting: &'t (dyn Fn() -> bool + 't),
 }
 
 impl<'t> Tx<'t> {
+    /// Whether other writes are queued behind this batch. A long job (a rescore) uses it to
+    /// end its share early, so the others wait only a few milliseconds.
+    pub fn writes_waiting(&self) -> bool {
+        (self.waiting)()
+    }
+
     pub(super) fn open(
         txn: &'t WriteTransaction,
         now: Millis,
         next_seq: u64,
         ids: &'t mut IdGen,
+        waiting: &'t (dyn Fn() -> bool + 't),
     ) -> StoreResult<Tx<'t>> {
         Ok(Tx {
             now,
             next_seq,
             ids,
+            waiting,
             auth_changed: false,
             leads: txn.open_table(LEADS)?,
             lead_index: txn.open_table(LEAD_INDEX)?,

@@ -63,7 +63,7 @@ pub(super) fn spawn(
                 drain(&mut jobs_rx, &mut batch, cfg.max_batch);
                 let now = clock.now_ms();
                 let jobs = std::mem::take(&mut batch);
-                match run_batch(&db, jobs, now, next_seq, &mut ids, &signals) {
+                match run_batch(&db, jobs, now, next_seq, &mut ids, &signals, &jobs_rx) {
                     Ok(seq_after) => next_seq = seq_after,
                     Err(e) => tracing::error!(error = %e, "write batch failed; its requests were answered with an error"),
                 }
@@ -104,7 +104,9 @@ fn run_batch(
     next_seq: u64,
     ids: &mut IdGen,
     signals: &Signals,
+    queue: &mpsc::Receiver<Job>,
 ) -> StoreResult<u64> {
+    let waiting = || !queue.is_empty();
     let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
     let mut failure: Option<StoreError> = None;
     let jobs_in_batch = jobs.len();
@@ -118,7 +120,7 @@ fn run_batch(
         let timer_changed;
         let mail_queued;
         {
-            let mut tx = Tx::open(&txn, now, next_seq, ids)?;
+            let mut tx = Tx::open(&txn, now, next_seq, ids, &waiting)?;
             let mut jobs = jobs.into_iter();
             for job in jobs.by_ref() {
                 let applied = catch_unwind(AssertUnwindSafe(|| job(&mut tx)));
@@ -221,6 +223,11 @@ mod tests {
     }
 
     fn run(db: &Database, jobs: Vec<Job>) -> StoreResult<u64> {
+        run_queued(db, jobs, &mpsc::channel(1).1)
+    }
+
+    /// [`run`], with `queue` as the writes waiting behind the batch.
+    fn run_queued(db: &Database, jobs: Vec<Job>, queue: &mpsc::Receiver<Job>) -> StoreResult<u64> {
         let mut ids = IdGen::new();
         run_batch(
             db,
@@ -234,7 +241,24 @@ mod tests {
                 timer_added: Arc::new(tokio::sync::Notify::new()),
                 mail_added: Arc::new(tokio::sync::Notify::new()),
             },
+            queue,
         )
+    }
+
+    #[test]
+    fn a_job_sees_the_writes_queued_behind_its_batch() {
+        let (_dir, db) = fresh_db();
+        let (queue_tx, queue_rx) = mpsc::channel::<Job>(4);
+        let (job, reply) = make_job(move |tx| {
+            let before = tx.writes_waiting();
+            let (later, _) = make_job(|_| Ok(()));
+            queue_tx
+                .try_send(later)
+                .map_err(|_| StoreError::Storage("the queue is full".into()))?;
+            Ok((before, tx.writes_waiting()))
+        });
+        run_queued(&db, vec![job], &queue_rx).unwrap();
+        assert_eq!(reply.blocking_recv().unwrap().unwrap(), (false, true));
     }
 
     fn rows(db: &Database, table: redb::TableDefinition<'_, u64, &[u8]>) -> u64 {
