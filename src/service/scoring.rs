@@ -9,6 +9,7 @@ use crate::domain::score::{
     Reason, ScoreCard, ScoreChange, ScoreDetails, Thresholds, Trigger, stage_after,
 };
 use crate::domain::sequence::ExitCondition;
+use crate::domain::stats::ActivityStats;
 use crate::domain::time::{Millis, to_rfc3339};
 use crate::domain::user::Principal;
 use crate::script::{Loaded, Plugins};
@@ -263,11 +264,7 @@ impl Service {
     }
 
     /// A lead the caller may see, with its activity summary.
-    pub fn lead_with_stats(
-        &self,
-        p: &Principal,
-        id: Uuid,
-    ) -> ServiceResult<(Lead, crate::domain::stats::ActivityStats)> {
+    pub fn lead_with_stats(&self, p: &Principal, id: Uuid) -> ServiceResult<(Lead, ActivityStats)> {
         let snap = self.store.read()?;
         match snap.lead(id)? {
             Some(l) if p.can_see_lead(&l) => {
@@ -329,29 +326,38 @@ impl Service {
         let (chunks, mut scored_chunks) = tokio::sync::mpsc::channel(RESCORE_AHEAD);
         let plugins = self.plugins.clone();
         let rules = loaded.clone();
+        // One thread reads chunks, the others score them: reading a chunk is about as long
+        // as scoring it, and on a store bigger than the page cache it waits on the disk.
         let scorer = tokio::task::spawn_blocking(move || {
-            let mut after: Option<Uuid> = None;
-            loop {
-                let next = snap.leads_after(after, RESCORE_CHUNK).and_then(|leads| {
-                    let Some(last) = leads.last().map(|l| l.id) else {
-                        return Ok(None);
-                    };
-                    score_chunk(&plugins, &rules, &snap, leads, now).map(|s| Some((last, s)))
-                });
-                let scored = match next {
-                    Ok(None) => return,
-                    Ok(Some((last, scored))) => {
-                        after = Some(last);
-                        Ok(scored)
+            std::thread::scope(|s| {
+                let (read, inputs) = std::sync::mpsc::sync_channel(2);
+                s.spawn(move || {
+                    let mut after: Option<Uuid> = None;
+                    loop {
+                        let chunk = read_chunk(&snap, after);
+                        if let Ok(Some(inputs)) = &chunk {
+                            after = inputs.last().map(|(lead, ..)| lead.id);
+                        }
+                        let stop = !matches!(chunk, Ok(Some(_)));
+                        // A closed channel: the scorer stopped; so do we.
+                        if read.send(chunk).is_err() || stop {
+                            return;
+                        }
                     }
-                    Err(e) => Err(e),
-                };
-                let failed = scored.is_err();
-                // A closed channel: the rescore stopped (it failed to write); so do we.
-                if chunks.blocking_send(scored).is_err() || failed {
-                    return;
+                });
+                for chunk in inputs {
+                    let scored = match chunk {
+                        Ok(None) => return,
+                        Ok(Some(inputs)) => score_chunk(&plugins, &rules, inputs, now),
+                        Err(e) => Err(e),
+                    };
+                    let failed = scored.is_err();
+                    // A closed channel: the rescore stopped (it failed to write); so do we.
+                    if chunks.blocking_send(scored).is_err() || failed {
+                        return;
+                    }
                 }
-            }
+            })
         });
         while let Some(scored) = scored_chunks.recv().await {
             let scored = scored?;
@@ -464,20 +470,35 @@ impl Service {
     }
 }
 
-/// Scores a chunk of leads from one snapshot, on every core.
+/// A chunk of leads to score, each with its activity stats and stored score details.
+type ChunkInputs = Vec<(Arc<Lead>, Arc<ActivityStats>, Option<ScoreDetails>)>;
+
+/// The next chunk of leads after `after`, in id order, with what scoring them needs; `None`
+/// past the last lead.
+fn read_chunk(
+    snap: &crate::store::Snapshot,
+    after: Option<Uuid>,
+) -> Result<Option<ChunkInputs>, StoreError> {
+    let leads = snap.leads_after(after, RESCORE_CHUNK)?;
+    if leads.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        snap.scoring_inputs(&leads)?
+            .into_iter()
+            .zip(leads)
+            .map(|((stats, details), lead)| (Arc::new(lead), Arc::new(stats), details))
+            .collect(),
+    ))
+}
+
+/// Scores a chunk of leads on every core.
 fn score_chunk(
     plugins: &Plugins,
     loaded: &Arc<Loaded>,
-    snap: &crate::store::Snapshot,
-    leads: Vec<Lead>,
+    inputs: ChunkInputs,
     now: Millis,
 ) -> Result<Vec<(Arc<Lead>, ScoreCard, bool)>, StoreError> {
-    let inputs: Vec<_> = snap
-        .scoring_inputs(&leads)?
-        .into_iter()
-        .zip(leads)
-        .map(|((stats, details), lead)| (Arc::new(lead), Arc::new(stats), details))
-        .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = inputs.len().div_ceil(threads).max(1);
     let mut out = Vec::with_capacity(inputs.len());
