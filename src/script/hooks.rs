@@ -156,13 +156,18 @@ pub(crate) fn type_name(d: &Dynamic) -> &'static str {
     }
 }
 
-/// A non-blank string of at most [`MAX_TEXT`] characters, trimmed. The error completes a
-/// sentence that starts with what the value is.
-fn text(d: Dynamic) -> Result<String, String> {
+/// The string `d` holds. The error completes a sentence that starts with what the value is.
+fn string(d: Dynamic) -> Result<rhai::ImmutableString, String> {
     if !d.is_string() {
         return Err(format!("must be a string, not {}", type_name(&d)));
     }
-    let s = d.into_immutable_string().unwrap_or_default();
+    Ok(d.into_immutable_string().unwrap_or_default())
+}
+
+/// A non-blank string of at most [`MAX_TEXT`] characters, trimmed. The error completes a
+/// sentence that starts with what the value is.
+fn text(d: Dynamic) -> Result<String, String> {
+    let s = string(d)?;
     let s = s.trim();
     if s.is_empty() || (s.len() > MAX_TEXT && s.chars().count() > MAX_TEXT) {
         return Err(format!("must be 1–{MAX_TEXT} characters"));
@@ -215,13 +220,7 @@ pub(crate) fn score_card(d: Dynamic, now: Millis) -> Result<ScoreCard, String> {
         if points.abs() > MAX_POINTS {
             return Err(format!("reason {i} `points` is beyond ±{MAX_POINTS}"));
         }
-        if !part.is_string() {
-            return Err(format!(
-                "reason {i} `part` must be a string, not {}",
-                type_name(&part)
-            ));
-        }
-        let part = part.into_immutable_string().unwrap_or_default();
+        let part = string(part).map_err(|e| format!("reason {i} `part` {e}"))?;
         let part = Part::parse(part.trim()).ok_or_else(|| {
             format!("reason {i} `part` must be profile, engagement, source or interaction")
         })?;

@@ -443,27 +443,17 @@ impl<'a> RowsInOrder<'a> {
 
     /// The record stored under `id`, if any; ids must be asked for in ascending order.
     fn take<T: Record>(&mut self, id: u128) -> StoreResult<Option<T>> {
-        loop {
-            let key = match self.rows.peek() {
-                None => return Ok(None),
-                Some(Err(_)) => {
-                    return match self.rows.next() {
-                        Some(Err(e)) => Err(e.into()),
-                        _ => Ok(None),
-                    };
-                }
-                Some(Ok((k, _))) => k.value(),
-            };
-            if key > id {
-                return Ok(None);
-            }
-            let Some(Ok((_, v))) = self.rows.next() else {
-                return Ok(None);
-            };
-            if key == id {
+        // Rows before `id` belong to no one asked for; a read error is taken and returned.
+        while let Some(row) = self
+            .rows
+            .next_if(|row| row.as_ref().map_or(true, |(k, _)| k.value() <= id))
+        {
+            let (k, v) = row?;
+            if k.value() == id {
                 return Ok(Some(decode(v.value())?));
             }
         }
+        Ok(None)
     }
 }
 
