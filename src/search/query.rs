@@ -1086,13 +1086,17 @@ mod tests {
         }
     }
 
+    fn doc_ids(sorted: Vec<Candidate>) -> Vec<DocId> {
+        sorted.iter().map(|c| c.addr.doc_id).collect()
+    }
+
     #[test]
     fn top_k_keeps_the_best_in_order() {
         let mut top = TopK::new(3);
         for (i, rel) in [1.0, 5.0, 3.0, 5.0, 2.0, 4.0].into_iter().enumerate() {
             top.offer(candidate(rel, 0, i as DocId));
         }
-        let docs: Vec<DocId> = top.into_sorted().iter().map(|c| c.addr.doc_id).collect();
+        let docs = doc_ids(top.into_sorted());
         // Equal relevance: the earlier document first.
         assert_eq!(docs, vec![1, 3, 5]);
     }
@@ -1103,7 +1107,7 @@ mod tests {
         top.offer(candidate(2.0, 10, 0));
         top.offer(candidate(2.0, 90, 1));
         top.offer(candidate(2.0, 50, 2));
-        let docs: Vec<DocId> = top.into_sorted().iter().map(|c| c.addr.doc_id).collect();
+        let docs = doc_ids(top.into_sorted());
         assert_eq!(docs, vec![1, 2]);
     }
 
@@ -1118,7 +1122,7 @@ mod tests {
         assert!(top.pruning() > 1.0 && top.pruning() < 1.0001);
         // A tie with the worst does not enter: it comes later in index order.
         top.offer(candidate(1.0, 0, 2));
-        let docs: Vec<DocId> = top.into_sorted().iter().map(|c| c.addr.doc_id).collect();
+        let docs = doc_ids(top.into_sorted());
         assert_eq!(docs, vec![0, 1]);
     }
 
@@ -1148,7 +1152,7 @@ mod tests {
             part: 0,
             ..candidate(2.0, 0, 9)
         });
-        let docs: Vec<DocId> = top.into_sorted().iter().map(|c| c.addr.doc_id).collect();
+        let docs = doc_ids(top.into_sorted());
         assert_eq!(docs, vec![9]);
     }
 

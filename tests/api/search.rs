@@ -15,8 +15,7 @@ async fn search_until(
 ) -> Value {
     let started = Instant::now();
     loop {
-        let res = app.get(&format!("/v1/search?{query}"), token).await;
-        let v = expect_json(res, StatusCode::OK).await;
+        let v = search(app, token, query).await;
         if check(&v) {
             return v;
         }
@@ -28,15 +27,19 @@ async fn search_until(
     }
 }
 
-/// The lead ids found by `query` once the index has caught up with every write so far.
-async fn found(app: &TestApp, token: &str, query: &str) -> Vec<String> {
-    caught_up(app).await;
-    let v = expect_json(
+/// The answer to `GET /v1/search?{query}`, which must succeed.
+async fn search(app: &TestApp, token: &str, query: &str) -> Value {
+    expect_json(
         app.get(&format!("/v1/search?{query}"), token).await,
         StatusCode::OK,
     )
-    .await;
-    v["items"]
+    .await
+}
+
+/// The lead ids found by `query` once the index has caught up with every write so far.
+async fn found(app: &TestApp, token: &str, query: &str) -> Vec<String> {
+    caught_up(app).await;
+    search(app, token, query).await["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -148,13 +151,10 @@ async fn chinese_and_english_text_is_found_by_parts_prefixes_and_typos() {
     assert!(ids.contains(&b.to_owned()));
 
     // an activity is found as itself, with a highlighted snippet
-    let v = expect_json(
-        app.get(
-            &format!("/v1/search?{}&type=activity", q("智能制造")),
-            &app.admin,
-        )
-        .await,
-        StatusCode::OK,
+    let v = search(
+        &app,
+        &app.admin,
+        &format!("{}&type=activity", q("智能制造")),
     )
     .await;
     assert_eq!(v["items"][0]["type"], "activity");
@@ -204,55 +204,34 @@ async fn filters_facets_and_pages() {
         app.create_lead(&app.admin, json!({"name": format!("Acme buyer {n}"), "company": "Acme", "stage": stage, "channel": channel})).await;
     }
     caught_up(&app).await;
-    let v = expect_json(
-        app.get(&format!("/v1/search?{}", q("acme")), &app.admin)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let v = search(&app, &app.admin, &q("acme")).await;
     assert_eq!(v["total"], 4);
     assert_eq!(v["facets"]["stage"], json!({"lead": 1, "mql": 2, "sql": 1}));
     assert_eq!(
         v["facets"]["channel"],
         json!({"email": 1, "event": 2, "paid_search": 1})
     );
-    let v = expect_json(
-        app.get(&format!("/v1/search?{}&stage=mql", q("acme")), &app.admin)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let v = search(&app, &app.admin, &format!("{}&stage=mql", q("acme"))).await;
     assert_eq!(v["total"], 2);
     assert_eq!(
         v["facets"]["channel"],
         json!({"event": 1, "paid_search": 1})
     );
-    let v = expect_json(
-        app.get(
-            &format!("/v1/search?{}&channel=event&type=lead", q("acme")),
-            &app.admin,
-        )
-        .await,
-        StatusCode::OK,
+    let v = search(
+        &app,
+        &app.admin,
+        &format!("{}&channel=event&type=lead", q("acme")),
     )
     .await;
     assert_eq!(v["total"], 2);
 
     // pages of two, then the end
-    let first = expect_json(
-        app.get(&format!("/v1/search?{}&limit=2", q("acme")), &app.admin)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let first = search(&app, &app.admin, &format!("{}&limit=2", q("acme"))).await;
     let cursor = first["next_cursor"].as_str().unwrap().to_owned();
-    let second = expect_json(
-        app.get(
-            &format!("/v1/search?{}&limit=2&cursor={cursor}", q("acme")),
-            &app.admin,
-        )
-        .await,
-        StatusCode::OK,
+    let second = search(
+        &app,
+        &app.admin,
+        &format!("{}&limit=2&cursor={cursor}", q("acme")),
     )
     .await;
     assert_eq!(second["items"].as_array().unwrap().len(), 2);
@@ -299,12 +278,7 @@ async fn counting_stops_at_the_limit_and_pages_still_reach_every_match() {
     .await;
     caught_up(&app).await;
 
-    let v = expect_json(
-        app.get(&format!("/v1/search?{}&limit=2", q("initech")), &app.admin)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let v = search(&app, &app.admin, &format!("{}&limit=2", q("initech"))).await;
     // Seven match: the count stops at three and says so, and the facets count those three.
     assert_eq!(v["total"], 3);
     assert_eq!(v["total_exact"], false);
@@ -326,13 +300,10 @@ async fn counting_stops_at_the_limit_and_pages_still_reach_every_match() {
         let Some(cursor) = page["next_cursor"].as_str() else {
             break;
         };
-        page = expect_json(
-            app.get(
-                &format!("/v1/search?{}&limit=2&cursor={cursor}", q("initech")),
-                &app.admin,
-            )
-            .await,
-            StatusCode::OK,
+        page = search(
+            &app,
+            &app.admin,
+            &format!("{}&limit=2&cursor={cursor}", q("initech")),
         )
         .await;
         assert!(ids.len() <= 8, "pages never end: {ids:?}");
@@ -344,13 +315,10 @@ async fn counting_stops_at_the_limit_and_pages_still_reach_every_match() {
     assert_eq!(ids.len(), 7, "{ids:?}");
 
     // Filters apply past the limit too.
-    let v = expect_json(
-        app.get(
-            &format!("/v1/search?{}&stage=mql&limit=10", q("initech")),
-            &app.admin,
-        )
-        .await,
-        StatusCode::OK,
+    let v = search(
+        &app,
+        &app.admin,
+        &format!("{}&stage=mql&limit=10", q("initech")),
     )
     .await;
     assert_eq!(v["total"], 3);
@@ -358,12 +326,7 @@ async fn counting_stops_at_the_limit_and_pages_still_reach_every_match() {
     assert_eq!(v["items"].as_array().unwrap().len(), 3);
 
     // Under the limit the count is exact.
-    let v = expect_json(
-        app.get(&format!("/v1/search?{}", q("umbrella")), &app.admin)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let v = search(&app, &app.admin, &q("umbrella")).await;
     assert_eq!(v["total"], 1);
     assert_eq!(v["total_exact"], true);
 }
@@ -387,11 +350,7 @@ async fn each_role_finds_and_counts_only_what_it_may_see() {
     let total = |token: String| {
         let app = &app;
         async move {
-            let v = expect_json(
-                app.get(&format!("/v1/search?{}", q("zeta")), &token).await,
-                StatusCode::OK,
-            )
-            .await;
+            let v = search(app, &token, &q("zeta")).await;
             (
                 v["total"].as_u64().unwrap(),
                 v["facets"]["stage"]["lead"].as_u64().unwrap_or(0),
