@@ -44,6 +44,9 @@ const TIE_TOLERANCE: Score = 1e-6;
 const MAX_UNION_TERMS: usize = 8;
 /// Terms one conjunction holds at most (a long CJK run has many bigrams).
 const MAX_CONJUNCTION_TERMS: usize = 24;
+/// A keyword filter narrows the documents visited (as a posting list intersected with the
+/// text's) only when fewer than one document in this many passes it.
+const SELECTIVE_FILTER: u64 = 8;
 /// Dictionary words looked at per segment and field while expanding.
 const EXPANSION_SCAN: usize = 4_096;
 
@@ -446,23 +449,44 @@ impl Filters {
 
     /// The keyword filters as query clauses, so that a selective filter narrows the documents
     /// visited (its posting list is intersected with the text's). They score nothing.
-    fn clauses(&self, fields: &super::index::Fields) -> Vec<(Occur, Box<dyn Query>)> {
-        self.keywords
-            .iter()
-            .filter_map(|k| {
-                let field = fields.keyword_filter(k.field)?;
-                let q: Box<dyn Query> = match k.values.as_slice() {
-                    [one] => boxed(TermQuery::new(
-                        Term::from_field_text(field, one),
-                        IndexRecordOption::Basic,
-                    )),
-                    many => boxed(TermSetQuery::new(
-                        many.iter().map(|v| Term::from_field_text(field, v)),
-                    )),
-                };
-                Some((Occur::Must, boxed(ConstScoreQuery::new(q, 0.0))))
-            })
-            .collect()
+    ///
+    /// Only selective ones: a filter most documents pass (`type=activity`, a rep who sees most
+    /// leads) would cost a seek in its long posting list for every match and narrow nothing, so
+    /// it is only checked on its column, as every filter is.
+    fn clauses(
+        &self,
+        fields: &super::index::Fields,
+        searcher: &Searcher,
+    ) -> SearchResult<Vec<(Occur, Box<dyn Query>)>> {
+        let total = total_docs(searcher);
+        let mut clauses = Vec::new();
+        for k in &self.keywords {
+            let Some(field) = fields.keyword_filter(k.field) else {
+                continue;
+            };
+            let mut passing = 0u64;
+            for v in &k.values {
+                passing += searcher.doc_freq(&Term::from_field_text(field, v))?;
+            }
+            if passing.saturating_mul(SELECTIVE_FILTER) > total {
+                continue;
+            }
+            clauses.push(self.clause(field, k));
+        }
+        Ok(clauses)
+    }
+
+    fn clause(&self, field: Field, k: &KeywordFilter) -> (Occur, Box<dyn Query>) {
+        let q: Box<dyn Query> = match k.values.as_slice() {
+            [one] => boxed(TermQuery::new(
+                Term::from_field_text(field, one),
+                IndexRecordOption::Basic,
+            )),
+            many => boxed(TermSetQuery::new(
+                many.iter().map(|v| Term::from_field_text(field, v)),
+            )),
+        };
+        (Occur::Must, boxed(ConstScoreQuery::new(q, 0.0)))
     }
 }
 
@@ -889,7 +913,7 @@ impl SearchIndex {
         count_limit: usize,
         excluded: &HashSet<DocAddress>,
     ) -> SearchResult<Found> {
-        let mut clauses = filters.clauses(&self.fields);
+        let mut clauses = filters.clauses(&self.fields, searcher)?;
         let whole = match plan {
             None => boxed(AllQuery),
             Some(p) => match p.query() {
