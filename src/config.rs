@@ -55,11 +55,17 @@ pub struct SearchConfig {
     /// (`total_exact: false`) and the ranking prunes instead of visiting every match, which
     /// keeps a common word as fast as a rare one.
     pub count_limit: u64,
+    /// Seconds the indexer waits with nothing to index before it merges the index's small
+    /// segments (after a bulk load, all of them) into one, so a query visits fewer of them.
+    pub compact_after_idle_secs: u64,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { count_limit: 1_000 }
+        SearchConfig {
+            count_limit: 1_000,
+            compact_after_idle_secs: 10,
+        }
     }
 }
 

@@ -62,8 +62,12 @@ impl Application {
         } else {
             None
         };
-        let search = Search::start(&config.data_dir, service.store().clone())
-            .context("opening the search index")?;
+        let search = Search::start(
+            &config.data_dir,
+            service.store().clone(),
+            std::time::Duration::from_secs(config.search.compact_after_idle_secs),
+        )
+        .context("opening the search index")?;
         Ok(Application {
             listener,
             addr,

@@ -96,6 +96,11 @@ pub struct Readiness {
     pub search_indexed_seq: u64,
     /// Changes not yet searchable.
     pub search_lag: u64,
+    /// Segments of the search index; a query visits each.
+    pub search_segments: u64,
+    /// No merge of the index's segments is running or due (they are merged after the indexer
+    /// has been idle for `search.compact_after_idle_secs`).
+    pub search_compacted: bool,
 }
 
 /// The search index may trail the changelog by this many changes and still count as ready.
@@ -128,6 +133,8 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
         leads: snap.lead_count()?,
         search_indexed_seq,
         search_lag,
+        search_segments: state.search.segment_count() as u64,
+        search_compacted: state.search.compacted(),
     };
     Ok((StatusCode::OK, Json(body)).into_response())
 }

@@ -1,7 +1,8 @@
 //! Full-text search over leads and activities: a tantivy index derived from redb. The indexer
 //! follows the changelog in order, commits at most twice a second with the last applied seq in
 //! the commit's payload, resumes from that seq after a restart, and rebuilds the index from the
-//! store when it is missing, unreadable or of another schema.
+//! store when it is missing, unreadable or of another schema. When it has had nothing to index
+//! for a while, it merges the index's small segments (see [`index::compaction`]).
 
 pub mod index;
 pub mod query;
@@ -14,7 +15,7 @@ use crate::store::{Entity, Store};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -37,6 +38,9 @@ pub fn index_dir(data_dir: &Path) -> PathBuf {
 pub struct Search {
     index: Arc<SearchIndex>,
     indexed: Arc<AtomicU64>,
+    /// An idle compaction is running.
+    merging: Arc<AtomicBool>,
+    compact_after_idle: Duration,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
     follower: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
@@ -45,12 +49,18 @@ impl Search {
     /// Opens the index and starts the indexer task on the current runtime. A missing or unusable
     /// index is rebuilt in that task, so the server answers (and `/readyz` shows the lag) while
     /// it catches up.
-    pub fn start(data_dir: &Path, store: Store) -> SearchResult<Search> {
+    pub fn start(
+        data_dir: &Path,
+        store: Store,
+        compact_after_idle: Duration,
+    ) -> SearchResult<Search> {
         let (index, seq, fresh) = SearchIndex::open(&index_dir(data_dir))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let search = Search {
             index: Arc::new(index),
             indexed: Arc::new(AtomicU64::new(seq)),
+            merging: Arc::default(),
+            compact_after_idle,
             stop: Arc::new(stop),
             follower: Arc::default(),
         };
@@ -78,6 +88,59 @@ impl Search {
 
     pub fn search(&self, request: &SearchRequest) -> SearchResult<SearchPage> {
         self.index.search(request)
+    }
+
+    /// Searchable segments of the index.
+    pub fn segment_count(&self) -> usize {
+        self.index.segment_count()
+    }
+
+    /// The index is as compact as idle compaction makes it: no merge is running and none is
+    /// due.
+    pub fn compacted(&self) -> bool {
+        !self.merging.load(Ordering::SeqCst) && self.index.compaction_plan().is_empty()
+    }
+
+    /// Starts merging the small segments in the background, unless a merge is running or none
+    /// is due. The indexer goes on meanwhile; searches see the merged segment once it is done.
+    fn start_compaction(&self) {
+        if self.merging.load(Ordering::SeqCst) {
+            return;
+        }
+        // Searches see segments as of the last commit; tantivy's own merges may have replaced
+        // some since, and a merge of a segment that is gone fails.
+        if let Err(e) = self.index.reload() {
+            tracing::warn!(error = %e, "reloading the search index failed; will retry when idle");
+            return;
+        }
+        let plan = self.index.compaction_plan();
+        if plan.is_empty() || self.merging.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let merge = self.index.merge(&plan);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let merged = match merge.await {
+                Ok(_) => me.index.reload(),
+                Err(e) => Err(e.into()),
+            };
+            match merged {
+                Ok(()) => tracing::info!(
+                    segments = plan.len(),
+                    secs = started.elapsed().as_secs_f64(),
+                    "search index segments merged"
+                ),
+                // One of them is in a merge of tantivy's own: the next idle check tries again.
+                Err(SearchError::Tantivy(tantivy::TantivyError::InvalidArgument(e))) => {
+                    tracing::debug!(error = %e, "search index segments are busy; will merge them when idle");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "merging search index segments failed; will retry when idle")
+                }
+            }
+            me.merging.store(false, Ordering::SeqCst);
+        });
     }
 
     async fn follow(
@@ -141,6 +204,9 @@ impl Search {
                 }
                 continue;
             }
+            // Checked again every idle period while it is due: a merge may be running (ours or
+            // tantivy's) or have failed.
+            let compaction_due = !self.compacted();
             tokio::select! {
                 changed = committed.changed() => {
                     if changed.is_err() {
@@ -149,6 +215,9 @@ impl Search {
                     }
                 }
                 _ = stopped.changed() => return,
+                _ = tokio::time::sleep(self.compact_after_idle), if compaction_due => {
+                    self.start_compaction();
+                }
             }
         }
     }

@@ -417,3 +417,48 @@ async fn the_index_survives_a_restart_and_is_rebuilt_when_lost() {
     app.restart().await;
     assert_eq!(found(&app, &app.admin, &q("persistent")).await.len(), 1);
 }
+
+#[tokio::test]
+async fn an_idle_index_merges_its_segments_and_still_finds_what_it_should() {
+    let app = spawn_app_with(|c| c.search.compact_after_idle_secs = 1).await;
+    caught_up(&app).await;
+    // One commit each: three segments.
+    let mut ids = Vec::new();
+    for name in ["Segment Alpha", "Segment Beta", "Segment Gamma"] {
+        let l = app.create_lead(&app.admin, json!({ "name": name })).await;
+        ids.push(l["id"].as_str().unwrap().to_owned());
+        caught_up(&app).await;
+    }
+    assert_eq!(
+        app.delete(&format!("/v1/leads/{}", ids[1]), &app.admin)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    caught_up(&app).await;
+    let before = body_of(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert!(before["search_segments"].as_u64().unwrap() >= 2, "{before}");
+
+    let started = Instant::now();
+    let ready = loop {
+        let r = body_of(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+        if r["search_compacted"] == true && r["search_segments"] == 1 {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the index was never merged: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ready["search_lag"], 0);
+
+    let mut found_ids = found(&app, &app.admin, &format!("{}&type=lead", q("segment"))).await;
+    found_ids.sort();
+    let mut want = vec![ids[0].clone(), ids[2].clone()];
+    want.sort();
+    assert_eq!(
+        found_ids, want,
+        "the merged index holds the live leads only"
+    );
+}
