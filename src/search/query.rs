@@ -923,13 +923,23 @@ impl SearchIndex {
         };
         clauses.push((Occur::Must, whole));
         let query = BooleanQuery::new(clauses);
-        let weight = query.weight(EnableScoring::enabled_from_searcher(searcher))?;
+        // A list without words counts (and ranks) every match as it goes, by a constant
+        // relevance. With words, most searches match more than they count: the counting pass
+        // reads no frequencies or lengths, and the matches are ranked afterwards only if it
+        // did not stop at the limit.
+        let rank_while_counting = plan.is_none();
+        let weight = query.weight(if rank_while_counting {
+            EnableScoring::enabled_from_searcher(searcher)
+        } else {
+            EnableScoring::disabled_from_searcher(searcher)
+        })?;
         let mut top = TopK::new(k);
+        let mut matched: Vec<DocAddress> = Vec::new();
         let (mut stages, mut channels) = (Counts::new(), Counts::new());
         let mut total = 0usize;
         let mut capped = false;
 
-        // Every match, ranked exactly, until there are too many to count.
+        // Every match, until there are too many to count.
         let mut columns = Vec::with_capacity(searcher.segment_readers().len());
         for segment in searcher.segment_readers() {
             columns.push(SegmentColumns::bind(segment, filters)?);
@@ -951,20 +961,52 @@ impl SearchIndex {
                     }
                     total += 1;
                     facets.add(doc);
-                    let lead_score = filter.lead_scores.get_val(doc);
-                    top.offer(Candidate {
-                        relevance: scorer.score(),
-                        tie_break: lead_score,
-                        lead_score,
-                        part: 0,
-                        addr,
-                    });
+                    if rank_while_counting {
+                        let lead_score = filter.lead_scores.get_val(doc);
+                        top.offer(Candidate {
+                            relevance: scorer.score(),
+                            tie_break: lead_score,
+                            lead_score,
+                            part: 0,
+                            addr,
+                        });
+                    } else {
+                        matched.push(addr);
+                    }
                 }
                 doc = scorer.advance();
             }
             facets.flush(&mut stages, &mut channels)?;
         }
         if !capped {
+            if !rank_while_counting {
+                // Few enough to rank them all, exactly.
+                let weight = query.weight(EnableScoring::enabled_from_searcher(searcher))?;
+                for docs in matched.chunk_by(|a, b| a.segment_ord == b.segment_ord) {
+                    let Some(ord) = docs.first().map(|a| a.segment_ord as usize) else {
+                        continue;
+                    };
+                    let (Some(Some(filter)), Some(segment)) =
+                        (columns.get(ord), searcher.segment_readers().get(ord))
+                    else {
+                        continue;
+                    };
+                    let mut scorer = weight.scorer(segment, 1.0)?;
+                    for addr in docs {
+                        if scorer.seek(addr.doc_id) != addr.doc_id {
+                            continue;
+                        }
+                        let lead_score = filter.lead_scores.get_val(addr.doc_id);
+                        top.offer(Candidate {
+                            relevance: scorer.score(),
+                            tie_break: lead_score,
+                            lead_score,
+                            part: 0,
+                            addr: *addr,
+                        });
+                    }
+                }
+            }
             return Ok(Found {
                 top: top.into_sorted(),
                 total,

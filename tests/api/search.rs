@@ -462,3 +462,43 @@ async fn an_idle_index_merges_its_segments_and_still_finds_what_it_should() {
         "the merged index holds the live leads only"
     );
 }
+
+#[tokio::test]
+async fn matches_under_the_count_limit_are_ranked_by_relevance_then_lead_score() {
+    let app = spawn_app().await;
+    let long = app
+        .create_lead(
+            &app.admin,
+            json!({"name": "Orchid Vantage of the Northern Coastal Trading Company"}),
+        )
+        .await;
+    let plain = app
+        .create_lead(&app.admin, json!({"name": "Orchid Vantage"}))
+        .await;
+    // Same name, so equally relevant; a chief executive scores higher as a lead.
+    let chief = app
+        .create_lead(
+            &app.admin,
+            json!({"name": "Orchid Vantage", "title": "CEO"}),
+        )
+        .await;
+    let chief_score = app
+        .get(
+            &format!("/v1/leads/{}", chief["id"].as_str().unwrap()),
+            &app.admin,
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["score"]["total"]
+        .clone();
+    assert!(chief_score.as_i64().unwrap_or(0) > 0, "{chief_score}");
+    let ids = found(
+        &app,
+        &app.admin,
+        &format!("{}&type=lead", q("orchid vantage")),
+    )
+    .await;
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    assert_eq!(ids, vec![id(&chief), id(&plain), id(&long)]);
+}
