@@ -131,10 +131,10 @@ async fn search(
         q: text,
     };
     q.finish()?;
-    let search = state.search.clone();
-    let page = tokio::task::spawn_blocking(move || search.search(&request))
+    let page = state
+        .search
+        .run(request)
         .await
-        .map_err(|e| ApiError::Internal(format!("search task: {e}")))?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(SearchResults {
         items: page
