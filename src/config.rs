@@ -513,6 +513,13 @@ impl Config {
         if self.http.max_page_size == 0 {
             return Err(invalid("http.max_page_size", "must be at least 1".into()));
         }
+        if self.search.compact_after_idle_secs == 0 {
+            // The indexer checks again every idle period while a merge runs.
+            return Err(invalid(
+                "search.compact_after_idle_secs",
+                "must be at least 1".into(),
+            ));
+        }
         if self.search.count_limit == 0 {
             return Err(invalid("search.count_limit", "must be at least 1".into()));
         }
@@ -808,6 +815,13 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors() {
+        let err = Config::load(
+            &Overrides::default(),
+            &env(&[("LEADLINE_SEARCH_COMPACT_AFTER_IDLE_SECS", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("search.compact_after_idle_secs"), "{err}");
         assert!(
             Config::load(
                 &Overrides::default(),
