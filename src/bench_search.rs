@@ -657,7 +657,6 @@ async fn get(conn: &mut Conn, headers: &Headers, uri: &str) -> anyhow::Result<(S
         .map_err(|_| anyhow!("no complete response within {REQUEST_TIMEOUT:?}"))?
 }
 
-/// Polls `/readyz` until the search index has caught up completely; returns the lead count.
 /// Polls `/readyz` until `settled` holds for its answer, which it returns.
 async fn wait_for_readiness(
     addr: SocketAddr,

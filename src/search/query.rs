@@ -471,13 +471,16 @@ impl Filters {
             if passing.saturating_mul(SELECTIVE_FILTER) > total {
                 continue;
             }
-            clauses.push(self.clause(field, k));
+            clauses.push(k.clause(field));
         }
         Ok(clauses)
     }
+}
 
-    fn clause(&self, field: Field, k: &KeywordFilter) -> (Occur, Box<dyn Query>) {
-        let q: Box<dyn Query> = match k.values.as_slice() {
+impl KeywordFilter {
+    /// The filter as a query clause on `field`, scoring nothing.
+    fn clause(&self, field: Field) -> (Occur, Box<dyn Query>) {
+        let q: Box<dyn Query> = match self.values.as_slice() {
             [one] => boxed(TermQuery::new(
                 Term::from_field_text(field, one),
                 IndexRecordOption::Basic,

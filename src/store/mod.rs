@@ -534,7 +534,6 @@ impl Snapshot {
         Ok(get_record(&self.txn.open_table(LEAD_STATS)?, id.as_u128())?.unwrap_or_default())
     }
 
-    /// Each lead's activity summary and score details, with each table opened once.
     /// The activity stats and score details of `leads`, which must be in id order (as
     /// [`Snapshot::leads_after`] returns them): both tables are read as one range each.
     pub fn scoring_inputs(
