@@ -56,6 +56,12 @@ impl IdGen {
     }
 }
 
+/// A lead `put_lead` holds back: the version in its tables and the one to write.
+struct PendingLead {
+    stored: Option<Lead>,
+    latest: Lead,
+}
+
 /// One open write transaction with every table open. Jobs in a batch share it in order, so each
 /// sees the writes of the jobs before it.
 pub struct Tx<'t> {
@@ -118,6 +124,8 @@ pub struct Tx<'t> {
     pub(super) earliest_timer: Option<Millis>,
     /// The webhook outbox (`tx_outbox`): every changelog row is offered to it.
     pub(super) outbox: super::tx_outbox::Outbox<'t>,
+    /// Leads written by the running job and not yet in their tables (see `put_lead`).
+    pending_leads: std::collections::HashMap<u128, PendingLead>,
     /// Whether other writes are queued behind this batch.
     waiting: &'t (dyn Fn() -> bool + 't),
 }
@@ -192,6 +200,7 @@ impl<'t> Tx<'t> {
             earliest_mail: None,
             earliest_timer: None,
             outbox: super::tx_outbox::Outbox::open(txn)?,
+            pending_leads: std::collections::HashMap::new(),
         })
     }
 
@@ -202,16 +211,21 @@ impl<'t> Tx<'t> {
     // ----- leads -----
 
     pub fn lead(&self, id: Uuid) -> StoreResult<Option<Lead>> {
+        if let Some(pending) = self.pending_leads.get(&id.as_u128()) {
+            return Ok(Some(pending.latest.clone()));
+        }
         get_record(&self.leads, id.as_u128())
     }
 
     /// The lead with this email, or the lead that absorbed a lead with it.
-    pub fn lead_id_by_email(&self, email: &str) -> StoreResult<Option<Uuid>> {
+    pub fn lead_id_by_email(&mut self, email: &str) -> StoreResult<Option<Uuid>> {
+        self.flush_leads()?;
         lead_by_key(&self.lead_by_email, &self.alt_keys, "e:", email)
     }
 
     /// The lead with this phone, or the lead that absorbed a lead with it.
-    pub fn lead_id_by_phone(&self, phone: &str) -> StoreResult<Option<Uuid>> {
+    pub fn lead_id_by_phone(&mut self, phone: &str) -> StoreResult<Option<Uuid>> {
+        self.flush_leads()?;
         lead_by_key(&self.lead_by_phone, &self.alt_keys, "p:", phone)
     }
 
@@ -250,7 +264,46 @@ impl<'t> Tx<'t> {
     }
 
     /// Writes `new` (replacing `old`, if given) with its index rows and email/phone keys.
+    ///
+    /// A job often writes one lead several times (created, scored, routed, enrolled); the
+    /// record and its index rows go to their tables once, when the job ends or something reads
+    /// those tables (`flush_leads`), so the rows of the in-between versions are never written
+    /// and removed again. `lead` sees the latest version meanwhile. Owner load and claims move
+    /// at once, because routing the next lead reads them.
     pub fn put_lead(&mut self, old: Option<&Lead>, new: &Lead) -> StoreResult<()> {
+        let old_open = old.and_then(super::tx_work::open_owner);
+        self.shift_load(old_open, super::tx_work::open_owner(new))?;
+        if old.is_some_and(|o| o.owner_id != new.owner_id) {
+            self.drop_claim(new.id)?;
+        }
+        match self.pending_leads.entry(new.id.as_u128()) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().latest = new.clone(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(PendingLead {
+                    stored: old.cloned(),
+                    latest: new.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the leads `put_lead` holds back to their tables. The writer calls it after each
+    /// job; reads of the lead tables other than `lead` call it first.
+    pub fn flush_leads(&mut self) -> StoreResult<()> {
+        if self.pending_leads.is_empty() {
+            return Ok(());
+        }
+        let mut pending: Vec<PendingLead> = self.pending_leads.drain().map(|(_, p)| p).collect();
+        // Id order keeps the B-tree inserts local and the result independent of hashing.
+        pending.sort_by_key(|p| p.latest.id);
+        for p in pending {
+            self.write_lead_rows(p.stored.as_ref(), &p.latest)?;
+        }
+        Ok(())
+    }
+
+    fn write_lead_rows(&mut self, old: Option<&Lead>, new: &Lead) -> StoreResult<()> {
         let id = new.id.as_u128();
         self.leads.insert(id, encode(new).as_slice())?;
         let (removed, added) = lead_index::diff(old, Some(new));
@@ -288,11 +341,6 @@ impl<'t> Tx<'t> {
         for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
             self.duplicate_keys.insert((k.as_str(), id), ())?;
         }
-        let old_open = old.and_then(super::tx_work::open_owner);
-        self.shift_load(old_open, super::tx_work::open_owner(new))?;
-        if old.is_some_and(|o| o.owner_id != new.owner_id) {
-            self.drop_claim(new.id)?;
-        }
         Ok(())
     }
 
@@ -300,6 +348,7 @@ impl<'t> Tx<'t> {
     /// included), events, alt keys, its visitors and their page views, and stored idempotent
     /// responses that contain it.
     pub fn erase_lead(&mut self, lead: &Lead) -> StoreResult<()> {
+        self.flush_leads()?;
         let id = lead.id.as_u128();
         self.erase_lead_work(lead)?;
         self.erase_lead_nurture(lead)?;
@@ -672,7 +721,8 @@ impl<'t> Tx<'t> {
     }
 
     /// Whether any lead is owned by `user` (one index probe).
-    pub fn owns_leads(&self, user: Uuid) -> StoreResult<bool> {
+    pub fn owns_leads(&mut self, user: Uuid) -> StoreResult<bool> {
+        self.flush_leads()?;
         let prefix = lead_index::prefix(
             lead_index::Field::Owner,
             user.as_bytes(),

@@ -123,7 +123,11 @@ fn run_batch(
             let mut tx = Tx::open(&txn, now, next_seq, ids, &waiting)?;
             let mut jobs = jobs.into_iter();
             for job in jobs.by_ref() {
-                let applied = catch_unwind(AssertUnwindSafe(|| job(&mut tx)));
+                // A job's leads reach their tables before the next job runs (see `put_lead`).
+                let applied = catch_unwind(AssertUnwindSafe(|| {
+                    let (result, reply) = job(&mut tx);
+                    (result.and_then(|()| tx.flush_leads()), reply)
+                }));
                 match applied {
                     Ok((Ok(()), reply)) => replies.push(reply),
                     Ok((Err(e), reply)) => {
@@ -195,9 +199,9 @@ fn run_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::lead::NewLead;
+    use crate::domain::lead::{Lead, NewLead};
     use crate::store::{Entity, Op, init_schema, make_job};
-    use redb::{ReadableDatabase, ReadableTableMetadata};
+    use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
     fn lead_job(email: &str) -> (Job, tokio::sync::oneshot::Receiver<StoreResult<uuid::Uuid>>) {
         let email = email.to_owned();
@@ -308,6 +312,59 @@ mod tests {
         assert!(b_rx.blocking_recv().unwrap().is_ok());
         assert_eq!(leads(&db), 2);
         assert_eq!(rows(&db, crate::store::tables::CHANGELOG), 2);
+    }
+
+    #[test]
+    fn a_lead_written_several_times_in_a_job_lands_once_as_its_last_version() {
+        use crate::domain::lead::Stage;
+        use crate::store::lead_index;
+        let (_dir, db) = fresh_db();
+        let owner = uuid::Uuid::now_v7();
+        let (job, reply) = make_job(move |tx| {
+            let id = tx.new_id();
+            let v1 = NewLead {
+                email: Some("first@example.com".into()),
+                ..Default::default()
+            }
+            .into_lead(id, tx.now);
+            tx.put_lead(None, &v1)?;
+            let mut v2 = v1.clone();
+            v2.owner_id = Some(owner);
+            v2.email = Some("second@example.com".into());
+            tx.put_lead(Some(&v1), &v2)?;
+            let mut v3 = v2.clone();
+            v3.stage = Stage::Mql;
+            v3.score.total = 45;
+            v3.updated_at += 5;
+            tx.put_lead(Some(&v2), &v3)?;
+            // Meanwhile the job reads its latest version, and the lookups see it too.
+            let seen = tx.lead(id)?;
+            let by_new = tx.lead_id_by_email("second@example.com")?;
+            let by_old = tx.lead_id_by_email("first@example.com")?;
+            Ok((v3, seen, by_new, by_old))
+        });
+        run(&db, vec![job]).unwrap();
+        let (v3, seen, by_new, by_old) = reply.blocking_recv().unwrap().unwrap();
+        assert_eq!(seen.as_ref(), Some(&v3));
+        assert_eq!(by_new, Some(v3.id));
+        assert_eq!(by_old, None);
+
+        let read = db.begin_read().unwrap();
+        let leads = read.open_table(crate::store::tables::LEADS).unwrap();
+        let stored: Lead =
+            crate::store::codec::decode(leads.get(v3.id.as_u128()).unwrap().unwrap().value())
+                .unwrap();
+        assert_eq!(stored, v3);
+        let index = read.open_table(crate::store::tables::LEAD_INDEX).unwrap();
+        let mut rows: Vec<Vec<u8>> = index
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value().to_vec())
+            .collect();
+        let mut expected = lead_index::rows(&v3);
+        rows.sort();
+        expected.sort();
+        assert_eq!(rows, expected, "only the last version's index rows remain");
     }
 
     #[test]
