@@ -11,6 +11,7 @@ use crate::domain::mail::{MailStatus, OutMail, track_links};
 use crate::domain::sequence::{
     Enrollment, EnrollmentStatus, ExitCondition, MAX_STEPS_PER_RUN, Step,
 };
+use crate::domain::time::Millis;
 use crate::domain::work::{Task, TimerKind};
 use crate::script::Plugins;
 use crate::script::nurture::{Action, LeadEventIn, SequenceRt, render};
@@ -442,12 +443,19 @@ fn set_fields(lead: &mut Lead, fields: &std::collections::BTreeMap<String, Value
     changed
 }
 
-/// A fresh secret for a message's links: 24 random bytes, URL-safe.
-fn new_token() -> R<String> {
+/// A fresh secret for a message's links: the time in hex, then 24 random bytes, URL-safe.
+/// The random part is the secret; the time in front makes new tokens sort after older ones,
+/// so each new token lands on the token index's last page instead of a random one, which the
+/// durable commit would otherwise rewrite for every message.
+fn new_token(now: Millis) -> R<String> {
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes)
         .map_err(|e| StoreError::Storage(format!("no randomness for a mail token: {e}")))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    Ok(format!(
+        "{:012x}{}",
+        now.clamp(0, (1 << 48) - 1),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 /// What a template sees of a lead and its owner.
@@ -490,7 +498,7 @@ pub(crate) fn queue_mail(
             "no template `{template}` in plugins/templates"
         )));
     };
-    let token = new_token()?;
+    let token = new_token(tx.now)?;
     let base = plugins.public_url().trim_end_matches('/').to_owned();
     let links = json!({
         "unsubscribe": format!("{base}/u/{token}"),
@@ -609,4 +617,25 @@ pub(crate) fn suppress_unsent(tx: &mut Tx<'_>, lead: &Lead) -> R<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_token;
+
+    #[test]
+    fn mail_tokens_are_unguessable_and_sort_by_time() {
+        let earlier = new_token(1_700_000_000_000).unwrap();
+        let same_time = new_token(1_700_000_000_000).unwrap();
+        let later = new_token(1_700_000_000_001).unwrap();
+        assert_ne!(earlier, same_time, "the random part differs");
+        assert!(earlier < later && same_time < later);
+        assert_eq!(later.len(), 12 + 32);
+        assert!(
+            later
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "{later} is URL-safe"
+        );
+    }
 }
