@@ -14,6 +14,8 @@ use crate::domain::time::Millis;
 use crate::domain::user::{Token, User};
 use crate::domain::visitor::{PageView, Visitor};
 use redb::{ReadableTable, Table, WriteTransaction};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use uuid::Uuid;
 
 /// Makes time-ordered UUIDv7 ids, strictly increasing within this writer even when many are
@@ -125,7 +127,7 @@ pub struct Tx<'t> {
     /// The webhook outbox (`tx_outbox`): every changelog row is offered to it.
     pub(super) outbox: super::tx_outbox::Outbox<'t>,
     /// Leads written by the running job and not yet in their tables (see `put_lead`).
-    pending_leads: std::collections::HashMap<u128, PendingLead>,
+    pending_leads: HashMap<u128, PendingLead>,
     /// Whether other writes are queued behind this batch.
     waiting: &'t (dyn Fn() -> bool + 't),
 }
@@ -200,7 +202,7 @@ impl<'t> Tx<'t> {
             earliest_mail: None,
             earliest_timer: None,
             outbox: super::tx_outbox::Outbox::open(txn)?,
-            pending_leads: std::collections::HashMap::new(),
+            pending_leads: HashMap::new(),
         })
     }
 
@@ -277,8 +279,8 @@ impl<'t> Tx<'t> {
             self.drop_claim(new.id)?;
         }
         match self.pending_leads.entry(new.id.as_u128()) {
-            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().latest = new.clone(),
-            std::collections::hash_map::Entry::Vacant(e) => {
+            Entry::Occupied(mut e) => e.get_mut().latest = new.clone(),
+            Entry::Vacant(e) => {
                 e.insert(PendingLead {
                     stored: old.cloned(),
                     latest: new.clone(),
