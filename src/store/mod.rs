@@ -3,6 +3,7 @@
 //! It knows nothing of HTTP; the lifecycle rules that run inside a write live in `service`.
 
 pub mod codec;
+mod fsync;
 pub mod lead_index;
 pub mod query;
 pub mod tables;
@@ -128,6 +129,7 @@ type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (Result<(), StoreError>, Reply) + Send
 
 struct Inner {
     db: Arc<Database>,
+    syncs: Arc<fsync::Syncs>,
     jobs: Option<mpsc::Sender<Job>>,
     committed_seq: watch::Receiver<u64>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -163,11 +165,8 @@ impl Store {
             ))
         })?;
         let path = dir.join("leadline.redb");
-        let db = match redb::Builder::new()
-            .set_cache_size(cfg.cache_bytes)
-            .create(&path)
-        {
-            Ok(db) => db,
+        let (db, syncs) = match fsync::create_database(&path, cfg.cache_bytes) {
+            Ok(opened) => opened,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
             Err(e) => {
                 return Err(StoreError::Storage(format!(
@@ -183,6 +182,7 @@ impl Store {
         let mail_added = Arc::new(tokio::sync::Notify::new());
         let (jobs, committed_seq, writer) = writer::spawn(
             db.clone(),
+            syncs.clone(),
             clock,
             cfg,
             last_seq,
@@ -192,6 +192,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
+                syncs,
                 jobs: Some(jobs),
                 committed_seq,
                 writer: Some(writer),
@@ -220,11 +221,16 @@ impl Store {
         })?
     }
 
-    /// A consistent read snapshot.
+    /// A consistent read snapshot of durable data. A commit is visible to redb's readers a
+    /// moment before its sync is done (see `fsync`); the snapshot is handed out once it is, so a
+    /// read never shows what a crash could still take back.
     pub fn read(&self) -> StoreResult<Snapshot> {
-        Ok(Snapshot {
-            txn: self.inner.db.begin_read()?,
-        })
+        let txn = self.inner.db.begin_read()?;
+        self.inner
+            .syncs
+            .wait_durable()
+            .map_err(StoreError::Storage)?;
+        Ok(Snapshot { txn })
     }
 
     /// The seq of the newest durable change (followers wait on this).

@@ -1,7 +1,10 @@
-//! The single writer: drains queued jobs into one write transaction, commits it durably once,
-//! then answers every job in it (group commit). Runs on its own OS thread because redb is
-//! blocking; a panicking job rolls back its batch and the writer goes on.
+//! The single writer: drains queued jobs into one write transaction, commits it once, and
+//! answers every job in it when that commit is durable (group commit). The commit's sync runs
+//! behind the next batch (see `fsync`), so the disk flushes while the writer applies. Runs on
+//! its own OS thread because redb is blocking; a panicking job rolls back its batch and the
+//! writer goes on.
 
+use super::fsync::Syncs;
 use super::tx::{IdGen, Tx};
 use super::{Job, Reply, StoreError, StoreResult};
 use crate::clock::Clock;
@@ -34,6 +37,7 @@ impl Default for WriterConfig {
 
 pub(super) fn spawn(
     db: Arc<Database>,
+    syncs: Arc<Syncs>,
     clock: Arc<dyn Clock>,
     cfg: WriterConfig,
     last_seq: u64,
@@ -46,12 +50,12 @@ pub(super) fn spawn(
 )> {
     let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(cfg.queue.max(1));
     let (seq_tx, seq_rx) = watch::channel(last_seq);
-    let signals = Signals {
+    let signals = Arc::new(Signals {
         seq: seq_tx,
         auth_epoch,
         timer_added,
         mail_added,
-    };
+    });
     let handle = std::thread::Builder::new()
         .name("leadline-writer".into())
         .spawn(move || {
@@ -63,7 +67,13 @@ pub(super) fn spawn(
                 drain(&mut jobs_rx, &mut batch, cfg.max_batch);
                 let now = clock.now_ms();
                 let jobs = std::mem::take(&mut batch);
-                match run_batch(&db, jobs, now, next_seq, &mut ids, &signals, &jobs_rx) {
+                let batch = Batch {
+                    db: &db,
+                    syncs: &syncs,
+                    signals: &signals,
+                    queue: &jobs_rx,
+                };
+                match batch.run(jobs, now, next_seq, &mut ids) {
                     Ok(seq_after) => next_seq = seq_after,
                     Err(e) => tracing::error!(error = %e, "write batch failed; its requests were answered with an error"),
                 }
@@ -95,105 +105,143 @@ struct Signals {
     mail_added: Arc<tokio::sync::Notify>,
 }
 
-/// Applies `jobs` in one transaction, publishes the committed seq and answers each. Returns
-/// the next free seq on commit.
-fn run_batch(
-    db: &Database,
-    jobs: Vec<Job>,
-    now: i64,
-    next_seq: u64,
-    ids: &mut IdGen,
-    signals: &Signals,
-    queue: &mpsc::Receiver<Job>,
-) -> StoreResult<u64> {
-    let waiting = || !queue.is_empty();
-    let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
-    let mut failure: Option<StoreError> = None;
-    let jobs_in_batch = jobs.len();
-    let started = std::time::Instant::now();
-    let mut applied_at = started;
-    let outcome = (|| -> StoreResult<u64> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        let seq_after;
-        let auth_changed;
-        let timer_changed;
-        let mail_queued;
-        {
-            let mut tx = Tx::open(&txn, now, next_seq, ids, &waiting)?;
-            let mut jobs = jobs.into_iter();
-            for job in jobs.by_ref() {
-                // A job's leads reach their tables before the next job runs (see `put_lead`).
-                let applied = catch_unwind(AssertUnwindSafe(|| {
-                    let (result, reply) = job(&mut tx);
-                    (result.and_then(|()| tx.flush_leads()), reply)
-                }));
-                match applied {
-                    Ok((Ok(()), reply)) => replies.push(reply),
-                    Ok((Err(e), reply)) => {
-                        replies.push(reply);
-                        failure = Some(e);
-                        break;
-                    }
-                    Err(panic) => {
-                        let msg = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_owned())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "a write job panicked".to_owned());
-                        failure = Some(StoreError::Panicked(msg));
-                        break;
+/// Where a batch is written and who hears of it.
+struct Batch<'a> {
+    db: &'a Database,
+    syncs: &'a Syncs,
+    signals: &'a Arc<Signals>,
+    /// The jobs waiting behind this batch (see `Tx::writes_waiting`).
+    queue: &'a mpsc::Receiver<Job>,
+}
+
+impl Batch<'_> {
+    /// Applies `jobs` in one transaction and commits it; once the commit is durable, publishes
+    /// the new seq and answers each job. Returns the next free seq on commit.
+    fn run(&self, jobs: Vec<Job>, now: i64, next_seq: u64, ids: &mut IdGen) -> StoreResult<u64> {
+        let waiting = || !self.queue.is_empty();
+        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+        let mut failure: Option<StoreError> = None;
+        let jobs_in_batch = jobs.len();
+        let started = std::time::Instant::now();
+        let mut applied_at = started;
+        let outcome = (|| -> StoreResult<(u64, Changed)> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            let seq_after;
+            let changed;
+            {
+                let mut tx = Tx::open(&txn, now, next_seq, ids, &waiting)?;
+                let mut jobs = jobs.into_iter();
+                for job in jobs.by_ref() {
+                    // A job's leads reach their tables before the next job runs (see `put_lead`).
+                    let applied = catch_unwind(AssertUnwindSafe(|| {
+                        let (result, reply) = job(&mut tx);
+                        (result.and_then(|()| tx.flush_leads()), reply)
+                    }));
+                    match applied {
+                        Ok((Ok(()), reply)) => replies.push(reply),
+                        Ok((Err(e), reply)) => {
+                            replies.push(reply);
+                            failure = Some(e);
+                            break;
+                        }
+                        Err(panic) => {
+                            let msg = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| (*s).to_owned())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_else(|| "a write job panicked".to_owned());
+                            failure = Some(StoreError::Panicked(msg));
+                            break;
+                        }
                     }
                 }
+                // Jobs after a failure never run: dropping them closes their reply channels,
+                // which `Store::write` reports as a failed batch.
+                drop(jobs);
+                seq_after = tx.next_seq;
+                changed = Changed {
+                    auth: tx.auth_changed,
+                    timers: tx.earliest_timer.is_some(),
+                    mail: tx.earliest_mail.is_some(),
+                };
             }
-            // Jobs after a failure never run: dropping them closes their reply channels, which
-            // `Store::write` reports as a failed batch.
-            drop(jobs);
-            seq_after = tx.next_seq;
-            auth_changed = tx.auth_changed;
-            timer_changed = tx.earliest_timer.is_some();
-            mail_queued = tx.earliest_mail.is_some();
-        }
-        if let Some(e) = &failure {
-            txn.abort()?;
-            return Err(e.clone());
-        }
-        applied_at = std::time::Instant::now();
-        txn.commit()?;
-        if auth_changed {
-            // After the commit and before any reply: an authentication cached from an older
-            // snapshot is then never used again (see `Service::authenticate`).
-            signals.auth_epoch.fetch_add(1, Ordering::SeqCst);
-        }
-        if timer_changed {
-            // The scheduler re-reads the earliest due time; a permit is kept if it is busy.
-            signals.timer_added.notify_one();
-        }
-        if mail_queued {
-            signals.mail_added.notify_one();
-        }
-        Ok(seq_after)
-    })();
-    tracing::trace!(
-        jobs = jobs_in_batch,
-        apply_us = (applied_at - started).as_micros() as u64,
-        commit_us = applied_at.elapsed().as_micros() as u64,
-        "write batch"
-    );
-    match &outcome {
-        Ok(seq_after) => {
-            // Publish the new seq before answering, so a caller who got its reply sees it.
-            if *seq_after != next_seq {
-                signals.seq.send_replace(seq_after - 1);
+            if let Some(e) = &failure {
+                txn.abort()?;
+                return Err(e.clone());
             }
-            replies.into_iter().for_each(|r| r(None));
-        }
-        Err(e) => {
-            let e = failure.as_ref().unwrap_or(e).clone();
-            replies.into_iter().for_each(|r| r(Some(&e)));
+            applied_at = std::time::Instant::now();
+            txn.commit()?;
+            Ok((seq_after, changed))
+        })();
+        let committed_at = std::time::Instant::now();
+        tracing::trace!(
+            jobs = jobs_in_batch,
+            apply_us = (applied_at - started).as_micros() as u64,
+            commit_us = (committed_at - applied_at).as_micros() as u64,
+            "write batch"
+        );
+        match outcome {
+            Ok((seq_after, changed)) => {
+                let signals = self.signals.clone();
+                let first_seq = next_seq;
+                // The sync this commit asked for; it runs while the next batch is applied.
+                let sync = self.syncs.requested();
+                self.syncs.after_durable(
+                    sync,
+                    Box::new(move |failed| match failed {
+                        None => {
+                            tracing::trace!(
+                                durable_us = committed_at.elapsed().as_micros() as u64,
+                                "write batch durable"
+                            );
+                            signals.publish(&changed, first_seq, seq_after);
+                            replies.into_iter().for_each(|r| r(None));
+                        }
+                        Some(why) => {
+                            let e = StoreError::Storage(why.to_owned());
+                            replies.into_iter().for_each(|r| r(Some(&e)));
+                        }
+                    }),
+                );
+                Ok(seq_after)
+            }
+            Err(e) => {
+                let e = failure.unwrap_or(e);
+                replies.into_iter().for_each(|r| r(Some(&e)));
+                Err(e)
+            }
         }
     }
-    outcome
+}
+
+/// What a committed batch changed that others wait on.
+struct Changed {
+    auth: bool,
+    timers: bool,
+    mail: bool,
+}
+
+impl Signals {
+    /// Tells the rest of the server about a durable batch that used seqs `first..after`. Runs
+    /// before the batch's replies, so a caller who got its reply sees all of it.
+    fn publish(&self, changed: &Changed, first: u64, after: u64) {
+        if changed.auth {
+            // An authentication cached from an older snapshot is then never used again (see
+            // `Service::authenticate`).
+            self.auth_epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        if changed.timers {
+            // The scheduler re-reads the earliest due time; a permit is kept if it is busy.
+            self.timer_added.notify_one();
+        }
+        if changed.mail {
+            self.mail_added.notify_one();
+        }
+        if after != first {
+            self.seq.send_replace(after - 1);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -219,39 +267,44 @@ mod tests {
     }
 
     /// A fresh database with every table, in a directory that lives as long as it is used.
-    fn fresh_db() -> (tempfile::TempDir, Database) {
+    fn fresh_db() -> (tempfile::TempDir, Database, Arc<Syncs>) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let (db, syncs) =
+            crate::store::fsync::create_database(&dir.path().join("t.redb"), 1 << 20).unwrap();
         init_schema(&db).unwrap();
-        (dir, db)
+        (dir, db, syncs)
     }
 
-    fn run(db: &Database, jobs: Vec<Job>) -> StoreResult<u64> {
-        run_queued(db, jobs, &mpsc::channel(1).1)
+    fn run(db: &Database, syncs: &Syncs, jobs: Vec<Job>) -> StoreResult<u64> {
+        run_queued(db, syncs, jobs, &mpsc::channel(1).1)
     }
 
     /// [`run`], with `queue` as the writes waiting behind the batch.
-    fn run_queued(db: &Database, jobs: Vec<Job>, queue: &mpsc::Receiver<Job>) -> StoreResult<u64> {
+    fn run_queued(
+        db: &Database,
+        syncs: &Syncs,
+        jobs: Vec<Job>,
+        queue: &mpsc::Receiver<Job>,
+    ) -> StoreResult<u64> {
         let mut ids = IdGen::new();
-        run_batch(
+        let signals = Arc::new(Signals {
+            seq: watch::channel(0).0,
+            auth_epoch: Arc::new(AtomicU64::new(0)),
+            timer_added: Arc::new(tokio::sync::Notify::new()),
+            mail_added: Arc::new(tokio::sync::Notify::new()),
+        });
+        let batch = Batch {
             db,
-            jobs,
-            1_000,
-            1,
-            &mut ids,
-            &Signals {
-                seq: watch::channel(0).0,
-                auth_epoch: Arc::new(AtomicU64::new(0)),
-                timer_added: Arc::new(tokio::sync::Notify::new()),
-                mail_added: Arc::new(tokio::sync::Notify::new()),
-            },
+            syncs,
+            signals: &signals,
             queue,
-        )
+        };
+        batch.run(jobs, 1_000, 1, &mut ids)
     }
 
     #[test]
     fn a_job_sees_the_writes_queued_behind_its_batch() {
-        let (_dir, db) = fresh_db();
+        let (_dir, db, syncs) = fresh_db();
         let (queue_tx, queue_rx) = mpsc::channel::<Job>(4);
         let (job, reply) = make_job(move |tx| {
             let before = tx.writes_waiting();
@@ -261,7 +314,7 @@ mod tests {
                 .map_err(|_| StoreError::Storage("the queue is full".into()))?;
             Ok((before, tx.writes_waiting()))
         });
-        run_queued(&db, vec![job], &queue_rx).unwrap();
+        run_queued(&db, &syncs, vec![job], &queue_rx).unwrap();
         assert_eq!(reply.blocking_recv().unwrap().unwrap(), (false, true));
     }
 
@@ -284,11 +337,11 @@ mod tests {
 
     #[test]
     fn one_failing_job_fails_its_whole_batch_and_nothing_is_written() {
-        let (_dir, db) = fresh_db();
+        let (_dir, db, syncs) = fresh_db();
         let (a, a_rx) = lead_job("a@example.com");
         let (b, b_rx) = make_job::<(), _>(|_| Err(StoreError::Storage("disk on fire".into())));
         let (c, c_rx) = lead_job("c@example.com");
-        let result = run(&db, vec![a, b, c]);
+        let result = run(&db, &syncs, vec![a, b, c]);
         assert!(result.is_err());
         for rx in [
             a_rx.blocking_recv().unwrap().map(|_| ()),
@@ -304,10 +357,10 @@ mod tests {
 
     #[test]
     fn a_committed_batch_answers_every_job_and_advances_the_seq() {
-        let (_dir, db) = fresh_db();
+        let (_dir, db, syncs) = fresh_db();
         let (a, a_rx) = lead_job("a@example.com");
         let (b, b_rx) = lead_job("b@example.com");
-        assert_eq!(run(&db, vec![a, b]).unwrap(), 3);
+        assert_eq!(run(&db, &syncs, vec![a, b]).unwrap(), 3);
         assert!(a_rx.blocking_recv().unwrap().is_ok());
         assert!(b_rx.blocking_recv().unwrap().is_ok());
         assert_eq!(leads(&db), 2);
@@ -318,7 +371,7 @@ mod tests {
     fn a_lead_written_several_times_in_a_job_lands_once_as_its_last_version() {
         use crate::domain::lead::Stage;
         use crate::store::lead_index;
-        let (_dir, db) = fresh_db();
+        let (_dir, db, syncs) = fresh_db();
         let owner = uuid::Uuid::now_v7();
         let (job, reply) = make_job(move |tx| {
             let id = tx.new_id();
@@ -343,7 +396,7 @@ mod tests {
             let by_old = tx.lead_id_by_email("first@example.com")?;
             Ok((v3, seen, by_new, by_old))
         });
-        run(&db, vec![job]).unwrap();
+        run(&db, &syncs, vec![job]).unwrap();
         let (v3, seen, by_new, by_old) = reply.blocking_recv().unwrap().unwrap();
         assert_eq!(seen.as_ref(), Some(&v3));
         assert_eq!(by_new, Some(v3.id));
@@ -369,11 +422,11 @@ mod tests {
 
     #[test]
     fn a_panicking_job_rolls_back_and_the_error_says_so() {
-        let (_dir, db) = fresh_db();
+        let (_dir, db, syncs) = fresh_db();
         let (a, a_rx) = lead_job("a@example.com");
         let (p, _p_rx) = make_job::<(), _>(|_| panic!("boom"));
         assert!(matches!(
-            run(&db, vec![a, p]),
+            run(&db, &syncs, vec![a, p]),
             Err(StoreError::Panicked(m)) if m == "boom"
         ));
         assert!(matches!(
