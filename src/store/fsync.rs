@@ -10,9 +10,9 @@
 //! out only once everything it can see is durable ([`Syncs::wait_durable`]), so nothing that can
 //! be lost in a crash is ever answered, shown or followed.
 //!
-//! A failed sync leaves the file in a state nobody can vouch for: every later write, sync and
-//! read of this handle fails, and the server must be restarted (redb then recovers the last
-//! commit that was durable).
+//! A failed sync leaves the file in a state nobody can vouch for: every later write and sync of
+//! this handle, every reply waiting on it and every read snapshot fails, and the server must be
+//! restarted (redb then recovers the last commit that was durable).
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
