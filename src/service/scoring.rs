@@ -256,6 +256,13 @@ const WRITE_SLICE: std::time::Duration = std::time::Duration::from_millis(4);
 
 /// Scored chunks a rescore keeps ready ahead of the writer.
 const RESCORE_AHEAD: usize = 4;
+
+/// Rescore writes queued at the writer at once.
+const WRITES_IN_FLIGHT: usize = 2;
+
+/// Scored changes a rescore holds while both its writes are in flight; past this it stops
+/// taking chunks, so a slow writer bounds the memory a rescore holds.
+const RESCORE_PENDING_MAX: usize = 16 * RESCORE_CHUNK;
 const EXAMPLES: usize = 20;
 
 impl Service {
@@ -304,8 +311,9 @@ impl Service {
     }
 
     /// Scores every lead with the rules in force. A dry run only counts; otherwise changes
-    /// are written in small writer jobs (other writes interleave), each re-checking that the
-    /// lead did not change since it was scored. `progress(done, total)` after each chunk.
+    /// are written in writer jobs that yield to other writes every few milliseconds, each
+    /// re-checking that the lead did not change since it was scored. `progress(done, total)`
+    /// after each chunk scored (dry run) or written.
     ///
     /// Reading and scoring run ahead on blocking threads while the writer applies the
     /// chunks before, so an applied rescore costs about what its writes cost.
@@ -359,47 +367,77 @@ impl Service {
                 }
             })
         });
-        while let Some(scored) = scored_chunks.recv().await {
-            let scored = scored?;
-            report.leads += scored.len() as u64;
-            let mut changes = Vec::new();
-            for (lead, card, details_differ) in scored {
-                let score = card.score();
-                let stage = stage_after(
-                    lead.stage,
-                    lead.score.total,
-                    score.total,
-                    loaded.thresholds,
-                    Trigger::Rescore,
-                );
-                if score != lead.score || stage != lead.stage {
-                    if score.total != lead.score.total {
-                        report.score_changed += 1;
+        // Changes scored but not yet handed to the writer, and how many leads they cover.
+        let mut pending: Vec<(Uuid, u64, ScoreCard)> = Vec::new();
+        let mut pending_leads = 0u64;
+        let mut written_leads = 0u64;
+        let mut scoring_done = false;
+        // Up to two writes in flight: the writer applies one while the other's commit syncs.
+        // Changes that arrive meanwhile gather into the next write, so a write covers many
+        // chunks and touches each index page once for all of them.
+        let mut writes = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while writes.len() < WRITES_IN_FLIGHT && pending_leads > 0 {
+                let changes = std::mem::take(&mut pending);
+                let leads = std::mem::take(&mut pending_leads);
+                let write = self.apply_scores(changes, loaded.clone(), Trigger::Rescore);
+                writes.push(async move { write.await.map(|_| leads) });
+            }
+            if scoring_done && writes.is_empty() {
+                break;
+            }
+            tokio::select! {
+                scored = scored_chunks.recv(), if !scoring_done && pending.len() < RESCORE_PENDING_MAX => {
+                    let Some(scored) = scored else {
+                        scoring_done = true;
+                        continue;
+                    };
+                    let scored = scored?;
+                    report.leads += scored.len() as u64;
+                    if !dry_run {
+                        pending_leads += scored.len() as u64;
                     }
-                    if stage != lead.stage {
-                        report.stage_changed += 1;
+                    for (lead, card, details_differ) in scored {
+                        let score = card.score();
+                        let stage = stage_after(
+                            lead.stage,
+                            lead.score.total,
+                            score.total,
+                            loaded.thresholds,
+                            Trigger::Rescore,
+                        );
+                        if score != lead.score || stage != lead.stage {
+                            if score.total != lead.score.total {
+                                report.score_changed += 1;
+                            }
+                            if stage != lead.stage {
+                                report.stage_changed += 1;
+                            }
+                            if report.examples.len() < EXAMPLES {
+                                report.examples.push(RescoreExample {
+                                    lead_id: lead.id,
+                                    name: lead.name.clone(),
+                                    score_before: lead.score.total,
+                                    score_after: score.total,
+                                    stage_before: lead.stage,
+                                    stage_after: stage,
+                                });
+                            }
+                        }
+                        // Reasons and review dates may change without the number: write those too.
+                        if !dry_run && (details_differ || score != lead.score || stage != lead.stage) {
+                            pending.push((lead.id, lead.version, card));
+                        }
                     }
-                    if report.examples.len() < EXAMPLES {
-                        report.examples.push(RescoreExample {
-                            lead_id: lead.id,
-                            name: lead.name.clone(),
-                            score_before: lead.score.total,
-                            score_after: score.total,
-                            stage_before: lead.stage,
-                            stage_after: stage,
-                        });
+                    if dry_run {
+                        progress(report.leads, total);
                     }
                 }
-                // Reasons and review dates may change without the number: write those too.
-                if details_differ || score != lead.score || stage != lead.stage {
-                    changes.push((lead.id, lead.version, card));
+                Some(done) = futures_util::StreamExt::next(&mut writes) => {
+                    written_leads += done?;
+                    progress(written_leads, total);
                 }
             }
-            if !dry_run && !changes.is_empty() {
-                self.apply_scores(changes, loaded.clone(), Trigger::Rescore)
-                    .await?;
-            }
-            progress(report.leads, total);
         }
         scorer
             .await

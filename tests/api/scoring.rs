@@ -677,6 +677,69 @@ async fn rescore_reports_first_then_applies_an_edited_rule() {
 }
 
 #[tokio::test]
+async fn an_applied_rescore_over_many_chunks_writes_every_change_while_other_writes_land() {
+    let app = spawn_app_with(|c| {
+        c.plugins.watch = false;
+        with_plugin("scoring.rhai", SHIPPED)(c)
+    })
+    .await;
+    // More leads than several rescore chunks and writes: 1,500 decision makers.
+    for batch in 0..3 {
+        let leads: Vec<Value> = (0..500)
+            .map(|i| json!({"email": format!("cto{batch}-{i}@acme.com"), "title": "CTO"}))
+            .collect();
+        let res = app
+            .post("/v1/leads/batch", &app.admin, &json!({"leads": leads}))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let edited = SHIPPED.replace(
+        r#"rule: "title is a decision maker", points: 20"#,
+        r#"rule: "title is a decision maker", points: 25"#,
+    );
+    assert_ne!(edited, SHIPPED);
+    std::fs::write(app.dir.path().join("plugins/scoring.rhai"), edited).unwrap();
+    app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
+        .await;
+
+    let no_body = json!({});
+    let rescore = app.post("/v1/admin/rescore", &app.admin, &no_body);
+    let during = async {
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            let l = app
+                .create_lead(&app.admin, json!({"email": format!("new{i}@acme.com")}))
+                .await;
+            ids.push(id_of(&l));
+        }
+        ids
+    };
+    let (done, created) = tokio::join!(rescore, during);
+    let done = expect_json(done, StatusCode::OK).await;
+    assert_eq!(done["score_changed"], 1500, "{done}");
+    assert_eq!(created.len(), 10);
+    let page = expect_json(
+        app.get("/v1/leads?sort=score&limit=200", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    let items = page["items"].as_array().unwrap();
+    assert!(items.len() >= 100);
+    for lead in items {
+        if lead["title"] == "CTO" {
+            assert_eq!(lead["score"]["total"], 25, "{lead}");
+        }
+    }
+    let again = expect_json(
+        app.post("/v1/admin/rescore?dry_run=true", &app.admin, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(again["score_changed"], 0, "every change was written: {again}");
+}
+
+#[tokio::test]
 async fn a_merging_capture_that_changes_the_score_is_one_new_version() {
     let app = shipped_app().await;
     let first = app
