@@ -106,8 +106,8 @@ pub struct Readiness {
 /// The search index may trail the changelog by this many changes and still count as ready.
 const READY_SEARCH_LAG: u64 = 1000;
 
-/// Storage is open, the writer is running and the search index has caught up (within 1000
-/// changes; `search_lag` says how far behind it is).
+/// Storage is open and its last sync succeeded, the writer is running and the search index
+/// has caught up (within 1000 changes; `search_lag` says how far behind it is).
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, body = Problem)))]
 async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
@@ -116,6 +116,11 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
         return Err(ApiError::Unavailable(
             "the storage writer is not running".into(),
         ));
+    }
+    if let Some(why) = store.sync_failure() {
+        return Err(ApiError::Unavailable(format!(
+            "the data file failed to sync ({why}); writes fail until the server is restarted"
+        )));
     }
     let snap = store.read()?;
     let changelog_seq = *store.committed_seq().borrow();

@@ -56,6 +56,11 @@ impl Syncs {
         self.lock().requested
     }
 
+    /// Why a sync failed, if one has: from then on nothing can be written until a restart.
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
     /// Runs `then` once sync `sync` is done, on the syncer thread, or now if it already is.
     pub fn after_durable(&self, sync: u64, then: Completion) {
         let mut state = self.lock();
@@ -362,6 +367,7 @@ mod tests {
         assert!(err.to_string().contains("the disk went away"));
         assert!(file.sync_data().is_err());
         assert_eq!(syncs.wait_durable().unwrap_err(), "the disk went away");
+        assert_eq!(syncs.failure().as_deref(), Some("the disk went away"));
         let (tx, rx) = mpsc::channel();
         syncs.after_durable(
             1,

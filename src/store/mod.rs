@@ -260,6 +260,12 @@ impl Store {
     pub fn writer_alive(&self) -> bool {
         self.inner.jobs.as_ref().is_some_and(|j| !j.is_closed())
     }
+
+    /// Why the data file failed to sync, if it has: every write fails from then on, until the
+    /// server is restarted and redb recovers the file.
+    pub fn sync_failure(&self) -> Option<String> {
+        self.inner.syncs.failure()
+    }
 }
 
 /// Wraps `f` as a writer job whose reply arrives on the returned channel once the batch it ran
