@@ -736,7 +736,10 @@ async fn an_applied_rescore_over_many_chunks_writes_every_change_while_other_wri
         StatusCode::OK,
     )
     .await;
-    assert_eq!(again["score_changed"], 0, "every change was written: {again}");
+    assert_eq!(
+        again["score_changed"], 0,
+        "every change was written: {again}"
+    );
 }
 
 #[tokio::test]
