@@ -40,6 +40,15 @@ async fn record(app: &TestApp, lead: &str, kind: &str, props: Value) {
     );
 }
 
+/// Rewrites one rule of the shipped scoring script on disk and reloads the plugins.
+async fn edit_shipped_rule(app: &TestApp, from: &str, to: &str) {
+    let edited = SHIPPED.replace(from, to);
+    assert_ne!(edited, SHIPPED, "the shipped script has no `{from}`");
+    std::fs::write(app.dir.path().join("plugins/scoring.rhai"), edited).unwrap();
+    app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
+        .await;
+}
+
 async fn score_of(app: &TestApp, lead: &str) -> Value {
     expect_json(
         app.get(&format!("/v1/leads/{lead}/score"), &app.admin)
@@ -622,14 +631,12 @@ async fn rescore_reports_first_then_applies_an_edited_rule() {
         record(&app, id, "demo_request", json!({})).await;
     }
     // Now 50 (MQL) for three leads; raise the demo rule to 45 points: 65, SQL.
-    let edited = SHIPPED.replace(
+    edit_shipped_rule(
+        &app,
         r#"rule: "requested a demo or trial", points: 30"#,
         r#"rule: "requested a demo or trial", points: 45"#,
-    );
-    assert_ne!(edited, SHIPPED);
-    std::fs::write(app.dir.path().join("plugins/scoring.rhai"), edited).unwrap();
-    app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
-        .await;
+    )
+    .await;
 
     let dry = expect_json(
         app.post("/v1/admin/rescore?dry_run=true", &app.admin, &json!({}))
@@ -693,14 +700,12 @@ async fn an_applied_rescore_over_many_chunks_writes_every_change_while_other_wri
             .await;
         assert_eq!(res.status(), StatusCode::OK);
     }
-    let edited = SHIPPED.replace(
+    edit_shipped_rule(
+        &app,
         r#"rule: "title is a decision maker", points: 20"#,
         r#"rule: "title is a decision maker", points: 25"#,
-    );
-    assert_ne!(edited, SHIPPED);
-    std::fs::write(app.dir.path().join("plugins/scoring.rhai"), edited).unwrap();
-    app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
-        .await;
+    )
+    .await;
 
     let no_body = json!({});
     let rescore = app.post("/v1/admin/rescore", &app.admin, &no_body);
