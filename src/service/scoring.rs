@@ -247,8 +247,7 @@ pub struct RescoreReport {
     pub seconds: f64,
 }
 
-/// Leads scored per writer job while rescoring: small enough that other writes never wait
-/// long behind one.
+/// Leads a rescore reads and scores at a time.
 const RESCORE_CHUNK: usize = 256;
 
 /// How long one rescore job may hold the writer while other writes wait.
@@ -264,6 +263,41 @@ const WRITES_IN_FLIGHT: usize = 2;
 /// taking chunks, so a slow writer bounds the memory a rescore holds.
 const RESCORE_PENDING_MAX: usize = 16 * RESCORE_CHUNK;
 const EXAMPLES: usize = 20;
+
+impl RescoreReport {
+    /// Counts what rescoring `lead` to `card` changes (score, stage, an example); returns
+    /// whether its score or stage changes.
+    fn count(&mut self, lead: &Lead, card: &ScoreCard, thresholds: Thresholds) -> bool {
+        let score = card.score();
+        let stage = stage_after(
+            lead.stage,
+            lead.score.total,
+            score.total,
+            thresholds,
+            Trigger::Rescore,
+        );
+        if score == lead.score && stage == lead.stage {
+            return false;
+        }
+        if score.total != lead.score.total {
+            self.score_changed += 1;
+        }
+        if stage != lead.stage {
+            self.stage_changed += 1;
+        }
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(RescoreExample {
+                lead_id: lead.id,
+                name: lead.name.clone(),
+                score_before: lead.score.total,
+                score_after: score.total,
+                stage_before: lead.stage,
+                stage_after: stage,
+            });
+        }
+        true
+    }
+}
 
 impl Service {
     pub fn plugins(&self) -> &Plugins {
@@ -398,34 +432,9 @@ impl Service {
                         pending_leads += scored.len() as u64;
                     }
                     for (lead, card, details_differ) in scored {
-                        let score = card.score();
-                        let stage = stage_after(
-                            lead.stage,
-                            lead.score.total,
-                            score.total,
-                            loaded.thresholds,
-                            Trigger::Rescore,
-                        );
-                        if score != lead.score || stage != lead.stage {
-                            if score.total != lead.score.total {
-                                report.score_changed += 1;
-                            }
-                            if stage != lead.stage {
-                                report.stage_changed += 1;
-                            }
-                            if report.examples.len() < EXAMPLES {
-                                report.examples.push(RescoreExample {
-                                    lead_id: lead.id,
-                                    name: lead.name.clone(),
-                                    score_before: lead.score.total,
-                                    score_after: score.total,
-                                    stage_before: lead.stage,
-                                    stage_after: stage,
-                                });
-                            }
-                        }
+                        let changed = report.count(&lead, &card, loaded.thresholds);
                         // Reasons and review dates may change without the number: write those too.
-                        if !dry_run && (details_differ || score != lead.score || stage != lead.stage) {
+                        if !dry_run && (changed || details_differ) {
                             pending.push((lead.id, lead.version, card));
                         }
                     }

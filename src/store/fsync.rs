@@ -109,6 +109,17 @@ impl Syncs {
     }
 }
 
+impl std::fmt::Debug for Syncs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Syncs")
+            .field("requested", &state.requested)
+            .field("done", &state.done)
+            .field("failed", &state.failed)
+            .finish()
+    }
+}
+
 /// The syncer: takes every sync asked for since the last one, makes them durable with one
 /// `fdatasync`, then runs what was waiting for them.
 fn run_syncer(file: Arc<FileBackend>, syncs: Arc<Syncs>) {
@@ -164,20 +175,20 @@ pub struct SyncBehindFile {
     syncs: Arc<Syncs>,
 }
 
-impl std::fmt::Debug for Syncs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.lock();
-        f.debug_struct("Syncs")
-            .field("requested", &state.requested)
-            .field("done", &state.done)
-            .field("failed", &state.failed)
-            .finish()
-    }
-}
-
 impl SyncBehindFile {
+    /// Opens (or creates) the file at `path` and starts its syncer thread.
+    pub fn open(path: &std::path::Path) -> io::Result<(SyncBehindFile, Arc<Syncs>)> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        SyncBehindFile::new(file)
+    }
+
     /// Wraps `file` and starts its syncer thread.
-    pub fn new(file: File) -> io::Result<(SyncBehindFile, Arc<Syncs>)> {
+    fn new(file: File) -> io::Result<(SyncBehindFile, Arc<Syncs>)> {
         let file = Arc::new(FileBackend::new(file).map_err(io::Error::other)?);
         let syncs = Arc::new(Syncs {
             state: Mutex::new(SyncState::default()),
@@ -273,13 +284,7 @@ pub fn create_database(
     path: &std::path::Path,
     cache_bytes: usize,
 ) -> Result<(redb::Database, Arc<Syncs>), redb::DatabaseError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    let (backend, syncs) = SyncBehindFile::new(file)?;
+    let (backend, syncs) = SyncBehindFile::open(path)?;
     let db = redb::Builder::new()
         .set_cache_size(cache_bytes)
         .create_with_backend(backend)?;
@@ -294,14 +299,7 @@ mod tests {
 
     fn backend() -> (tempfile::TempDir, SyncBehindFile, Arc<Syncs>) {
         let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.path().join("f"))
-            .unwrap();
-        let (backend, syncs) = SyncBehindFile::new(file).unwrap();
+        let (backend, syncs) = SyncBehindFile::open(&dir.path().join("f")).unwrap();
         (dir, backend, syncs)
     }
 
