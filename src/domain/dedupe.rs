@@ -126,6 +126,17 @@ pub fn duplicate_keys(lead: &Lead) -> Vec<String> {
     keys
 }
 
+/// Whether `a` and `b` have the same likely-duplicate keys because every field the keys are
+/// made of is the same: a write that changes none of them (a new score, a new owner) need not
+/// build the keys twice to find nothing to move.
+pub fn same_duplicate_keys(a: &Lead, b: &Lead) -> bool {
+    a.name == b.name
+        && a.company == b.company
+        && a.email == b.email
+        && a.flags.personal_email == b.flags.personal_email
+        && a.flags.invalid_email == b.flags.invalid_email
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +203,28 @@ mod tests {
         let mut nameless = lead("x", Some("Acme"), None);
         nameless.name = None;
         assert!(duplicate_keys(&nameless).is_empty());
+    }
+
+    #[test]
+    fn keys_are_the_same_when_their_fields_are() {
+        let a = lead("Wang Xiaoming", Some("Acme"), Some("wang@acme.cn"));
+        let mut b = a.clone();
+        b.score.total = 80;
+        b.owner_id = Some(Uuid::from_u128(7));
+        assert!(same_duplicate_keys(&a, &b));
+        assert_eq!(duplicate_keys(&a), duplicate_keys(&b));
+        let changes: [fn(&mut Lead); 5] = [
+            |l| l.name = Some("Li Lei".into()),
+            |l| l.company = Some("Initech".into()),
+            |l| l.email = Some("wang@initech.cn".into()),
+            |l| l.flags.personal_email = true,
+            |l| l.flags.invalid_email = true,
+        ];
+        for change in changes {
+            let mut c = a.clone();
+            change(&mut c);
+            assert!(!same_duplicate_keys(&a, &c));
+            assert_ne!(duplicate_keys(&a), duplicate_keys(&c));
+        }
     }
 }

@@ -53,21 +53,38 @@ fn from_ordered_i64(b: [u8; 8]) -> i64 {
 
 /// `field | len(value) | value | sort`: the prefix every row of one (field, value, sort) shares.
 pub fn prefix(field: Field, value: &[u8], sort: SortKey) -> Vec<u8> {
-    let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
     let mut k = Vec::with_capacity(4 + value.len() + 24);
+    push_prefix(&mut k, field, value, sort);
+    k
+}
+
+fn push_prefix(k: &mut Vec<u8>, field: Field, value: &[u8], sort: SortKey) {
+    let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
     k.push(field as u8);
     k.extend_from_slice(&len.to_be_bytes());
     k.extend_from_slice(&value[..usize::from(len)]);
     k.push(sort as u8);
-    k
 }
 
 /// A full key: prefix, then the position `(sort value, id)`.
 pub fn key(prefix: &[u8], sort_value: i64, id: u128) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 24);
     k.extend_from_slice(prefix);
+    push_position(&mut k, sort_value, id);
+    k
+}
+
+fn push_position(k: &mut Vec<u8>, sort_value: i64, id: u128) {
     k.extend_from_slice(&ordered_i64(sort_value));
     k.extend_from_slice(&id.to_be_bytes());
+}
+
+/// `key(&prefix(field, value, sort), sort_value, id)` in one allocation: a lead's rows are
+/// built on every write of it.
+fn row(field: Field, value: &[u8], sort: SortKey, sort_value: i64, id: u128) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + value.len() + 24);
+    push_prefix(&mut k, field, value, sort);
+    push_position(&mut k, sort_value, id);
     k
 }
 
@@ -95,16 +112,16 @@ pub fn rows(lead: &Lead) -> Vec<Vec<u8>> {
     let owner = uuid_value(lead.owner_id);
     for sort in all_sorts {
         let v = sort.value_of(lead);
-        out.push(key(&prefix(Field::All, &[], sort), v, id));
-        out.push(key(&prefix(Field::Stage, &stage, sort), v, id));
-        out.push(key(&prefix(Field::Owner, &owner, sort), v, id));
+        out.push(row(Field::All, &[], sort, v, id));
+        out.push(row(Field::Stage, &stage, sort, v, id));
+        out.push(row(Field::Owner, &owner, sort, v, id));
         if lead.owner_id.is_none() && lead.pool_id.is_some() {
-            out.push(key(&prefix(Field::Pooled, &[], sort), v, id));
+            out.push(row(Field::Pooled, &[], sort, v, id));
         }
     }
     let created = lead.created_at;
     let mut created_row = |field: Field, value: &[u8]| {
-        out.push(key(&prefix(field, value, SortKey::Created), created, id));
+        out.push(row(field, value, SortKey::Created, created, id));
     };
     created_row(Field::Status, &[lead.status as u8]);
     if let Some(pool) = lead.pool_id {
@@ -164,6 +181,19 @@ mod tests {
             assert!(ordered_i64(w[0]) < ordered_i64(w[1]));
             assert_eq!(from_ordered_i64(ordered_i64(w[0])), w[0]);
         }
+    }
+
+    #[test]
+    fn a_row_is_its_prefix_then_its_position() {
+        let value = Uuid::from_u128(9);
+        assert_eq!(
+            row(Field::Owner, value.as_bytes(), SortKey::Score, 42, 7),
+            key(
+                &prefix(Field::Owner, value.as_bytes(), SortKey::Score),
+                42,
+                7
+            )
+        );
     }
 
     #[test]

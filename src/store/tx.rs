@@ -333,15 +333,17 @@ impl<'t> Tx<'t> {
                 self.lead_by_phone.insert(p, id)?;
             }
         }
-        let old_keys = old
-            .map(crate::domain::dedupe::duplicate_keys)
-            .unwrap_or_default();
-        let new_keys = crate::domain::dedupe::duplicate_keys(new);
-        for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
-            self.duplicate_keys.remove((k.as_str(), id))?;
-        }
-        for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
-            self.duplicate_keys.insert((k.as_str(), id), ())?;
+        if !old.is_some_and(|o| crate::domain::dedupe::same_duplicate_keys(o, new)) {
+            let old_keys = old
+                .map(crate::domain::dedupe::duplicate_keys)
+                .unwrap_or_default();
+            let new_keys = crate::domain::dedupe::duplicate_keys(new);
+            for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+                self.duplicate_keys.remove((k.as_str(), id))?;
+            }
+            for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+                self.duplicate_keys.insert((k.as_str(), id), ())?;
+            }
         }
         Ok(())
     }
