@@ -24,6 +24,16 @@ async fn shipped_app() -> TestApp {
     spawn_app_with(with_plugin("scoring.rhai", SHIPPED)).await
 }
 
+/// The shipped rules with the file watcher off: a rule the test edits applies when the test
+/// reloads it ([`edit_shipped_rule`]), not whenever the watcher notices the file.
+async fn shipped_app_without_watcher() -> TestApp {
+    spawn_app_with(|c| {
+        c.plugins.watch = false;
+        with_plugin("scoring.rhai", SHIPPED)(c)
+    })
+    .await
+}
+
 async fn record(app: &TestApp, lead: &str, kind: &str, props: Value) {
     let res = app
         .post(
@@ -609,11 +619,7 @@ async fn dry_run_shows_what_a_hook_answers_without_storing() {
 
 #[tokio::test]
 async fn rescore_reports_first_then_applies_an_edited_rule() {
-    let app = spawn_app_with(|c| {
-        c.plugins.watch = false;
-        with_plugin("scoring.rhai", SHIPPED)(c)
-    })
-    .await;
+    let app = shipped_app_without_watcher().await;
     let mut ids = Vec::new();
     for i in 0..5 {
         let l = app
@@ -685,11 +691,7 @@ async fn rescore_reports_first_then_applies_an_edited_rule() {
 
 #[tokio::test]
 async fn an_applied_rescore_over_many_chunks_writes_every_change_while_other_writes_land() {
-    let app = spawn_app_with(|c| {
-        c.plugins.watch = false;
-        with_plugin("scoring.rhai", SHIPPED)(c)
-    })
-    .await;
+    let app = shipped_app_without_watcher().await;
     // More leads than several rescore chunks and writes: 1,500 decision makers.
     for batch in 0..3 {
         let leads: Vec<Value> = (0..500)
