@@ -102,7 +102,8 @@ pub fn normalize_company(company: &str) -> Option<String> {
 }
 
 /// The likely-duplicate keys of a lead. Personal mail domains say nothing about a company, so
-/// the domain key is only made for company addresses.
+/// the domain key is only made for company addresses. A field read here must also be compared
+/// in [`same_duplicate_keys`], or a write that changes only it keeps the old keys.
 pub fn duplicate_keys(lead: &Lead) -> Vec<String> {
     let mut keys = Vec::new();
     let Some(name) = lead.name.as_deref().and_then(normalize_name) else {
