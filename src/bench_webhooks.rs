@@ -87,6 +87,7 @@ pub async fn bench_webhooks(opts: WebhookBench) -> anyhow::Result<ExitCode> {
                     secret: None,
                     active: true,
                 },
+                None,
             )
             .await
             .map_err(|e| anyhow!("creating a webhook: {e}"))?;

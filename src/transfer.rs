@@ -669,7 +669,14 @@ impl Builder {
                 do_not_contact: Some(dnc),
             });
         }
-        (self.note, self.problems.finish(input))
+        let mut problems = self.problems;
+        if let Some(note) = &self.note
+            && note.chars().count() > crate::domain::activity::MAX_TEXT
+        {
+            let max = crate::domain::activity::MAX_TEXT;
+            problems.push("note", format!("must be at most {max} characters"));
+        }
+        (self.note, problems.finish(input))
     }
 }
 
@@ -758,8 +765,8 @@ impl<R: Read> Read for Prepared<R> {
     }
 }
 
-/// NDJSON lines longer than this are row errors (the rest of the line is skipped unread into
-/// memory), so one runaway line cannot exhaust memory.
+/// NDJSON lines and CSV records longer than this are row errors (the rest of an NDJSON line
+/// is skipped unread into memory), so one runaway row cannot exhaust memory or the store.
 const MAX_LINE_BYTES: usize = 1 << 20;
 /// How many distinct NDJSON keys `columns()` remembers.
 const MAX_SEEN_COLUMNS: usize = 4096;
@@ -932,6 +939,14 @@ impl<R: Read> CsvSource<R> {
                 .filter(|&&b| b == b'\n')
                 .count() as u64;
             let line = after.saturating_sub(1 + inside).max(1);
+            if self.record.as_slice().len() > MAX_LINE_BYTES {
+                // Kept whole, it would be stored twice (note and raw row) and echoed back.
+                return Some(Ok(row_error(
+                    line,
+                    Map::new(),
+                    format!("is longer than {} MiB", MAX_LINE_BYTES >> 20),
+                )));
+            }
 
             let mut utf8 = true;
             let mut cells: Vec<String> = self
@@ -1561,6 +1576,22 @@ mod tests {
         assert_eq!(err_fields(&rows[0]), vec!["row"]);
         assert_eq!(rows[1].line, 2);
         assert_eq!(ok(&rows[1]).name.as_deref(), Some("B"));
+    }
+
+    #[test]
+    fn csv_overlong_record_and_overlong_note_are_row_errors() {
+        let text = format!(
+            "name,notes\nA,\"{}\"\nB,\"{}\"\nC,ok\n",
+            "x".repeat(MAX_LINE_BYTES),
+            "y".repeat(crate::domain::activity::MAX_TEXT + 1)
+        );
+        let rows = read(Format::Csv, &text, &[]);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(err_fields(&rows[0]), vec!["row"]);
+        assert!(rows[0].raw.is_empty(), "an overlong row is not kept");
+        assert_eq!(err_fields(&rows[1]), vec!["note"]);
+        assert_eq!(rows[2].line, 4);
+        assert_eq!(rows[2].note.as_deref(), Some("ok"));
     }
 
     #[test]

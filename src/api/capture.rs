@@ -196,6 +196,13 @@ fn same_host(origin: &str, headers: &HeaderMap) -> bool {
 
 /// The origin CORS may echo for `form`, or an error when a browser posts from elsewhere.
 fn check_origin(form: &Form, headers: &HeaderMap) -> ApiResult<Option<String>> {
+    // Sandboxed frames and file or data pages send `null`: any site can make one, so it
+    // cannot be on the list.
+    if headers.get(header::ORIGIN).is_some_and(|o| o == "null") {
+        return Err(ApiError::Forbidden(
+            "a page without an origin (Origin: null) may not post this form".into(),
+        ));
+    }
     let Some(origin) = origin(headers) else {
         return Ok(None);
     };

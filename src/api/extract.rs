@@ -52,8 +52,14 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// the field.
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(raw);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
+    match serde_path_to_error::deserialize::<_, T>(&mut *de) {
+        // Anything after the value (a second document, stray text) makes the body malformed.
+        Ok(v) => match de.end() {
+            Ok(()) => Ok(v),
+            Err(e) => Err(ApiError::Malformed(format!(
+                "the body is not valid JSON: {e}"
+            ))),
+        },
         Err(e) => {
             let inner = e.inner();
             use serde_json::error::Category;
@@ -165,6 +171,22 @@ impl Params {
             }
         });
         found.filter(|v| !v.is_empty())
+    }
+
+    /// Every non-empty value of a repeatable parameter, in the order given.
+    pub fn take_all(&mut self, name: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        self.pairs.retain(|(k, v)| {
+            if k == name {
+                if !v.is_empty() {
+                    found.push(v.clone());
+                }
+                false
+            } else {
+                true
+            }
+        });
+        found
     }
 
     pub fn parse<T>(
@@ -398,12 +420,44 @@ mod tests {
             "b.d"
         );
         assert_eq!(field_of(parse_json(br#"{}"#)), "a");
+        let whole = br#"{"a":1,"b":{"c":"x"}}"#;
+        assert!(parse_json::<T>(whole).is_ok());
+        assert!(parse_json::<T>(&[&whole[..], b" \n"].concat()).is_ok());
+        for tail in [&b" this is not json"[..], br#"{"a":2,"b":{"c":"y"}}"#, b"]"] {
+            assert!(
+                matches!(
+                    parse_json::<T>(&[&whole[..], tail].concat()),
+                    Err(ApiError::Malformed(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(tail)
+            );
+        }
         match parse_json::<T>(br#"{"a":1,"id":"x"}"#) {
             Err(ApiError::Validation { errors, .. }) => {
                 assert_eq!(errors[0].message, "is read-only")
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_repeated_parameter_keeps_every_value_in_order() {
+        let pairs = [
+            ("map", "a=email"),
+            ("x", "1"),
+            ("map", ""),
+            ("map", "b=ignore"),
+        ];
+        let mut q = Params::from_pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        assert_eq!(q.take_all("map"), ["a=email", "b=ignore"]);
+        assert_eq!(q.take_all("map"), Vec::<String>::new());
+        assert_eq!(q.take("x").as_deref(), Some("1"));
     }
 
     #[test]

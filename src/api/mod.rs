@@ -39,6 +39,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
+use uuid::Uuid;
 
 /// What every handler gets. Cheap to clone.
 #[derive(Clone)]
@@ -192,6 +193,28 @@ async fn problem_for_bare_errors(res: Response, max_body_bytes: u64) -> Response
     // keep the status the layer chose (e.g. 408)
     *out.status_mut() = status;
     out
+}
+
+/// What a retry of a `201 Created` answer gets under `Idempotency-Key`: the same body,
+/// `Location` and `ETag`. `answer` gives the body, version, location and the leads it names
+/// (so erasing one of them forgets the stored answer too).
+pub(crate) fn created_once<T: 'static>(
+    answer: impl FnOnce(&T) -> (Vec<u8>, u64, String, Vec<Uuid>) + Send + 'static,
+) -> crate::service::Render<T> {
+    Box::new(move |outcome, now| {
+        let (body, version, location, leads) = answer(outcome);
+        (
+            IdempotentResponse {
+                fingerprint: Vec::new(),
+                status: StatusCode::CREATED.as_u16(),
+                location: Some(location),
+                etag: Some(extract::etag(version)),
+                body,
+                created_at: now,
+            },
+            leads,
+        )
+    })
 }
 
 /// Rebuilds the stored first response to an idempotent create.

@@ -5,16 +5,17 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, JsonBody, Params, parse_uuid, path_id};
+use super::extract::{Auth, JsonBody, Params, idempotency, parse_uuid, path_id};
 use super::leads::json_with;
+use super::{created_once, replay};
 use crate::domain::mail::{MailStatus, OutMail};
 use crate::domain::sequence::{Enrollment, EnrollmentStatus, ExitCondition, Step};
 use crate::domain::time::{opt_rfc3339, to_rfc3339};
 use crate::script::nurture::SequenceRt;
-use crate::service::{EnrollmentChange, Tracked};
+use crate::service::{EnrollmentChange, Tracked, Written};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -230,19 +231,33 @@ async fn create_enrollment(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
     body: JsonBody<EnrollInput>,
 ) -> ApiResult<Response> {
     let id = path_id(&id, "lead")?;
-    let e = state
+    let location = format!("/v1/leads/{id}/enrollments");
+    let idem = idempotency(&headers, &method, &location, &body.raw)?.map(|i| {
+        let answer = created_once(|e: &Enrollment| {
+            let body = serde_json::to_vec(&EnrollmentView::from(e)).unwrap_or_default();
+            let location = format!("/v1/leads/{}/enrollments", e.lead_id);
+            (body, e.version, location, vec![e.lead_id])
+        });
+        (i, answer)
+    });
+    match state
         .service
-        .enroll_lead(&p, id, body.value.sequence.trim().to_owned())
-        .await?;
-    Ok(json_with(
-        StatusCode::CREATED,
-        &EnrollmentView::from(&e),
-        Some(e.version),
-        None,
-    ))
+        .enroll_lead(&p, id, body.value.sequence.trim().to_owned(), idem)
+        .await?
+    {
+        Written::Fresh(e) => Ok(json_with(
+            StatusCode::CREATED,
+            &EnrollmentView::from(&e),
+            Some(e.version),
+            Some(location),
+        )),
+        Written::Replayed(r) => Ok(replay(r)),
+    }
 }
 
 async fn change(

@@ -29,6 +29,8 @@ pub struct ChangeView {
     pub id: Uuid,
     pub op: Op,
     pub at: String,
+    /// The lead the changed record belongs to (the lead itself for a lead), if any.
+    pub lead_id: Option<Uuid>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -68,6 +70,7 @@ async fn changes(
                 id: e.id,
                 op: e.op,
                 at: to_rfc3339(e.at),
+                lead_id: e.lead_id,
             })
             .collect(),
         next: page.next,

@@ -69,10 +69,7 @@ async fn import_leads(
     request: Request,
 ) -> ApiResult<Response> {
     let dry_run = q.flag("dry_run")?;
-    let mut pairs = Vec::new();
-    while let Some(m) = q.take("map") {
-        pairs.push(m);
-    }
+    let pairs = q.take_all("map");
     let mapping = Mapping::from_pairs(&pairs).map_err(|m| ApiError::field("map", m))?;
     let from_query = q.parse("format", |s| {
         Format::parse(s).ok_or_else(|| "must be csv or ndjson".to_owned())

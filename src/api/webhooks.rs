@@ -3,13 +3,15 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, IfMatch, JsonBody, Params, parse_uuid, path_id};
+use super::extract::{Auth, IfMatch, JsonBody, Params, idempotency, parse_uuid, path_id};
 use super::leads::json_with;
+use super::{created_once, replay};
 use crate::domain::time::{opt_rfc3339, to_rfc3339};
 use crate::domain::webhook::{Delivery, DeliveryStatus, Webhook, WebhookInput, WebhookPatch};
+use crate::service::Written;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -154,11 +156,28 @@ async fn list_webhooks(
 async fn create_webhook(
     State(state): State<AppState>,
     Auth(p): Auth,
+    method: Method,
+    headers: HeaderMap,
     body: JsonBody<WebhookInput>,
 ) -> ApiResult<Response> {
+    let idem = idempotency(&headers, &method, "/v1/webhooks", &body.raw)?;
     let input = body.value.validate().map_err(ApiError::validation)?;
-    let w = state.service.create_webhook(&p, input).await?;
-    Ok(webhook_response(StatusCode::CREATED, &w, true))
+    let idem = idem.map(|i| {
+        let answer = created_once(|w: &Webhook| {
+            let body = serde_json::to_vec(&WebhookView::of(w, true)).unwrap_or_default();
+            (
+                body,
+                w.version,
+                format!("/v1/webhooks/{}", w.id),
+                Vec::new(),
+            )
+        });
+        (i, answer)
+    });
+    match state.service.create_webhook(&p, input, idem).await? {
+        Written::Fresh(w) => Ok(webhook_response(StatusCode::CREATED, &w, true)),
+        Written::Replayed(r) => Ok(replay(r)),
+    }
 }
 
 /// One webhook subscription (its secret is not shown).

@@ -4,18 +4,19 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, JsonBody, Params, parse_uuid, path_id};
+use super::extract::{Auth, JsonBody, Params, idempotency, parse_uuid, path_id};
 use super::leads::{LeadPage, json_with};
+use super::{created_once, replay};
 use crate::domain::lead::LeadView;
 use crate::domain::sla::{SlaPolicy, SlaStep};
 use crate::domain::time::{opt_rfc3339, parse_rfc3339, to_rfc3339};
 use crate::domain::work::{Notification, Pool, PoolInput, Timer};
-use crate::service::{ListParams, Target};
+use crate::service::{ListParams, Target, Written};
 use crate::store::lead_index::SortKey;
 use crate::store::query::LeadFilter;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -80,15 +81,31 @@ async fn list_pools(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<
 async fn create_pool(
     State(state): State<AppState>,
     Auth(p): Auth,
+    method: Method,
+    headers: HeaderMap,
     body: JsonBody<PoolInput>,
 ) -> ApiResult<Response> {
-    let pool = state.service.create_pool(&p, body.value).await?;
-    Ok(json_with(
-        StatusCode::CREATED,
-        &PoolView::from(&pool),
-        Some(pool.version),
-        Some(format!("/v1/pools/{}", pool.id)),
-    ))
+    let idem = idempotency(&headers, &method, "/v1/pools", &body.raw)?.map(|i| {
+        let answer = created_once(|pool: &Pool| {
+            let body = serde_json::to_vec(&PoolView::from(pool)).unwrap_or_default();
+            (
+                body,
+                pool.version,
+                format!("/v1/pools/{}", pool.id),
+                Vec::new(),
+            )
+        });
+        (i, answer)
+    });
+    match state.service.create_pool(&p, body.value, idem).await? {
+        Written::Fresh(pool) => Ok(json_with(
+            StatusCode::CREATED,
+            &PoolView::from(&pool),
+            Some(pool.version),
+            Some(format!("/v1/pools/{}", pool.id)),
+        )),
+        Written::Replayed(r) => Ok(replay(r)),
+    }
 }
 
 /// The leads waiting in a pool, newest first.

@@ -12,7 +12,8 @@ use uuid::Uuid;
 /// Activity kinds that count as the owner touching the lead (first touch and follow-ups).
 pub const TOUCH_KINDS: &[&str] = &["call", "email_sent", "meeting"];
 
-const MAX_TEXT: usize = 20_000;
+/// The longest text an activity (or an imported row's note) may carry, in characters.
+pub const MAX_TEXT: usize = 20_000;
 const MAX_PROPERTIES_BYTES: usize = 16 * 1024;
 
 /// An activity as stored. Field order is part of the stored format.

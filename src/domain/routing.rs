@@ -52,9 +52,10 @@ pub struct Rep {
 }
 
 impl Rep {
-    /// Reps and managers can hold leads; the admin account is not a seller.
+    /// Routing hands leads to reps only (DESIGN: "round-robin among active reps"); managers
+    /// hold leads given to them by hand, and the admin account is not a seller.
     pub fn from_user(u: &User, load: u64) -> Option<Rep> {
-        (u.role != Role::Admin).then(|| Rep {
+        (u.role == Role::Rep).then(|| Rep {
             id: u.id,
             team: u.team.clone(),
             territories: u.territories.clone(),

@@ -160,6 +160,15 @@ impl Principal {
         self.can_see(lead.owner_id, lead.pool_id)
     }
 
+    /// Whether this caller may edit, merge or erase a lead it can see. A rep sees the pools'
+    /// leads to claim them, but changes only the leads it owns.
+    pub fn can_change_lead(&self, lead: &Lead) -> bool {
+        match self.user.role {
+            Role::Admin | Role::Manager => self.can_see_lead(lead),
+            Role::Rep => lead.owner_id == Some(self.user.id),
+        }
+    }
+
     /// Whether this caller may see another user's record.
     pub fn can_see_user(&self, other: &User) -> bool {
         match self.user.role {

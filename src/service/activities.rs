@@ -44,6 +44,8 @@ impl Service {
         let plugins = self.plugins.clone();
         self.write_idempotent(p.id(), idem, move |tx| {
             let p = &principal;
+            // A lead made here is routed below; its create row waits to show where it went.
+            tx.hold_changes();
             let (mut lead, lead_created) = match &new.lead {
                 LeadRef::Id(id) => match tx.lead(*id)? {
                     Some(l) if p.can_see_lead(&l) => (l, false),
@@ -101,6 +103,7 @@ impl Service {
                 tx.put_lead(Some(&before), &lead)?;
                 tx.change(Entity::Lead, lead.id, Op::Update, Some(&lead))?;
             }
+            tx.release_changes(Some(&lead))?;
             Ok(Ok(ActivityCreated {
                 activity,
                 lead_created,

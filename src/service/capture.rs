@@ -106,8 +106,25 @@ pub fn derive_channel(rules: &NormalizeRules, new: &mut NewLead, cap: &Capture) 
 }
 
 /// Creates or merges the lead, then records the capture activity on it and stitches its
-/// visitor. Runs in the writer.
+/// visitor. Runs in the writer. Its changelog rows show the lead where it ends up: a new
+/// lead's create is seen by the rep or pool that routing gives it.
 pub(crate) fn apply_capture(
+    tx: &mut Tx<'_>,
+    plugins: &Plugins,
+    p: &Principal,
+    new: NewLead,
+    cap: Capture,
+) -> Result<ServiceResult<CreateOutcome>, StoreError> {
+    tx.hold_changes();
+    let outcome = capture(tx, plugins, p, new, cap);
+    match &outcome {
+        Ok(Ok(o)) => tx.release_changes(Some(&o.lead))?,
+        _ => tx.release_changes(None)?,
+    }
+    outcome
+}
+
+fn capture(
     tx: &mut Tx<'_>,
     plugins: &Plugins,
     p: &Principal,
@@ -465,10 +482,8 @@ impl Service {
                 if !p.can_see_lead(&lead) || !p.can_see_lead(&gone) {
                     return Ok(Err(ServiceError::NotFound("lead")));
                 }
-                if p.role() == crate::domain::user::Role::Rep && gone.owner_id != lead.owner_id {
-                    return Ok(Err(ServiceError::Forbidden(
-                        "reps can only merge leads they own both of".into(),
-                    )));
+                if !p.can_change_lead(&lead) || !p.can_change_lead(&gone) {
+                    return Ok(Err(super::leads::not_yours()));
                 }
                 let before = lead.clone();
                 let moved = tx.move_activities(other, survivor)?;

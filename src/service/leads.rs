@@ -64,6 +64,14 @@ pub(crate) fn check_owner_right(p: &Principal, owner: Option<Uuid>) -> ServiceRe
     }
 }
 
+/// The refusal of a change to a visible lead the caller does not own (a rep and a pooled or
+/// a teammate's lead).
+pub(crate) fn not_yours() -> ServiceError {
+    ServiceError::Forbidden(
+        "reps may change only the leads they own; claim a pooled lead first".into(),
+    )
+}
+
 /// Checks, inside the transaction, that an owner exists and is active.
 pub(crate) fn check_owner_exists(
     tx: &Tx<'_>,
@@ -80,6 +88,20 @@ pub(crate) fn check_owner_exists(
         )),
         None => Err(ServiceError::invalid("owner_id", "no such user")),
     })
+}
+
+/// Refuses to give a created lead to someone else who is at capacity. What callers create
+/// for themselves is theirs regardless, and an import may load a rep's existing book.
+fn check_given_capacity(
+    tx: &Tx<'_>,
+    p: &Principal,
+    owner: Option<Uuid>,
+    import: bool,
+) -> Result<ServiceResult<()>, StoreError> {
+    match owner {
+        Some(o) if o != p.id() && !import => super::pools::check_capacity(tx, o),
+        _ => Ok(Ok(())),
+    }
 }
 
 /// Creates `new` or merges it into the lead with the same email or phone. Runs in the writer.
@@ -102,6 +124,16 @@ pub(crate) fn apply_create(
     if let Err(e) = check_owner_exists(tx, new.owner_id)? {
         return Ok(Err(e));
     }
+    if let Some(pool) = new.pool_id
+        && tx.pool(pool)?.is_none()
+    {
+        if !quiet {
+            return Ok(Err(ServiceError::invalid("pool_id", "no such pool")));
+        }
+        // An export of another server re-imports here: its pools are not ours, so the lead
+        // is routed like any other.
+        new.pool_id = None;
+    }
     let by_email = match &new.email {
         Some(e) => tx.lead_id_by_email(e)?,
         None => None,
@@ -111,6 +143,9 @@ pub(crate) fn apply_create(
         None => None,
     };
     let Some(existing_id) = by_email.or(by_phone) else {
+        if let Err(e) = check_given_capacity(tx, p, new.owner_id, quiet)? {
+            return Ok(Err(e));
+        }
         let id = tx.new_id();
         let lead = new.into_lead(id, tx.now);
         tx.put_lead(None, &lead)?;
@@ -146,6 +181,9 @@ pub(crate) fn apply_create(
     // pooled lead only by claiming it.
     if lead.owner_id.is_some() || owner_defaulted || p.role() == Role::Rep {
         new.owner_id = None;
+    }
+    if let Err(e) = check_given_capacity(tx, p, new.owner_id, quiet)? {
+        return Ok(Err(e));
     }
     let report = lead.absorb(new);
     let changed = lead != before;
@@ -223,6 +261,9 @@ impl Service {
                 if !p.can_see_lead(&before) {
                     return Ok(Err(ServiceError::NotFound("lead")));
                 }
+                if !p.can_change_lead(&before) {
+                    return Ok(Err(not_yours()));
+                }
                 if let Err(e) = pre.check(before.version) {
                     return Ok(Err(e));
                 }
@@ -246,6 +287,11 @@ impl Service {
                         return Ok(Err(e));
                     }
                     if let Err(e) = check_owner_exists(tx, lead.owner_id)? {
+                        return Ok(Err(e));
+                    }
+                    if let Some(o) = lead.owner_id
+                        && let Err(e) = super::pools::check_capacity(tx, o)?
+                    {
                         return Ok(Err(e));
                     }
                 }
@@ -321,6 +367,9 @@ impl Service {
                 };
                 if !principal.can_see_lead(&lead) {
                     return Ok(Err(ServiceError::NotFound("lead")));
+                }
+                if !principal.can_change_lead(&lead) {
+                    return Ok(Err(not_yours()));
                 }
                 if let Err(e) = pre.check(lead.version) {
                     return Ok(Err(e));

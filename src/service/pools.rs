@@ -4,7 +4,7 @@
 
 use super::leads::{check_owner_exists, check_owner_right};
 use super::work::{default_pool, give, managers_of, notify, place, to_pool, touch, write_lead};
-use super::{Service, ServiceError, ServiceResult};
+use super::{Idempotency, Render, Service, ServiceError, ServiceResult, Written};
 use crate::domain::lead::Lead;
 use crate::domain::sla::{SlaState, SlaStep};
 use crate::domain::time::Millis;
@@ -52,34 +52,38 @@ impl Service {
     }
 
     /// Creates a pool (admins). A second pool of the same name is a conflict.
-    pub async fn create_pool(&self, p: &Principal, input: PoolInput) -> ServiceResult<Pool> {
+    pub async fn create_pool(
+        &self,
+        p: &Principal,
+        input: PoolInput,
+        idem: Option<(Idempotency, Render<Pool>)>,
+    ) -> ServiceResult<Written<Pool>> {
         if !p.is_admin() {
             return Err(ServiceError::Forbidden("only admins create pools".into()));
         }
         let (name, max_claims) = input.validate().map_err(ServiceError::Invalid)?;
-        self.store
-            .write(move |tx| {
-                if name.eq_ignore_ascii_case(crate::domain::routing::DEFAULT_POOL) {
-                    default_pool(tx)?;
-                }
-                if tx.pool_by_name(&name)?.is_some() {
-                    return Ok(Err(ServiceError::Conflict(format!(
-                        "a pool named `{name}` exists"
-                    ))));
-                }
-                let pool = Pool {
-                    id: tx.new_id(),
-                    created_at: tx.now,
-                    updated_at: tx.now,
-                    version: 1,
-                    name,
-                    max_claims_per_rep: max_claims,
-                };
-                tx.put_pool(None, &pool)?;
-                tx.change(Entity::Pool, pool.id, Op::Create, None)?;
-                Ok(Ok(pool))
-            })
-            .await?
+        self.write_idempotent(p.id(), idem, move |tx| {
+            if name.eq_ignore_ascii_case(crate::domain::routing::DEFAULT_POOL) {
+                default_pool(tx)?;
+            }
+            if tx.pool_by_name(&name)?.is_some() {
+                return Ok(Err(ServiceError::Conflict(format!(
+                    "a pool named `{name}` exists"
+                ))));
+            }
+            let pool = Pool {
+                id: tx.new_id(),
+                created_at: tx.now,
+                updated_at: tx.now,
+                version: 1,
+                name,
+                max_claims_per_rep: max_claims,
+            };
+            tx.put_pool(None, &pool)?;
+            tx.change(Entity::Pool, pool.id, Op::Create, None)?;
+            Ok(Ok(pool))
+        })
+        .await
     }
 
     /// Makes sure the default pool exists (on start), so it is listed before any lead needs it.
@@ -111,10 +115,10 @@ impl Service {
                         if let Err(e) = check_owner_exists(tx, Some(o))? {
                             return Ok(Err(e));
                         }
-                        if before.owner_id != Some(o) && at_capacity(tx, o)? {
-                            return Ok(Err(ServiceError::Conflict(
-                                "this rep holds as many open leads as their capacity allows".into(),
-                            )));
+                        if before.owner_id != Some(o)
+                            && let Err(e) = check_capacity(tx, o)?
+                        {
+                            return Ok(Err(e));
                         }
                         lead.owner_id = Some(o);
                     }
@@ -317,7 +321,18 @@ impl Service {
     }
 }
 
-fn at_capacity(tx: &Tx<'_>, user: Uuid) -> Result<bool, StoreError> {
+pub(crate) fn at_capacity(tx: &Tx<'_>, user: Uuid) -> Result<bool, StoreError> {
     let capacity = tx.user(user)?.map_or(0, |u| u.capacity);
     Ok(tx.load_of(user)? >= u64::from(capacity))
+}
+
+/// A 409 if `owner` already holds as many open leads as their capacity allows.
+pub(crate) fn check_capacity(tx: &Tx<'_>, owner: Uuid) -> Result<ServiceResult<()>, StoreError> {
+    Ok(if at_capacity(tx, owner)? {
+        Err(ServiceError::Conflict(
+            "this rep holds as many open leads as their capacity allows".into(),
+        ))
+    } else {
+        Ok(())
+    })
 }

@@ -4,7 +4,7 @@
 
 use super::nurture::{enroll, finish, set_paused, unsubscribe};
 use super::work::write_lead;
-use super::{Service, ServiceError, ServiceResult};
+use super::{Idempotency, Render, Service, ServiceError, ServiceResult, Written};
 use crate::domain::activity::Activity;
 use crate::domain::lead::Lead;
 use crate::domain::mail::{MailStatus, OutMail};
@@ -58,17 +58,17 @@ impl Service {
         p: &Principal,
         lead: Uuid,
         sequence: String,
-    ) -> ServiceResult<Enrollment> {
+        idem: Option<(Idempotency, Render<Enrollment>)>,
+    ) -> ServiceResult<Written<Enrollment>> {
         let principal = p.clone();
         let plugins = self.plugins.clone();
-        self.store
-            .write(move |tx| {
-                let Some(l) = tx.lead(lead)?.filter(|l| principal.can_see_lead(l)) else {
-                    return Ok(Err(ServiceError::NotFound("lead")));
-                };
-                enroll(tx, &plugins, &l, &sequence, principal.actor())
-            })
-            .await?
+        self.write_idempotent(p.id(), idem, move |tx| {
+            let Some(l) = tx.lead(lead)?.filter(|l| principal.can_see_lead(l)) else {
+                return Ok(Err(ServiceError::NotFound("lead")));
+            };
+            enroll(tx, &plugins, &l, &sequence, principal.actor())
+        })
+        .await
     }
 
     /// Pauses, resumes or ends (unenrolls) an enrollment of a visible lead.

@@ -2,7 +2,7 @@
 //! SSRF check of the destination, update (pause, resume, rotate the secret), delete, list
 //! deliveries, replay one. The delivery worker lives in `delivery`.
 
-use super::{Precondition, Service, ServiceError, ServiceResult};
+use super::{Idempotency, Precondition, Render, Service, ServiceError, ServiceResult, Written};
 use crate::config::WebhooksConfig;
 use crate::domain::time::Millis;
 use crate::domain::user::Principal;
@@ -145,31 +145,33 @@ impl Service {
 
     /// Creates a subscription; the returned record holds the secret (generated if none was
     /// given), which is shown to the caller this once.
-    pub async fn create_webhook(&self, p: &Principal, input: NewWebhook) -> ServiceResult<Webhook> {
+    pub async fn create_webhook(
+        &self,
+        p: &Principal,
+        input: NewWebhook,
+        idem: Option<(Idempotency, Render<Webhook>)>,
+    ) -> ServiceResult<Written<Webhook>> {
         admin_only(p)?;
         self.check_destination(&input.url).await?;
         let secret = match input.secret {
             Some(s) => s,
             None => new_secret()?,
         };
-        let w = self
-            .store
-            .write(move |tx| {
-                let w = Webhook {
-                    id: tx.new_id(),
-                    created_at: tx.now,
-                    updated_at: tx.now,
-                    version: 1,
-                    url: input.url.url.to_string(),
-                    events: input.events,
-                    secret,
-                    active: input.active,
-                };
-                tx.put_webhook(None, &w)?;
-                Ok(w)
-            })
-            .await?;
-        Ok(w)
+        self.write_idempotent(p.id(), idem, move |tx| {
+            let w = Webhook {
+                id: tx.new_id(),
+                created_at: tx.now,
+                updated_at: tx.now,
+                version: 1,
+                url: input.url.url.to_string(),
+                events: input.events,
+                secret,
+                active: input.active,
+            };
+            tx.put_webhook(None, &w)?;
+            Ok(Ok(w))
+        })
+        .await
     }
 
     pub async fn update_webhook(

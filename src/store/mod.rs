@@ -90,6 +90,18 @@ pub enum Entity {
     Mail,
 }
 
+impl Entity {
+    /// Whether the feed shows a row of this entity to those who may see its lead, by the
+    /// owner and pool the row records (tasks and notifications go to their assignee or
+    /// recipient instead).
+    pub fn visible_by_lead(self) -> bool {
+        matches!(
+            self,
+            Entity::Lead | Entity::Activity | Entity::Enrollment | Entity::Mail
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {

@@ -64,6 +64,20 @@ struct PendingLead {
     latest: Lead,
 }
 
+/// A changelog row held back by [`Tx::hold_changes`], with the seq it was given.
+struct HeldChange {
+    seq: u64,
+    entry: ChangeEntry,
+    event: Option<HeldEvent>,
+}
+
+/// A webhook event beyond the one every changelog row makes (a sequence's `webhook` step).
+pub(super) struct HeldEvent {
+    pub name: String,
+    pub entity: String,
+    pub data: serde_json::Value,
+}
+
 /// One open write transaction with every table open. Jobs in a batch share it in order, so each
 /// sees the writes of the jobs before it.
 pub struct Tx<'t> {
@@ -128,6 +142,9 @@ pub struct Tx<'t> {
     pub(super) outbox: super::tx_outbox::Outbox<'t>,
     /// Leads written by the running job and not yet in their tables (see `put_lead`).
     pending_leads: HashMap<u128, PendingLead>,
+    /// Changelog rows held back by [`Tx::hold_changes`] until the new lead they belong to is
+    /// placed, in seq order.
+    held_changes: Option<Vec<HeldChange>>,
     /// Whether other writes are queued behind this batch.
     waiting: &'t (dyn Fn() -> bool + 't),
 }
@@ -203,6 +220,7 @@ impl<'t> Tx<'t> {
             earliest_timer: None,
             outbox: super::tx_outbox::Outbox::open(txn)?,
             pending_leads: HashMap::new(),
+            held_changes: None,
         })
     }
 
@@ -765,10 +783,67 @@ impl<'t> Tx<'t> {
     /// Appends a prepared changelog row; returns its seq.
     pub fn change_entry(&mut self, entry: ChangeEntry) -> StoreResult<u64> {
         let seq = self.next_seq;
-        self.changelog.insert(seq, encode(&entry).as_slice())?;
         self.next_seq += 1;
+        if let Some(held) = self.held_changes.as_mut() {
+            held.push(HeldChange {
+                seq,
+                entry,
+                event: None,
+            });
+            return Ok(seq);
+        }
+        self.changelog.insert(seq, encode(&entry).as_slice())?;
         self.enqueue_deliveries(seq, &entry)?;
         Ok(seq)
+    }
+
+    /// Holds back the changelog rows (and their webhook deliveries) written from now on, until
+    /// [`Tx::release_changes`]. A new lead's first rows are written before routing gives it an
+    /// owner or a pool, and the feed shows a row only to those who may see its lead as the row
+    /// says; held, they carry where the lead ends up when this job commits it.
+    pub fn hold_changes(&mut self) {
+        self.held_changes.get_or_insert_with(Vec::new);
+    }
+
+    /// Writes the held changelog rows in seq order. The rows of `lead` that the feed shows by
+    /// the lead's owner and pool (the lead, its activities, enrollments and mail) take the
+    /// owner and pool `lead` has now.
+    pub fn release_changes(&mut self, lead: Option<&Lead>) -> StoreResult<()> {
+        let Some(held) = self.held_changes.take() else {
+            return Ok(());
+        };
+        for mut h in held {
+            if let Some(lead) = lead
+                && h.entry.lead_id == Some(lead.id)
+                && h.entry.entity.visible_by_lead()
+            {
+                h.entry.owner_id = lead.owner_id;
+                h.entry.pool_id = lead.pool_id;
+            }
+            self.changelog.insert(h.seq, encode(&h.entry).as_slice())?;
+            self.enqueue_deliveries(h.seq, &h.entry)?;
+            if let Some(event) = h.event {
+                self.enqueue_event(h.seq, &event.name, &event.entity, &h.entry, event.data)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds an extra webhook event of the changelog row `seq` if that row is held; gives the
+    /// event back otherwise, for the caller to enqueue now.
+    pub(super) fn hold_event(&mut self, seq: u64, event: HeldEvent) -> Option<HeldEvent> {
+        match self
+            .held_changes
+            .as_mut()
+            .and_then(|h| h.last_mut())
+            .filter(|h| h.seq == seq)
+        {
+            Some(h) => {
+                h.event = Some(event);
+                None
+            }
+            None => Some(event),
+        }
     }
 
     // ----- idempotency -----

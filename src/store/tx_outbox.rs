@@ -306,12 +306,19 @@ impl Tx<'_> {
             pool_id: lead.pool_id,
         };
         let seq = self.change_entry(entry.clone())?;
-        let event = format!("{}{name}", crate::domain::webhook::SEQUENCE_EVENT_PREFIX);
-        self.enqueue_event(seq, &event, "enrollment", &entry, data)
+        let event = super::tx::HeldEvent {
+            name: format!("{}{name}", crate::domain::webhook::SEQUENCE_EVENT_PREFIX),
+            entity: "enrollment".into(),
+            data,
+        };
+        match self.hold_event(seq, event) {
+            Some(event) => self.enqueue_event(seq, &event.name, &event.entity, &entry, event.data),
+            None => Ok(()),
+        }
     }
 
     /// Writes a delivery of `event` for each active subscription that matches it.
-    fn enqueue_event(
+    pub(super) fn enqueue_event(
         &mut self,
         seq: u64,
         event: &str,

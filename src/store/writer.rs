@@ -136,7 +136,9 @@ impl Batch<'_> {
                     // A job's leads reach their tables before the next job runs (see `put_lead`).
                     let applied = catch_unwind(AssertUnwindSafe(|| {
                         let (result, reply) = job(&mut tx);
-                        (result.and_then(|()| tx.flush_leads()), reply)
+                        // Held changelog rows never outlive their job, whatever it returned.
+                        let ended = tx.release_changes(None).and_then(|()| tx.flush_leads());
+                        (result.and(ended), reply)
                     }));
                     match applied {
                         Ok((Ok(()), reply)) => replies.push(reply),

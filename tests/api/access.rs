@@ -289,10 +289,99 @@ async fn a_rep_sees_pooled_leads_but_not_another_reps() {
     let in_default = body(app.get(&format!("/v1/pools/{default}/leads"), &rep).await).await;
     assert_eq!(item_ids(&in_default), vec![w.clone()]);
     let feed = change_ids(&app, &rep).await;
+    // The lead routing sent to the pool shows in the feed as well as the one put there.
     assert!(feed.contains(&p), "{feed:?}");
+    assert!(feed.contains(&w), "{feed:?}");
     for l in [&bobs, &given] {
         assert!(!feed.contains(&id_of(l)), "{feed:?}");
     }
+
+    // A pooled lead is there to claim, not to edit or erase.
+    let path = format!("/v1/leads/{w}");
+    let res = app
+        .patch(&path, &rep, &json!({"company": "Mine now"}))
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    assert_problem(app.delete(&path, &rep).await, StatusCode::FORBIDDEN).await;
+    let res = app
+        .post(
+            &format!("/v1/leads/{w}/merge"),
+            &rep,
+            &json!({"other_id": p}),
+        )
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let still = body(app.get(&path, &rep).await).await;
+    assert_eq!(still["version"], waiting["version"]);
+    let res = app
+        .post(&format!("/v1/leads/{w}/claim"), &rep, &json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app
+        .patch(&path, &rep, &json!({"company": "Mine now"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_routed_leads_create_is_in_the_feed_of_the_rep_it_went_to() {
+    let app = spawn_app().await;
+    let (a_id, a) = app.rep("alice", None).await;
+    let lead = app
+        .create_lead(&app.admin, json!({"email": "routed@acme.com"}))
+        .await;
+    assert_eq!(lead["owner_id"], a_id.as_str(), "routed to the only rep");
+    let id = id_of(&lead);
+    let res = app.get("/v1/changes?since=0&limit=500", &a).await;
+    let feed = body(res).await;
+    let rows: Vec<(&str, &str)> = feed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|c| c["id"] == id.as_str() || c["lead_id"] == id.as_str())
+        .map(|c| (c["entity"].as_str().unwrap(), c["op"].as_str().unwrap()))
+        .collect();
+    assert!(rows.contains(&("lead", "create")), "{rows:?}");
+    assert!(rows.contains(&("activity", "create")), "{rows:?}");
+
+    // The same through an activity that makes its lead.
+    let res = app
+        .post(
+            "/v1/activities",
+            &app.admin,
+            &json!({"email": "by-activity@acme.com", "kind": "note", "text": "hi"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let made = body(res).await;
+    let lead_id = made["lead_id"].as_str().expect("lead_id").to_owned();
+    let lead = body(app.get(&format!("/v1/leads/{lead_id}"), &a).await).await;
+    assert_eq!(lead["owner_id"], a_id.as_str());
+    assert!(change_ids(&app, &a).await.contains(&lead_id));
+}
+
+#[tokio::test]
+async fn a_lead_cannot_be_created_in_a_pool_that_does_not_exist() {
+    let app = spawn_app().await;
+    let ghost = "01900000-0000-7000-8000-000000000000";
+    let res = app
+        .post(
+            "/v1/leads",
+            &app.admin,
+            &json!({"name": "Ghost", "pool_id": ghost}),
+        )
+        .await;
+    assert_invalid(res, "pool_id").await;
+    let res = app
+        .post(
+            "/v1/leads/batch",
+            &app.admin,
+            &json!({"leads": [{"name": "Ghost", "pool_id": ghost}]}),
+        )
+        .await;
+    let batch = body(res).await;
+    assert_eq!(batch["items"][0]["status"], 422, "{batch}");
+    assert!(listed(&app, &app.admin, "").await.is_empty());
 }
 
 #[tokio::test]
@@ -605,7 +694,11 @@ async fn re_submitting_a_pooled_lead_does_not_claim_it() {
     let (_, m) = app
         .create_user(json!({"name": "boss", "role": "manager"}))
         .await;
-    let pool = "01900000-0000-7000-8000-0000000000aa";
+    let res = app
+        .post("/v1/pools", &app.admin, &json!({"name": "expo"}))
+        .await;
+    let pool = id_of(&body(res).await);
+    let pool = pool.as_str();
     let pooled = app
         .create_lead(&app.admin, json!({"email": "p@acme.com", "pool_id": pool}))
         .await;

@@ -518,6 +518,16 @@ async fn cors_is_granted_only_to_the_forms_origins() {
         .unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
     assert_problem(res, StatusCode::FORBIDDEN).await;
+    // A sandboxed frame on any site sends `Origin: null`.
+    let res = app
+        .client
+        .post(&url)
+        .header("origin", "null")
+        .json(&json!({"name": "Nul", "email": "nul@evil.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, StatusCode::FORBIDDEN).await;
 
     let pre = app
         .client

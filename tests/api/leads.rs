@@ -981,6 +981,47 @@ async fn idempotent_retry_replays_the_first_response_and_creates_nothing() {
 }
 
 #[tokio::test]
+async fn every_create_replays_its_first_answer_to_a_retry() {
+    let app = spawn_app().await;
+    for (path, body, list) in [
+        (
+            "/v1/webhooks".to_owned(),
+            json!({"url": "https://example.com/hook", "events": ["lead.*"]}),
+            "/v1/webhooks".to_owned(),
+        ),
+        (
+            "/v1/pools".to_owned(),
+            json!({"name": "trade show"}),
+            "/v1/pools".to_owned(),
+        ),
+    ] {
+        let listed = |v: Value| v["items"].as_array().expect("items").len();
+        let before = listed(expect_json(app.get(&list, &app.admin).await, StatusCode::OK).await);
+        // A key is the caller's, across paths: one each.
+        let key = format!("once {path}");
+        let first = post_with_key(&app, &path, &key, &body).await;
+        let (location, etag) = (header(&first, "location"), header(&first, "etag"));
+        let first = expect_json(first, StatusCode::CREATED).await;
+        assert!(location.is_some(), "{path}");
+        let again = post_with_key(&app, &path, &key, &body).await;
+        assert_eq!(
+            header(&again, "idempotent-replayed").as_deref(),
+            Some("true"),
+            "{path}"
+        );
+        assert_eq!(header(&again, "location"), location, "{path}");
+        assert_eq!(header(&again, "etag"), etag, "{path}");
+        assert_eq!(
+            expect_json(again, StatusCode::CREATED).await,
+            first,
+            "{path}"
+        );
+        let after = listed(expect_json(app.get(&list, &app.admin).await, StatusCode::OK).await);
+        assert_eq!(after, before + 1, "{path}: one created, not two");
+    }
+}
+
+#[tokio::test]
 async fn idempotent_retry_of_a_merge_replays_200() {
     let app = spawn_app().await;
     let existing = create_id(&app, json!({"email": "m@acme.com"})).await;
@@ -1185,7 +1226,7 @@ struct Fixture {
 
 async fn filter_fixture(app: &TestApp) -> Fixture {
     let (rep, _) = app
-        .create_user(json!({"name": "li", "role": "rep", "capacity": 0}))
+        .create_user(json!({"name": "li", "role": "rep", "capacity": 1}))
         .await;
     let pool = create_pool(app, "expo").await;
     let default_pool = default_pool_id(app).await;
@@ -2043,12 +2084,13 @@ async fn delete_leaves_nothing_of_the_lead_in_the_store() {
     use redb::{ReadableTable, ReadableTableMetadata};
 
     let mut app = spawn_app().await;
+    let pool = create_pool(&app, "erase").await;
     let res = post_with_key(
         &app,
         "/v1/leads",
         "erase-key",
         &json!({"email": "erase@acme.com", "phone": "13800000099", "tags": ["t"],
-                "source": "web", "channel": "event", "pool_id": Uuid::now_v7()}),
+                "source": "web", "channel": "event", "pool_id": pool}),
     )
     .await;
     let id = id_of(&expect_json(res, StatusCode::CREATED).await);

@@ -512,12 +512,17 @@ async fn enrollments_pause_resume_and_end_and_one_is_open_per_sequence() {
     );
 
     let path = format!("/v1/leads/{id}/enrollments");
-    let e = expect_json(
-        app.post(&path, &app.admin, &json!({"sequence": "welcome"}))
-            .await,
-        StatusCode::CREATED,
-    )
-    .await;
+    let enroll_once = || {
+        app.req(reqwest::Method::POST, &path, &app.admin)
+            .header("idempotency-key", "enroll-1")
+            .json(&json!({"sequence": "welcome"}))
+            .send()
+    };
+    let e = expect_json(enroll_once().await.unwrap(), StatusCode::CREATED).await;
+    // A retry of the same request gets the same answer, not a 409.
+    let retry = enroll_once().await.unwrap();
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(expect_json(retry, StatusCode::CREATED).await, e);
     assert_eq!(e["status"], "active");
     assert!(e["enrolled_by"].is_string(), "{e}");
     let again = app

@@ -181,6 +181,27 @@ async fn nobody_gets_a_lead_over_capacity_or_while_inactive() {
         )
         .await;
     assert_problem(res, StatusCode::CONFLICT).await;
+    // So is naming them as the owner of a new lead, or in a PATCH.
+    let res = app
+        .post(
+            "/v1/leads",
+            &app.admin,
+            &json!({"email": "c5@example.com", "owner_id": small}),
+        )
+        .await;
+    assert_problem(res, StatusCode::CONFLICT).await;
+    let res = app
+        .patch(
+            &format!("/v1/leads/{}", second["id"].as_str().unwrap()),
+            &app.admin,
+            &json!({"owner_id": small}),
+        )
+        .await;
+    assert_problem(res, StatusCode::CONFLICT).await;
+    assert_eq!(
+        get_lead(&app, second["id"].as_str().unwrap()).await["owner_id"],
+        Value::Null
+    );
 }
 
 #[tokio::test]

@@ -178,7 +178,7 @@ async fn a_dry_run_reports_and_writes_nothing() {
 #[tokio::test]
 async fn ndjson_imports_with_a_column_map_and_bad_lines_are_rejected_alone() {
     let app = spawn_app().await;
-    let body = "{\"Full\": \"Ann\", \"mail\": \"ann@acme.com\", \"tags\": [\"expo\"], \"utm\": {\"source\": \"linkedin\"}}\n\
+    let body = "{\"Full\": \"Ann\", \"mail\": \"ann@acme.com\", \"tags\": [\"expo\"], \"utm\": {\"source\": \"linkedin\"}, \"Secret\": \"s\", \"Budget\": \"100\"}\n\
                 not json\n\
                 \n\
                 {\"Full\": \"Bo\", \"mail\": \"bo@acme.com\", \"stage\": \"nope\"}\n";
@@ -186,7 +186,7 @@ async fn ndjson_imports_with_a_column_map_and_bad_lines_are_rejected_alone() {
         &app,
         &app.admin,
         body,
-        "?map=Full=name",
+        "?map=Full=name&map=Secret=ignore&map=Budget=fields.budget",
         "application/x-ndjson",
     )
     .await;
@@ -201,6 +201,8 @@ async fn ndjson_imports_with_a_column_map_and_bad_lines_are_rejected_alone() {
         &leads[0],
         json!({"name": "Ann", "tags": ["expo"], "channel": "social"}),
     );
+    // Every `map` applies, not only the last.
+    assert_eq!(leads[0]["fields"], json!({"budget": "100"}));
 
     assert_problem(
         import(&app, &app.admin, body, "", "application/pdf").await,
