@@ -8,6 +8,7 @@ pub mod extract;
 pub mod form_page;
 pub mod leads;
 pub mod limits;
+pub mod metrics;
 pub mod nurture;
 pub mod ops;
 pub mod plugins;
@@ -119,6 +120,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .merge(nurture::router())
         .merge(webhooks::router())
         .merge(events::router())
+        .merge(OpenApiRouter::new().routes(utoipa_axum::routes!(metrics::metrics)))
         .split_for_parts();
     doc.merge(bulk_doc);
     (router, bulk, doc)
@@ -126,6 +128,8 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
 
 /// The complete application: routes, `/openapi.json`, fallbacks and middleware.
 pub fn app(state: AppState) -> Router {
+    // Installed before the first request, so nothing recorded before a scrape is lost.
+    metrics::handle();
     let (router, bulk, doc) = routes();
     let doc = Arc::new(doc);
     let max_body_bytes = state.config.http.max_body_bytes;
@@ -153,6 +157,7 @@ pub fn app(state: AppState) -> Router {
             timeout,
         ))
         .merge(bulk)
+        .layer(axum::middleware::from_fn(metrics::track))
         // Outside the layers above, so their bare 413/503 answers get a problem body too.
         .layer(axum::middleware::map_response(move |res: Response| {
             problem_for_bare_errors(res, max_body_bytes)

@@ -177,6 +177,14 @@ impl Batch<'_> {
             Ok((seq_after, changed))
         })();
         let committed_at = std::time::Instant::now();
+        metrics::counter!("leadline_write_batches_total",
+            "outcome" => if outcome.is_ok() { "committed" } else { "failed" })
+        .increment(1);
+        metrics::histogram!("leadline_write_batch_jobs").record(jobs_in_batch as f64);
+        metrics::histogram!("leadline_write_batch_apply_seconds")
+            .record((applied_at - started).as_secs_f64());
+        metrics::histogram!("leadline_write_batch_commit_seconds")
+            .record((committed_at - applied_at).as_secs_f64());
         tracing::trace!(
             jobs = jobs_in_batch,
             apply_us = (applied_at - started).as_micros() as u64,

@@ -52,6 +52,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/reports/speed-to-lead", "get"),
     ("/healthz", "get"),
     ("/readyz", "get"),
+    ("/metrics", "get"),
 ];
 
 #[tokio::test]
@@ -80,6 +81,52 @@ async fn healthz_and_readyz_need_no_token() {
     }
     let feed = body(app.get("/v1/changes?limit=500", &app.admin).await).await;
     assert_eq!(feed["next"].as_u64().unwrap(), seq0 + 10);
+}
+
+/// The value of the sample `line_start` (metric name with its labels) in a Prometheus text.
+fn sample(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_are_served_for_prometheus_without_a_token() {
+    let app = spawn_app().await;
+    let lead = app
+        .create_lead(&app.admin, json!({"email": "m@acme.com"}))
+        .await;
+    let id = lead["id"].as_str().unwrap();
+    let res = app.get(&format!("/v1/leads/{id}"), &app.admin).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = res.text().await.unwrap();
+    // This server's state.
+    assert_eq!(sample(&text, "leadline_leads "), Some(1.0), "{text}");
+    let ready = body(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    let seq = ready["changelog_seq"].as_f64().unwrap();
+    assert_eq!(sample(&text, "leadline_changelog_seq "), Some(seq));
+    assert_eq!(sample(&text, "leadline_writer_up "), Some(1.0));
+    // Requests by route template, never by id (the suite's servers share these counters).
+    let by_route =
+        "leadline_http_requests_total{method=\"GET\",route=\"/v1/leads/{id}\",status=\"200\"}";
+    assert!(sample(&text, by_route).is_some_and(|n| n >= 1.0), "{text}");
+    assert!(!text.contains(id), "a lead id became a label");
+    assert!(text.contains("leadline_http_request_duration_seconds_bucket"));
+    assert!(
+        sample(&text, "leadline_write_batches_total{outcome=\"committed\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
 }
 
 #[tokio::test]
