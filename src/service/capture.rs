@@ -136,24 +136,39 @@ fn capture(
     // A row without email or phone is known again by its content, so importing the same file
     // twice creates nothing new.
     let row_key = (import && new.email.is_none() && new.phone.is_none()).then(|| row_key(&new));
-    if let Some(key) = &row_key
-        && let Some(id) = tx.alt_key(key)?
-        && let Some(lead) = tx.lead(id)?
-    {
-        return Ok(Ok(CreateOutcome {
+    let known = match &row_key {
+        Some(key) => match tx.alt_key(key)? {
+            Some(id) => tx.lead(id)?,
+            None => None,
+        },
+        None => None,
+    };
+    let mut outcome = match known {
+        Some(lead) => CreateOutcome {
             lead,
             merged: true,
             changed: false,
-        }));
-    }
-    let mut outcome = match apply_create(tx, p, new, import)? {
-        Ok(o) => o,
-        Err(e) => return Ok(Err(e)),
+        },
+        None => {
+            let created = match apply_create(tx, p, new, import)? {
+                Ok(o) => o,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Some(key) = &row_key {
+                tx.put_alt_key(created.lead.id, key)?;
+            }
+            created
+        }
     };
-    if let Some(key) = &row_key {
-        tx.put_alt_key(outcome.lead.id, key)?;
-    }
-    if import && !outcome.changed {
+    // An imported note is kept once per lead: a row that matches its lead and changes nothing
+    // still adds a note the lead does not have, and importing the file again adds none.
+    let new_note = match (&cap.text, import) {
+        (Some(text), true) if outcome.merged => {
+            !tx.has_activity_text(outcome.lead.id, &cap.activity_kind, text)?
+        }
+        _ => false,
+    };
+    if import && !outcome.changed && !new_note {
         return Ok(Ok(outcome));
     }
     let mut properties = cap.properties;
@@ -217,11 +232,13 @@ fn capture(
             tx.put_lead(Some(&before), &outcome.lead)?;
         }
     }
+    // Counted as merged, not unchanged: the lead gained a note.
+    outcome.changed |= new_note;
     Ok(Ok(outcome))
 }
 
 /// The content key of an imported row without email or phone (see `tables::ALT_KEYS`).
-fn row_key(new: &NewLead) -> String {
+pub(crate) fn row_key(new: &NewLead) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for v in [

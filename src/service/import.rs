@@ -157,21 +157,33 @@ impl Service {
             let item = std::mem::replace(&mut row.item, Err(Vec::new()));
             let outcome = match item {
                 Err(errors) => RowOutcome::Rejected(errors),
-                Ok((new, _)) => {
+                Ok((new, cap)) => {
+                    let content = (new.email.is_none() && new.phone.is_none())
+                        .then(|| super::capture::row_key(&new));
                     let keys: Vec<String> = new
                         .email
                         .iter()
                         .map(|e| format!("e:{e}"))
                         .chain(new.phone.iter().map(|p| format!("p:{p}")))
+                        .chain(content)
                         .collect();
                     let mut existing = None;
                     for k in &keys {
                         let (kind, value) = k.split_at(2);
                         existing = existing.or(match kind {
                             "e:" => snap.lead_id_by_email(value)?,
-                            _ => snap.lead_id_by_phone(value)?,
+                            "p:" => snap.lead_id_by_phone(value)?,
+                            _ => snap.alt_key(k)?,
                         });
                     }
+                    let new_note = |id: Uuid| -> Result<bool, crate::store::StoreError> {
+                        let Some(t) = &cap.text else { return Ok(false) };
+                        let latest = snap.activities_of(id)?;
+                        let latest = latest.iter().rev().take(crate::store::ACTIVITY_TEXT_SCAN);
+                        Ok(!latest
+                            .into_iter()
+                            .any(|a| a.kind == cap.activity_kind && a.text.as_deref() == Some(t)))
+                    };
                     let earlier = keys.iter().any(|k| seen.contains(k));
                     seen.extend(keys);
                     match (existing, earlier) {
@@ -179,7 +191,7 @@ impl Service {
                             Some(mut lead) => {
                                 let before = lead.clone();
                                 lead.absorb(new);
-                                if lead == before {
+                                if lead == before && !new_note(id)? {
                                     RowOutcome::Unchanged(id)
                                 } else {
                                     RowOutcome::Merged(id)

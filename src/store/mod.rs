@@ -13,7 +13,7 @@ mod tx_outbox;
 mod tx_work;
 mod writer;
 
-pub use tx::Tx;
+pub use tx::{ACTIVITY_TEXT_SCAN, Tx};
 pub use tx_outbox::DeliveryPage;
 pub use tx_work::open_owner;
 pub use writer::WriterConfig;

@@ -146,6 +146,59 @@ async fn importing_the_same_file_again_creates_nothing() {
     )
     .await;
     assert_fields(&r, json!({"created": 0, "unchanged": 1}));
+    let r = expect_json(
+        import(&app, &app.admin, nameless, "?dry_run=true", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(&r, json!({"created": 0, "unchanged": 1}));
+
+    // A known person with a new note: the note is kept, once.
+    let noted = "email,notes\nsam@acme.com,called back; wants an ERP quote\n";
+    let nameless_noted = "name,company,notes\nNo Contact,Acme,met at the expo\n";
+    for (file, email) in [(noted, Some("sam@acme.com")), (nameless_noted, None)] {
+        let dry = expect_json(
+            import(&app, &app.admin, file, "?dry_run=true", "text/csv").await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_fields(&dry, json!({"created": 0, "merged": 1}));
+        let r = expect_json(
+            import(&app, &app.admin, file, "", "text/csv").await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_fields(&r, json!({"created": 0, "merged": 1}));
+        let r = expect_json(
+            import(&app, &app.admin, file, "", "text/csv").await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_fields(&r, json!({"created": 0, "unchanged": 1}));
+        let leads = all_leads(&app, &app.admin).await;
+        let lead = match email {
+            Some(e) => by_email(&leads, e),
+            None => leads
+                .iter()
+                .find(|l| l["name"] == "No Contact")
+                .expect("the nameless lead"),
+        };
+        let id = lead["id"].as_str().unwrap();
+        let acts = expect_json(
+            app.get(&format!("/v1/leads/{id}/activities?limit=500"), &app.admin)
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        let note = file.lines().nth(1).unwrap().rsplit(',').next().unwrap();
+        let with_note = acts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["text"] == note)
+            .count();
+        assert_eq!(with_note, 1, "{acts}");
+    }
 
     // a later file with the same people fills blanks and merges, across imports
     let later = "email,title,phone\nsam@acme.com,CFO,\n,Buyer,+86 135 1234 5678\n";
