@@ -4,7 +4,7 @@
 use super::email::Email;
 use super::phone::Phone;
 use super::time::{Millis, opt_rfc3339, parse_rfc3339, to_rfc3339};
-use super::{FieldError, Problems, clean_text, patch_field};
+use super::{FieldError, Problems, clean_text, patch_field, patch_required};
 use phonenumber::country::Id as Region;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -680,7 +680,9 @@ pub struct LeadPatch {
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<Uuid>)]
     pub campaign_id: Option<Option<Uuid>>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub stage: Option<Stage>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub status: Option<Status>,
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<Uuid>)]
@@ -694,6 +696,7 @@ pub struct LeadPatch {
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<Object>)]
     pub fields: Option<Option<Map<String, Value>>>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub flags: Option<FlagsInput>,
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<String>)]

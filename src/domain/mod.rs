@@ -73,6 +73,22 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// For a merge-patch member that has no empty value (a lead's stage, a user's role): present
+/// means `Some`, and `null` — which RFC 7396 reads as "remove" — is refused as a wrong type
+/// naming the member, instead of being taken for "leave alone".
+pub(crate) fn patch_required<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<T>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom(
+            "may not be null: it has no empty value; leave it out to keep it",
+        )),
+    }
+}
+
 /// Checks a free-text field: trimmed, bounded, no control characters. Empty becomes `None`.
 pub fn clean_text(
     problems: &mut Problems,

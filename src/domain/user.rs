@@ -3,7 +3,7 @@
 use super::email::Email;
 use super::lead::Lead;
 use super::time::{Millis, to_rfc3339};
-use super::{FieldError, Problems, clean_text, patch_field};
+use super::{FieldError, Problems, clean_text, patch_field, patch_required};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -329,10 +329,12 @@ impl NewUser {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
+    #[serde(default, deserialize_with = "patch_required")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub role: Option<Role>,
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<String>)]
@@ -340,10 +342,15 @@ pub struct UserPatch {
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<Uuid>)]
     pub manager_id: Option<Option<Uuid>>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub territories: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub product_lines: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub capacity: Option<u32>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub active: Option<bool>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub senior: Option<bool>,
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<String>)]

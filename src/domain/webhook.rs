@@ -4,7 +4,7 @@
 //! signature a receiver checks. No I/O here.
 
 use super::time::Millis;
-use super::{FieldError, Problems};
+use super::{FieldError, Problems, patch_required};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -155,10 +155,14 @@ pub struct WebhookInput {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookPatch {
+    #[serde(default, deserialize_with = "patch_required")]
     pub url: Option<String>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub events: Option<Vec<String>>,
     /// A new signing secret (rotation); never shown back.
+    #[serde(default, deserialize_with = "patch_required")]
     pub secret: Option<String>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub active: Option<bool>,
 }
 

@@ -1725,6 +1725,50 @@ async fn patch_null_clears_whole_objects_and_lists() {
 }
 
 #[tokio::test]
+async fn patch_null_on_a_member_that_cannot_be_empty_is_422() {
+    let app = spawn_app().await;
+    let lead = id_of(&create(&app, json!({"name": "N"})).await);
+    for field in ["stage", "status", "flags"] {
+        let res = patch_lead(&app, &lead, &json!({ field: null })).await;
+        assert_invalid(res, field).await;
+    }
+    assert_eq!(
+        read_lead(&app, &lead).await["version"],
+        1,
+        "nothing changed"
+    );
+    let (user, _) = app.rep("nully", None).await;
+    for field in ["name", "role", "capacity", "active"] {
+        let res = app
+            .patch(
+                &format!("/v1/users/{user}"),
+                &app.admin,
+                &json!({ field: null }),
+            )
+            .await;
+        assert_invalid(res, field).await;
+    }
+    let res = app
+        .post(
+            "/v1/webhooks",
+            &app.admin,
+            &json!({"url": "https://example.com/hook", "events": ["lead.*"]}),
+        )
+        .await;
+    let hook = id_of(&expect_json(res, StatusCode::CREATED).await);
+    for field in ["url", "events", "active"] {
+        let res = app
+            .patch(
+                &format!("/v1/webhooks/{hook}"),
+                &app.admin,
+                &json!({ field: null }),
+            )
+            .await;
+        assert_invalid(res, field).await;
+    }
+}
+
+#[tokio::test]
 async fn patch_replaces_tags_and_normalizes_values() {
     let app = spawn_app().await;
     let id = create_id(&app, json!({"name": "N", "tags": ["a"]})).await;
