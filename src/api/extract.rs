@@ -241,6 +241,32 @@ impl Params {
     }
 }
 
+/// One page of a short list held whole in its stable order (users, pools, sequences,
+/// webhooks), with `limit` and `cursor` as every list takes them. The cursor names the last
+/// item shown by position and key, so the next page starts after it, or where it stood if it
+/// has since been removed.
+pub fn page_of<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> u128,
+    q: &mut Params,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let limit = q.limit(500)?;
+    let start = match q.cursor()? {
+        None => 0,
+        Some((pos, last)) => match items.iter().position(|i| key(i) == last) {
+            Some(at) => at + 1,
+            None => usize::try_from(pos).unwrap_or(0).min(items.len()),
+        },
+    };
+    let end = start.saturating_add(limit).min(items.len());
+    let next = (end < items.len() && end > start).then(|| {
+        let last = &items[end - 1];
+        encode_cursor((i64::try_from(end - 1).unwrap_or(i64::MAX), key(last)))
+    });
+    let page = items.into_iter().skip(start).take(end - start).collect();
+    Ok((page, next))
+}
+
 pub fn encode_cursor(pos: (i64, u128)) -> String {
     use base64::Engine;
     let mut b = Vec::with_capacity(24);
@@ -458,6 +484,44 @@ mod tests {
         assert_eq!(q.take_all("map"), ["a=email", "b=ignore"]);
         assert_eq!(q.take_all("map"), Vec::<String>::new());
         assert_eq!(q.take("x").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_short_list_pages_by_its_last_item() {
+        let query = |pairs: &[(&str, String)]| {
+            Params::from_pairs(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+            )
+        };
+        let items: Vec<u128> = (10..15).collect();
+        let (page, next) =
+            page_of(items.clone(), |i| *i, &mut query(&[("limit", "2".into())])).unwrap();
+        assert_eq!(page, [10, 11]);
+        let next = next.expect("more to come");
+        let (page, next) = page_of(
+            items.clone(),
+            |i| *i,
+            &mut query(&[("limit", "2".into()), ("cursor", next)]),
+        )
+        .unwrap();
+        assert_eq!(page, [12, 13]);
+        // The last item shown was removed meanwhile: go on from where it stood.
+        let without: Vec<u128> = items.iter().copied().filter(|i| *i != 13).collect();
+        let (page, next) = page_of(
+            without,
+            |i| *i,
+            &mut query(&[("limit", "2".into()), ("cursor", next.unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(page, [14]);
+        assert_eq!(next, None);
+        let (page, next) = page_of(items, |i| *i, &mut query(&[])).unwrap();
+        assert_eq!((page.len(), next), (5, None));
+        assert!(page_of(vec![1u128], |i| *i, &mut query(&[("limit", "0".into())])).is_err());
+        assert!(page_of(vec![1u128], |i| *i, &mut query(&[("cursor", "x".into())])).is_err());
     }
 
     #[test]

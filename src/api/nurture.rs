@@ -5,7 +5,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, JsonBody, Params, idempotency, parse_uuid, path_id};
+use super::extract::{Auth, JsonBody, Params, idempotency, page_of, parse_uuid, path_id};
 use super::leads::json_with;
 use super::{created_once, replay};
 use crate::domain::mail::{MailStatus, OutMail};
@@ -121,22 +121,39 @@ impl From<&SequenceRt> for SequenceView {
 #[derive(Serialize, ToSchema)]
 pub struct SequenceList {
     pub items: Vec<SequenceView>,
+    pub next_cursor: Option<String>,
 }
 
 /// The sequences loaded from `plugins/sequences/*.toml` (edit the files to change them; the
 /// server reloads on save).
 #[utoipa::path(get, path = "/v1/sequences", tag = "nurture",
-    responses((status = 200, body = SequenceList), (status = 401, body = Problem)),
+    params(("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = SequenceList), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-async fn list_sequences(State(state): State<AppState>, Auth(_p): Auth) -> Json<SequenceList> {
-    Json(SequenceList {
-        items: state
-            .service
-            .sequences()
+async fn list_sequences(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    mut q: Params,
+) -> ApiResult<Json<SequenceList>> {
+    let (sequences, next_cursor) =
+        page_of(state.service.sequences(), |s| name_key(&s.def.name), &mut q)?;
+    q.finish()?;
+    Ok(Json(SequenceList {
+        items: sequences
             .iter()
             .map(|s| SequenceView::from(s.as_ref()))
             .collect(),
-    })
+        next_cursor,
+    }))
+}
+
+/// A sequence's place in a cursor: its name is its identity.
+fn name_key(name: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
 }
 
 #[utoipa::path(get, path = "/v1/sequences/{name}", tag = "nurture", params(("name" = String, Path)),

@@ -1,7 +1,7 @@
 //! `/v1/users`, `/v1/me`, `/v1/auth/login` and `/v1/auth/logout`.
 
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, IfMatch, JsonBody, Params, etag, idempotency, path_id};
+use super::extract::{Auth, IfMatch, JsonBody, Params, etag, idempotency, page_of, path_id};
 use super::leads::json_with;
 use super::{AppState, replay};
 use crate::domain::time::to_rfc3339;
@@ -38,18 +38,20 @@ pub struct UserList {
 
 /// Users the caller may see: admins all, managers their team, reps themselves.
 #[utoipa::path(get, path = "/v1/users", tag = "users",
-    responses((status = 200, body = UserList), (status = 401, body = Problem)),
+    params(("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = UserList), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list_users(
     State(state): State<AppState>,
     Auth(p): Auth,
-    q: Params,
+    mut q: Params,
 ) -> ApiResult<Response> {
-    q.finish()?;
     let users = state.service.list_users(&p)?;
+    let (users, next_cursor) = page_of(users, |u| u.id.as_u128(), &mut q)?;
+    q.finish()?;
     Ok(Json(UserList {
         items: users.iter().map(UserView::from).collect(),
-        next_cursor: None,
+        next_cursor,
     })
     .into_response())
 }

@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, IfMatch, JsonBody, Params, idempotency, parse_uuid, path_id};
+use super::extract::{Auth, IfMatch, JsonBody, Params, idempotency, page_of, parse_uuid, path_id};
 use super::leads::json_with;
 use super::{created_once, replay};
 use crate::domain::time::{opt_rfc3339, to_rfc3339};
@@ -134,16 +134,20 @@ fn webhook_response(status: StatusCode, w: &Webhook, with_secret: bool) -> Respo
 
 /// List webhook subscriptions (admins).
 #[utoipa::path(get, path = "/v1/webhooks", tag = "integration",
-    responses((status = 200, body = WebhookList), (status = 401, body = Problem), (status = 403, body = Problem)),
+    params(("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = WebhookList), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list_webhooks(
     State(state): State<AppState>,
     Auth(p): Auth,
+    mut q: Params,
 ) -> ApiResult<Json<WebhookList>> {
     let hooks = state.service.webhooks(&p)?;
+    let (hooks, next_cursor) = page_of(hooks, |w| w.id.as_u128(), &mut q)?;
+    q.finish()?;
     Ok(Json(WebhookList {
         items: hooks.iter().map(|w| WebhookView::of(w, false)).collect(),
-        next_cursor: None,
+        next_cursor,
     }))
 }
 

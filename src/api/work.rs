@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, JsonBody, Params, idempotency, parse_uuid, path_id};
+use super::extract::{Auth, JsonBody, Params, idempotency, page_of, parse_uuid, path_id};
 use super::leads::{LeadPage, json_with};
 use super::{created_once, replay};
 use crate::domain::lead::LeadView;
@@ -60,16 +60,25 @@ impl From<&Pool> for PoolView {
 #[derive(Serialize, ToSchema)]
 pub struct PoolList {
     pub items: Vec<PoolView>,
+    pub next_cursor: Option<String>,
 }
 
 /// List pools (every role: reps claim from them).
 #[utoipa::path(get, path = "/v1/pools", tag = "work",
-    responses((status = 200, body = PoolList), (status = 401, body = Problem)),
+    params(("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = PoolList), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-async fn list_pools(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<Json<PoolList>> {
+async fn list_pools(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    mut q: Params,
+) -> ApiResult<Json<PoolList>> {
     let pools = state.service.pools()?;
+    let (pools, next_cursor) = page_of(pools, |p| p.id.as_u128(), &mut q)?;
+    q.finish()?;
     Ok(Json(PoolList {
         items: pools.iter().map(PoolView::from).collect(),
+        next_cursor,
     }))
 }
 

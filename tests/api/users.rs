@@ -525,3 +525,49 @@ async fn a_session_token_stops_working_when_it_expires() {
     let t = fresh["token"].as_str().unwrap();
     assert_eq!(app.get("/v1/me", t).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn short_lists_page_with_limit_and_cursor_like_every_list() {
+    let app = spawn_app().await;
+    for name in ["a", "b", "c"] {
+        app.rep(name, None).await;
+        let res = app
+            .post(
+                "/v1/pools",
+                &app.admin,
+                &json!({ "name": format!("pool {name}") }),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    for list in ["/v1/users", "/v1/pools"] {
+        let all = body(app.get(list, &app.admin).await).await;
+        let all: Vec<Value> = all["items"].as_array().unwrap().clone();
+        assert!(all.len() >= 4, "{list}");
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("{list}?limit=2&cursor={c}"),
+                None => format!("{list}?limit=2"),
+            };
+            let page = body(app.get(&path, &app.admin).await).await;
+            let items = page["items"].as_array().unwrap();
+            assert!(items.len() <= 2);
+            seen.extend(items.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all, "{list}: every item once, in order");
+        for bad in ["limit=0", "limit=501", "cursor=nope", "bogus=1"] {
+            let res = app.get(&format!("{list}?{bad}"), &app.admin).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{list}?{bad}"
+            );
+        }
+    }
+}
