@@ -417,6 +417,11 @@ async fn get_clock(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<Js
     }))
 }
 
+/// The furthest one move of the test clock goes: 100 years.
+const MAX_ADVANCE_SECONDS: i64 = 100 * 366 * 24 * 3600;
+/// 9999-12-31T23:59:59.999Z, the last time RFC 3339 can write.
+const LAST_RFC3339_MS: i64 = 253_402_300_799_999;
+
 /// Move the test clock: `{"advance_seconds": n}` or `{"set": "RFC 3339"}`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -439,16 +444,35 @@ async fn move_clock(
     let Some(clock) = state.test_clock.as_ref().filter(|_| p.is_admin()) else {
         return Err(ApiError::NotFound("route"));
     };
-    match (body.value.advance_seconds, body.value.set.as_deref()) {
-        (Some(s), None) if s >= 0 => clock.advance(s.saturating_mul(1000)),
-        (None, Some(t)) => clock.set(parse_rfc3339(t).map_err(|m| ApiError::field("set", m))?),
+    let now = state.service.now();
+    let to = match (body.value.advance_seconds, body.value.set.as_deref()) {
+        (Some(s), None) if (0..=MAX_ADVANCE_SECONDS).contains(&s) => now + s * 1000,
+        (Some(_), None) => {
+            return Err(ApiError::field(
+                "advance_seconds",
+                format!("must be from 0 to {MAX_ADVANCE_SECONDS} (100 years)"),
+            ));
+        }
+        (None, Some(t)) => parse_rfc3339(t).map_err(|m| ApiError::field("set", m))?,
         _ => {
             return Err(ApiError::field(
                 "advance_seconds",
                 "give a number of seconds ≥ 0, or `set` to a time",
             ));
         }
+    };
+    // Timers, ids and the changelog assume time does not run backwards, and a time past year
+    // 9999 has no RFC 3339 form.
+    if to < now {
+        return Err(ApiError::field("set", "the clock only moves forward"));
     }
+    if to > LAST_RFC3339_MS {
+        return Err(ApiError::field(
+            "advance_seconds",
+            "would move the clock past year 9999",
+        ));
+    }
+    clock.set(to);
     Ok(Json(ClockView {
         now: to_rfc3339(state.service.now()),
     }))

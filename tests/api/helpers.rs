@@ -235,9 +235,10 @@ pub async fn spawn_app_with_clock(
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = config_for(dir.path());
     adjust(&mut config);
-    let app = Application::build(config, clock)
+    let app = Application::build(config, clock.clone())
         .await
-        .expect("server builds");
+        .expect("server builds")
+        .with_test_clock(clock);
     let addr = app.local_addr();
     let admin = app
         .admin_token()

@@ -130,6 +130,30 @@ async fn metrics_are_served_for_prometheus_without_a_token() {
 }
 
 #[tokio::test]
+async fn the_test_clock_moves_forward_within_reason_only() {
+    let start = 1_795_420_800_000; // 2026-11-23T08:00:00Z
+    let clock = std::sync::Arc::new(leadline::clock::ManualClock::new(start));
+    let app = spawn_app_with_clock(clock, |_| {}).await;
+    let post = async |body: Value| app.post("/v1/admin/clock", &app.admin, &body).await;
+    for (body, field) in [
+        (
+            json!({"advance_seconds": 99_999_999_999_999i64}),
+            "advance_seconds",
+        ),
+        (json!({"advance_seconds": -5}), "advance_seconds"),
+        (json!({"set": "2020-01-01T00:00:00Z"}), "set"),
+        (json!({}), "advance_seconds"),
+    ] {
+        assert_invalid(post(body).await, field).await;
+    }
+    let moved = expect_json(post(json!({"advance_seconds": 60})).await, StatusCode::OK).await;
+    assert_eq!(moved["now"], "2026-11-23T08:01:00.000Z");
+    let set = json!({"set": "2027-01-01T00:00:00Z"});
+    let moved = expect_json(post(set).await, StatusCode::OK).await;
+    assert_eq!(moved["now"], "2027-01-01T00:00:00.000Z");
+}
+
+#[tokio::test]
 async fn openapi_is_3_1_and_lists_every_route() {
     let app = spawn_app().await;
     let res = app
