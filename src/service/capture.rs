@@ -102,6 +102,23 @@ pub fn derive_channel(rules: &NormalizeRules, new: &mut NewLead, cap: &Capture) 
     let signal = new.utm.source.is_some() || new.utm.medium.is_some() || cap.referrer.is_some();
     if cap.via == Via::Form || signal {
         new.channel = channel_for(&rules.channels, &new.utm, cap.referrer.as_deref());
+    } else if let Some(source) = &new.source {
+        new.channel = channel_of_source(source).map(str::to_owned);
+    }
+}
+
+/// The channel a lead's own `source` names when nothing else tells: DESIGN's source rules speak
+/// of partners and referrals, and of events and trade shows, which a rep types in as a source.
+fn channel_of_source(source: &str) -> Option<&'static str> {
+    let s = source.trim().to_lowercase();
+    match s.as_str() {
+        "partner" | "referral" | "referred" | "合作伙伴" | "渠道" | "转介绍" => {
+            Some("referral")
+        }
+        "event" | "expo" | "trade show" | "tradeshow" | "exhibition" | "展会" | "会展" | "活动" => {
+            Some("event")
+        }
+        _ => None,
     }
 }
 
@@ -580,5 +597,23 @@ impl Service {
         }
         let next = if full { last_key } else { scan_stop };
         Ok(DuplicatesPage { groups: out, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel_of_source;
+
+    #[test]
+    fn a_partner_or_event_source_names_its_channel() {
+        for s in ["partner", " Partner ", "referral", "转介绍"] {
+            assert_eq!(channel_of_source(s), Some("referral"), "{s}");
+        }
+        for s in ["expo", "Trade Show", "展会"] {
+            assert_eq!(channel_of_source(s), Some("event"), "{s}");
+        }
+        for s in ["web", "cold call", ""] {
+            assert_eq!(channel_of_source(s), None, "{s}");
+        }
     }
 }

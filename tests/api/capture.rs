@@ -769,6 +769,19 @@ async fn the_channel_comes_from_utm_and_referrer_by_a_table_the_config_can_repla
         )
         .await;
     assert_eq!(l["channel"], "referral", "a given channel wins");
+    // Without UTM or referrer, a partner or event source names the channel, and scores so.
+    let l = app
+        .create_lead(
+            &app.admin,
+            json!({"email": "d@acme.com", "source": "partner"}),
+        )
+        .await;
+    assert_eq!(l["channel"], "referral");
+    assert_eq!(l["score"]["parts"]["source"], 20, "{l}");
+    let l = app
+        .create_lead(&app.admin, json!({"email": "e@acme.com", "source": "expo"}))
+        .await;
+    assert_eq!(l["channel"], "event");
 
     let app = spawn_app().await;
     for (utm, channel) in [
