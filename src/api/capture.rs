@@ -669,18 +669,20 @@ pub struct MergeInput {
 /// and `GET` of the other id answers 301 with this lead's location.
 #[utoipa::path(post, path = "/v1/leads/{id}/merge", tag = "leads", params(("id" = Uuid, Path)),
     request_body = MergeInput,
+    params(("If-Match" = Option<String>, Header, description = "The surviving lead's ETag")),
     responses((status = 200, body = LeadView), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 422, body = Problem)),
+        (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn merge_lead(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
+    IfMatch(pre): IfMatch,
     body: JsonBody<MergeInput>,
 ) -> ApiResult<Response> {
     let lead = state
         .service
-        .merge_leads(&p, path_id(&id, "lead")?, body.value.other_id)
+        .merge_leads(&p, path_id(&id, "lead")?, body.value.other_id, pre)
         .await?;
     let mut res = json_with(
         StatusCode::OK,

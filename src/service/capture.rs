@@ -498,6 +498,7 @@ impl Service {
         p: &Principal,
         survivor: Uuid,
         other: Uuid,
+        pre: super::Precondition,
     ) -> ServiceResult<Lead> {
         if survivor == other {
             return Err(ServiceError::invalid(
@@ -518,6 +519,9 @@ impl Service {
                 }
                 if !p.can_change_lead(&lead) || !p.can_change_lead(&gone) {
                     return Ok(Err(super::leads::not_yours()));
+                }
+                if let Err(e) = pre.check(lead.version) {
+                    return Ok(Err(e));
                 }
                 let before = lead.clone();
                 let moved = tx.move_activities(other, survivor)?;

@@ -886,6 +886,26 @@ async fn likely_duplicates_are_listed_and_merged_with_a_pointer_left_behind() {
     let d = expect_json(app.get("/v1/leads/duplicates", &rep).await, StatusCode::OK).await;
     assert_eq!(d["items"], json!([]));
 
+    // A stale If-Match on the survivor is a 412 and merges nothing.
+    let res = app
+        .req(
+            reqwest::Method::POST,
+            &format!("/v1/leads/{a_id}/merge"),
+            &app.admin,
+        )
+        .header("if-match", "\"99\"")
+        .json(&json!({"other_id": b_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, StatusCode::PRECONDITION_FAILED).await;
+    let still = app.get(&format!("/v1/leads/{b_id}"), &app.admin).await;
+    assert_eq!(
+        still.status(),
+        StatusCode::OK,
+        "the other lead is still there"
+    );
+
     let merged = expect_json(
         app.post(
             &format!("/v1/leads/{a_id}/merge"),
