@@ -10,7 +10,7 @@ use crate::domain::user::Principal;
 use crate::service::{ImportOptions, ImportSummary, Rejection, Service};
 use crate::startup::open_service;
 use crate::transfer::{ExportWriter, Format, Mapping};
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -244,6 +244,15 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         filter_and_sort(&mut params).map_err(|e| anyhow!("--filter: {e}"))?;
     params.finish().map_err(|e| anyhow!("--filter: {e}"))?;
     let config = load(&args.config, Overrides::default())?;
+    // Opening a store creates it: a mistyped directory would export nothing and leave an
+    // empty store behind.
+    let file = config.data_dir.join(crate::store::DATA_FILE);
+    if !file.exists() {
+        bail!(
+            "there is no store at {}: nothing to export (check --data-dir)",
+            file.display()
+        );
+    }
     let service = open_service(&config, Arc::new(SystemClock))?;
     let out: Box<dyn Write + Send> = match &args.out {
         Some(path) => Box::new(BufWriter::new(

@@ -320,6 +320,14 @@ fn import_reports_rejects_by_line_and_a_second_run_creates_nothing() {
         "{out}"
     );
 
+    let missing = dir.path().join("no-such-dir");
+    let (ok, _, err) = run(
+        &["export", "--data-dir", missing.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(!ok && err.contains("no store"), "{err}");
+    assert!(!missing.exists(), "an export creates no store");
+
     let (ok, out, err) = run(&["export", "--format", "ndjson"], dir.path());
     assert!(ok, "{err}");
     let leads: Vec<serde_json::Value> = out

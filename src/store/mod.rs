@@ -161,6 +161,9 @@ impl Drop for Inner {
     }
 }
 
+/// The redb file a data directory holds.
+pub const DATA_FILE: &str = "leadline.redb";
+
 /// A handle to the open store. Cheap to clone; the writer stops when the last handle is dropped.
 #[derive(Clone)]
 pub struct Store {
@@ -168,7 +171,7 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) `leadline.redb` in `dir` and starts the writer thread.
+    /// Opens (or creates) [`DATA_FILE`] in `dir` and starts the writer thread.
     pub fn open(dir: &Path, clock: Arc<dyn Clock>, cfg: WriterConfig) -> StoreResult<Store> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Storage(format!(
@@ -176,7 +179,7 @@ impl Store {
                 dir.display()
             ))
         })?;
-        let path = dir.join("leadline.redb");
+        let path = dir.join(DATA_FILE);
         let (db, syncs) = match fsync::create_database(&path, cfg.cache_bytes) {
             Ok(opened) => opened,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
