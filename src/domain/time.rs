@@ -12,6 +12,11 @@ pub fn to_rfc3339(ms: Millis) -> String {
     }
 }
 
+/// For `#[serde(serialize_with)]`: a stored time shown as RFC 3339, as the API shows every time.
+pub fn serialize_rfc3339<S: serde::Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&to_rfc3339(*ms))
+}
+
 pub fn opt_rfc3339(ms: Option<Millis>) -> Option<String> {
     ms.map(to_rfc3339)
 }

@@ -98,7 +98,9 @@ pub struct HookFailure {
     pub message: String,
     /// Line in the script, when the error has one.
     pub line: Option<usize>,
-    /// When it happened (ms since the epoch, from the server clock).
+    /// When it happened, by the server clock.
+    #[serde(serialize_with = "crate::domain::time::serialize_rfc3339")]
+    #[schema(value_type = String)]
     pub at: Millis,
 }
 
@@ -139,6 +141,8 @@ pub struct CompileFailure {
     pub file: String,
     pub message: String,
     pub line: Option<usize>,
+    #[serde(serialize_with = "crate::domain::time::serialize_rfc3339")]
+    #[schema(value_type = String)]
     pub at: Millis,
 }
 
@@ -652,6 +656,8 @@ pub struct ScriptReport {
     pub errors: u64,
     pub last_error: Option<HookFailure>,
     pub mean_time_us: f64,
+    #[serde(serialize_with = "crate::domain::time::serialize_rfc3339")]
+    #[schema(value_type = String)]
     pub loaded_at: Millis,
     /// The newest edit failed to compile: this older version is what runs.
     pub compile_error: Option<CompileFailure>,

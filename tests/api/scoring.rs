@@ -435,6 +435,11 @@ async fn hostile_plugins_get_the_built_in_rule_and_the_server_stays_healthy() {
             "{what}: {report}"
         );
         assert_eq!(script["last_error"]["hook"], "score", "{what}");
+        // Times are RFC 3339, as everywhere in the API.
+        for at in [&script["last_error"]["at"], &script["loaded_at"]] {
+            let at = at.as_str().unwrap_or_else(|| panic!("{what}: {report}"));
+            assert!(at.ends_with('Z') && at.contains('T'), "{at}");
+        }
         assert_eq!(report["hooks"]["score"], "scoring.rhai");
         let health = app.client.get(app.url("/healthz")).send().await.unwrap();
         assert_eq!(health.status(), StatusCode::OK, "{what}");
