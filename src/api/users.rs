@@ -172,6 +172,11 @@ pub struct TokenView {
     pub user_id: Uuid,
 }
 
+/// A body that takes no fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
 /// Issue a long-lived API token for a user (admin only).
 #[utoipa::path(post, path = "/v1/users/{id}/tokens", tag = "users",
     params(("id" = Uuid, Path)),
@@ -181,9 +186,17 @@ async fn create_user_token(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
+    request: axum::extract::Request,
 ) -> ApiResult<Response> {
     if !p.is_admin() {
         return Err(ApiError::Forbidden("only an admin may issue tokens".into()));
+    }
+    // The body may be absent; if sent, it is `{}`, since an unknown field is refused everywhere.
+    let body = axum::body::to_bytes(request.into_body(), 4096)
+        .await
+        .map_err(|_| ApiError::Malformed("the body must be empty or `{}`".into()))?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        super::extract::parse_json::<NoFields>(&body)?;
     }
     let user_id = path_id(&id, "user")?;
     let token = state.service.issue_token(user_id).await?;

@@ -28,6 +28,9 @@ pub struct TimelinePage {
 /// activities.
 const TIMELINE_WINDOW: usize = 10_000;
 
+/// How far ahead of the server clock an activity may be dated (clock skew, time zones).
+const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;
+
 impl Service {
     pub async fn create_activity(
         &self,
@@ -35,6 +38,17 @@ impl Service {
         new: NewActivity,
         idem: Option<(Idempotency, Render<ActivityCreated>)>,
     ) -> ServiceResult<Written<ActivityCreated>> {
+        // An activity is something that happened: one dated far ahead would stand as the
+        // lead's latest activity until then and hold off the inactivity decay.
+        if new
+            .occurred_at
+            .is_some_and(|at| at > self.now() + MAX_FUTURE_MS)
+        {
+            return Err(ServiceError::invalid(
+                "occurred_at",
+                "may not be more than a day in the future",
+            ));
+        }
         let principal = p.clone();
         // A lead created for this activity gets the same flags as any other capture.
         let personal_email = match &new.lead {

@@ -665,3 +665,36 @@ async fn a_lead_created_by_an_activity_is_flagged_like_any_capture() {
     let l = lead(&app, &app.admin, str_of(&a, "lead_id")).await;
     assert_eq!(l["flags"]["personal_email"], true);
 }
+
+#[tokio::test]
+async fn an_activity_dated_far_in_the_future_is_refused() {
+    let app = spawn_app().await;
+    let id = app
+        .create_lead(&app.admin, json!({"email": "f@acme.com"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/leads/{id}/activities");
+    let res = app
+        .post(
+            &path,
+            &app.admin,
+            &json!({"kind": "note", "occurred_at": "2999-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_invalid(res, "occurred_at").await;
+    assert_eq!(
+        lead(&app, &app.admin, &id).await["last_activity_at"],
+        Value::Null
+    );
+    // Within a day ahead (clock skew) is fine.
+    let soon = chrono::Utc::now() + chrono::Duration::hours(2);
+    record(
+        &app,
+        &app.admin,
+        &path,
+        json!({"kind": "note", "occurred_at": soon.to_rfc3339()}),
+    )
+    .await;
+}

@@ -571,3 +571,20 @@ async fn short_lists_page_with_limit_and_cursor_like_every_list() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_token_request_takes_no_fields() {
+    let app = spawn_app().await;
+    let (id, _) = app.rep("t", None).await;
+    let path = format!("/v1/users/{id}/tokens");
+    let res = app.post(&path, &app.admin, &json!({"bogus": 1})).await;
+    assert_invalid(res, "bogus").await;
+    let res = app.post(&path, &app.admin, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app
+        .req(reqwest::Method::POST, &path, &app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED, "no body at all");
+}
