@@ -176,23 +176,35 @@ fn server_state(state: &AppState) -> String {
         Err(e) => tracing::warn!(error = %e, "metrics: counting leads failed"),
     }
     let report = state.service.plugins().report();
-    for (name, help, pick) in [
-        (
-            "leadline_plugin_calls_total",
-            "Calls of a plugin script's hooks since it was loaded.",
-            (|s: &crate::script::ScriptReport| s.calls) as fn(&crate::script::ScriptReport) -> u64,
-        ),
-        (
-            "leadline_plugin_errors_total",
-            "Failed hook calls (the built-in rule was used) since the script was loaded.",
-            |s| s.errors,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for s in &report.scripts {
+    let scripts: Vec<(String, u64, u64)> = report
+        .scripts
+        .iter()
+        .map(|s| {
             let file = s.file.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(out, "{name}{{file=\"{file}\"}} {}", pick(s));
-        }
+            (file, s.calls, s.errors)
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP leadline_plugin_calls_total Calls of a plugin script's hooks since it was loaded.\n\
+         # TYPE leadline_plugin_calls_total counter"
+    );
+    for (file, calls, _) in &scripts {
+        let _ = writeln!(
+            out,
+            "leadline_plugin_calls_total{{file=\"{file}\"}} {calls}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP leadline_plugin_errors_total Failed hook calls (the built-in rule was used) since \
+         the script was loaded.\n# TYPE leadline_plugin_errors_total counter"
+    );
+    for (file, _, errors) in &scripts {
+        let _ = writeln!(
+            out,
+            "leadline_plugin_errors_total{{file=\"{file}\"}} {errors}"
+        );
     }
     out
 }

@@ -153,11 +153,12 @@ fn capture(
     // A row without email or phone is known again by its content, so importing the same file
     // twice creates nothing new.
     let row_key = (import && new.email.is_none() && new.phone.is_none()).then(|| row_key(&new));
-    let known = match &row_key {
-        Some(key) => match tx.alt_key(key)? {
-            Some(id) => tx.lead(id)?,
-            None => None,
-        },
+    let known_id = match &row_key {
+        Some(key) => tx.alt_key(key)?,
+        None => None,
+    };
+    let known = match known_id {
+        Some(id) => tx.lead(id)?,
         None => None,
     };
     let mut outcome = match known {

@@ -26,14 +26,14 @@ impl Service {
             }
             next = seq;
             let visible = match entry.entity {
+                e if e.visible_by_lead() => p.can_see(entry.owner_id, entry.pool_id),
                 Entity::User => p.is_admin() || entry.id == p.id(),
                 Entity::Form => p.is_admin(),
-                Entity::Lead | Entity::Activity | Entity::Enrollment | Entity::Mail => {
-                    p.can_see(entry.owner_id, entry.pool_id)
-                }
                 Entity::Pool => true,
                 Entity::Task => p.can_see(entry.owner_id, None),
                 Entity::Notification => p.is_admin() || entry.owner_id == Some(p.id()),
+                // The lead's records, taken by the first arm.
+                Entity::Lead | Entity::Activity | Entity::Enrollment | Entity::Mail => false,
             };
             if visible {
                 items.push((seq, entry));

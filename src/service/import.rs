@@ -176,13 +176,11 @@ impl Service {
                             _ => snap.alt_key(k)?,
                         });
                     }
-                    let new_note = |id: Uuid| -> Result<bool, crate::store::StoreError> {
-                        let Some(t) = &cap.text else { return Ok(false) };
-                        let latest = snap.activities_of(id)?;
-                        let latest = latest.iter().rev().take(crate::store::ACTIVITY_TEXT_SCAN);
-                        Ok(!latest
-                            .into_iter()
-                            .any(|a| a.kind == cap.activity_kind && a.text.as_deref() == Some(t)))
+                    let new_note = |id: Uuid| match &cap.text {
+                        Some(t) => snap
+                            .has_activity_text(id, &cap.activity_kind, t)
+                            .map(|there| !there),
+                        None => Ok(false),
                     };
                     let earlier = keys.iter().any(|k| seen.contains(k));
                     seen.extend(keys);

@@ -321,7 +321,7 @@ impl Service {
     }
 }
 
-pub(crate) fn at_capacity(tx: &Tx<'_>, user: Uuid) -> Result<bool, StoreError> {
+fn at_capacity(tx: &Tx<'_>, user: Uuid) -> Result<bool, StoreError> {
     let capacity = tx.user(user)?.map_or(0, |u| u.capacity);
     Ok(tx.load_of(user)? >= u64::from(capacity))
 }

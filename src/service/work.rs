@@ -413,7 +413,8 @@ fn sla_step(tx: &mut Tx<'_>, plugins: &Plugins, lead_id: Uuid, step: SlaStep) ->
     if step != SlaStep::Reclaim {
         schedule_next_step(tx, plugins, lead_id, &state, owner)?;
     }
-    let data = json!({"step": step.as_str(), "owner_id": owner, "due": crate::domain::time::to_rfc3339(state.first_touch_due)});
+    let due = crate::domain::time::to_rfc3339(state.first_touch_due);
+    let data = json!({"step": step.as_str(), "owner_id": owner, "due": due});
     let mut lead = before.clone();
     match step {
         SlaStep::Remind => {

@@ -13,7 +13,7 @@ mod tx_outbox;
 mod tx_work;
 mod writer;
 
-pub use tx::{ACTIVITY_TEXT_SCAN, Tx};
+pub use tx::Tx;
 pub use tx_outbox::DeliveryPage;
 pub use tx_work::open_owner;
 pub use writer::WriterConfig;
@@ -455,6 +455,40 @@ where
     }
 }
 
+/// How many of a lead's latest activities [`has_activity_text`] looks through, so a lead with a
+/// long history cannot hold the writer.
+pub const ACTIVITY_TEXT_SCAN: usize = 1000;
+
+/// Whether one of `lead`'s latest [`ACTIVITY_TEXT_SCAN`] activities is a `kind` with this text
+/// (an imported note already there). Shared by the writer and read snapshots (a dry run).
+pub(crate) fn has_activity_text<I, A>(
+    by_lead: &I,
+    activities: &A,
+    lead: Uuid,
+    kind: &str,
+    text: &str,
+) -> StoreResult<bool>
+where
+    I: ReadableTable<(u128, i64, u128), ()>,
+    A: ReadableTable<u128, &'static [u8]>,
+{
+    let l = lead.as_u128();
+    let rows = by_lead
+        .range((l, i64::MIN, 0)..=(l, i64::MAX, u128::MAX))?
+        .rev()
+        .take(ACTIVITY_TEXT_SCAN);
+    for row in rows {
+        let (_, _, id) = row?.0.value();
+        if let Some(a) = get_record::<crate::domain::activity::Activity, _>(activities, id)?
+            && a.kind == kind
+            && a.text.as_deref() == Some(text)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Reads the records of a range of ids in step with a list of ids in the same order: a
 /// merge, instead of one lookup from the root per id.
 struct RowsInOrder<'a> {
@@ -765,6 +799,13 @@ impl Snapshot {
 
     pub fn activity(&self, id: Uuid) -> StoreResult<Option<crate::domain::activity::Activity>> {
         get_record(&self.txn.open_table(ACTIVITIES)?, id.as_u128())
+    }
+
+    /// See [`has_activity_text`].
+    pub fn has_activity_text(&self, lead: Uuid, kind: &str, text: &str) -> StoreResult<bool> {
+        let by_lead = self.txn.open_table(ACTIVITY_BY_LEAD)?;
+        let activities = self.txn.open_table(ACTIVITIES)?;
+        has_activity_text(&by_lead, &activities, lead, kind, text)
     }
 
     /// A lead's activities in order of occurrence (oldest first).

@@ -64,10 +64,6 @@ struct PendingLead {
     latest: Lead,
 }
 
-/// How many of a lead's latest activities [`Tx::has_activity_text`] looks through, so a lead
-/// with a long history cannot hold the writer.
-pub const ACTIVITY_TEXT_SCAN: usize = 1000;
-
 /// A changelog row held back by [`Tx::hold_changes`], with the seq it was given.
 struct HeldChange {
     seq: u64,
@@ -442,25 +438,9 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    /// Whether one of `lead`'s latest [`ACTIVITY_TEXT_SCAN`] activities is a `kind` with this
-    /// text (an imported note already there).
+    /// See [`super::has_activity_text`].
     pub fn has_activity_text(&self, lead: Uuid, kind: &str, text: &str) -> StoreResult<bool> {
-        let l = lead.as_u128();
-        let rows = self
-            .activity_by_lead
-            .range((l, i64::MIN, 0)..=(l, i64::MAX, u128::MAX))?
-            .rev()
-            .take(ACTIVITY_TEXT_SCAN);
-        for row in rows {
-            let (_, _, id) = row?.0.value();
-            if let Some(a) = get_record::<Activity, _>(&self.activities, id)?
-                && a.kind == kind
-                && a.text.as_deref() == Some(text)
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        super::has_activity_text(&self.activity_by_lead, &self.activities, lead, kind, text)
     }
 
     /// Re-points `from`'s activities and events at `into` (a merge). Activities keep their ids.
