@@ -32,20 +32,29 @@ pub struct JsonBody<T> {
     pub raw: Bytes,
 }
 
+/// The body's media type, lowercased, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    media_type(headers).is_some_and(|mime| {
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    })
+}
+
+/// A `PATCH` is a JSON merge patch; another patch format (a JSON Patch's
+/// `application/json-patch+json`) means something else and must not be applied as one.
+fn is_merge_patch(headers: &HeaderMap) -> bool {
+    media_type(headers)
+        .is_some_and(|mime| mime == "application/json" || mime == "application/merge-patch+json")
 }
 
 /// Parses JSON bytes into `T`, turning serde's error into a 400 (not JSON) or a 422 naming
@@ -97,6 +106,9 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
                         Some(name) if msg.starts_with("missing field") => {
                             (join(&name), "is required".to_owned())
                         }
+                        Some(name) if msg.starts_with("duplicate field") => {
+                            (join(&name), "is given more than once".to_owned())
+                        }
                         _ => (
                             if path.is_empty() {
                                 "body".to_owned()
@@ -117,7 +129,14 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
+        if req.method() == Method::PATCH {
+            if !is_merge_patch(req.headers()) {
+                return Err(ApiError::UnsupportedMediaType(
+                    "send a JSON merge patch as application/merge-patch+json or application/json"
+                        .into(),
+                ));
+            }
+        } else if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType(
                 "send the body as application/json".into(),
             ));

@@ -4,7 +4,7 @@
 
 use super::lead::{LeadInput, Utm};
 use super::time::{Millis, to_rfc3339};
-use super::{FieldError, Problems, clean_text};
+use super::{FieldError, Problems, clean_text, patch_field, patch_required};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -67,20 +67,32 @@ pub struct Form {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FormInput {
+    #[serde(default, deserialize_with = "patch_required")]
     pub name: Option<String>,
     /// The public key in `/f/{key}`; made up when absent (3 to 40 of a-z, 0-9, -).
+    #[serde(default, deserialize_with = "patch_required")]
     pub key: Option<String>,
     /// BCP 47 language of the page, e.g. `en` (default) or `zh-CN`.
+    #[serde(default, deserialize_with = "patch_required")]
     pub language: Option<String>,
+    #[serde(default, deserialize_with = "patch_required")]
     pub fields: Option<Vec<FormField>>,
-    /// Where a browser goes after a successful submit; absent: a thank-you page.
-    pub redirect_url: Option<String>,
-    pub campaign_id: Option<Uuid>,
+    /// Where a browser goes after a successful submit; absent or `null`: a thank-you page.
+    #[serde(default, deserialize_with = "patch_field")]
+    #[schema(value_type = Option<String>)]
+    pub redirect_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "patch_field")]
+    #[schema(value_type = Option<Uuid>)]
+    pub campaign_id: Option<Option<Uuid>>,
     /// Origins (`https://www.example.com`) whose pages may post this form from the browser.
-    pub allowed_origins: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "patch_field")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_origins: Option<Option<Vec<String>>>,
     /// The source given to leads from this form (default `web_form`).
+    #[serde(default, deserialize_with = "patch_required")]
     pub source: Option<String>,
     /// The activity kind a submission records (default `form_submit`; e.g. `demo_request`).
+    #[serde(default, deserialize_with = "patch_required")]
     pub activity_kind: Option<String>,
 }
 
@@ -245,7 +257,10 @@ impl FormInput {
                 Vec::new()
             }
         };
-        let redirect_url = match self.redirect_url.map(|u| u.trim().to_owned()) {
+        let redirect_url = match self
+            .redirect_url
+            .map(|u| u.unwrap_or_default().trim().to_owned())
+        {
             Some(u) if u.is_empty() => None,
             Some(u) if http_url(&u).is_some() => Some(u),
             Some(_) => {
@@ -254,7 +269,7 @@ impl FormInput {
             }
             None => base.and_then(|b| b.redirect_url.clone()),
         };
-        let allowed_origins = match self.allowed_origins {
+        let allowed_origins = match self.allowed_origins.map(Option::unwrap_or_default) {
             Some(list) => {
                 if list.len() > MAX_ORIGINS {
                     p.push("allowed_origins", format!("at most {MAX_ORIGINS} origins"));
@@ -296,7 +311,10 @@ impl FormInput {
             language,
             fields,
             redirect_url,
-            campaign_id: self.campaign_id.or(base.and_then(|b| b.campaign_id)),
+            campaign_id: match self.campaign_id {
+                Some(c) => c,
+                None => base.and_then(|b| b.campaign_id),
+            },
             allowed_origins,
             source,
             activity_kind,
@@ -483,11 +501,11 @@ mod tests {
     fn bad_definitions_name_their_field() {
         let e = FormInput {
             key: Some("A B".into()),
-            redirect_url: Some("/thanks".into()),
-            allowed_origins: Some(vec![
+            redirect_url: Some(Some("/thanks".into())),
+            allowed_origins: Some(Some(vec![
                 "https://ok.example".into(),
                 "https://x.example/path".into(),
-            ]),
+            ])),
             fields: Some(vec![FormField {
                 name: "_vid".into(),
                 label: "".into(),
@@ -528,7 +546,9 @@ mod tests {
     fn a_patch_keeps_what_it_does_not_name() {
         let base = trial();
         let patched = FormInput {
-            redirect_url: Some("https://example.com/thanks".into()),
+            redirect_url: Some(Some("https://example.com/thanks".into())),
+            campaign_id: Some(Some(Uuid::max())),
+            allowed_origins: Some(Some(vec!["https://a.example".into()])),
             ..Default::default()
         }
         .apply(Some(&base), Uuid::max(), "other", 9)
@@ -538,6 +558,33 @@ mod tests {
         assert_eq!(patched.fields, base.fields);
         assert_eq!(patched.version, 2);
         assert_eq!(patched.updated_at, 9);
+        let cleared: FormInput = serde_json::from_str(
+            r#"{"redirect_url": null, "campaign_id": null, "allowed_origins": null}"#,
+        )
+        .unwrap();
+        let cleared = cleared
+            .apply(Some(&patched), Uuid::max(), "other", 10)
+            .unwrap();
+        assert_eq!(cleared.redirect_url, None);
+        assert_eq!(cleared.campaign_id, None);
+        assert!(cleared.allowed_origins.is_empty());
+        assert_eq!(cleared.name, base.name);
+    }
+
+    #[test]
+    fn null_on_a_member_without_an_empty_value_is_refused() {
+        for member in [
+            "name",
+            "key",
+            "language",
+            "fields",
+            "source",
+            "activity_kind",
+        ] {
+            let body = format!(r#"{{"{member}": null}}"#);
+            let e = serde_json::from_str::<FormInput>(&body).unwrap_err();
+            assert!(e.to_string().contains("may not be null"), "{member}: {e}");
+        }
     }
 
     #[test]

@@ -361,6 +361,10 @@ pub enum BadEmail {
     Flag,
 }
 
+/// A lead is with one owner or waits in one pool, never both.
+const OWNER_OR_POOL: &str =
+    "a lead has an owner or sits in a pool, not both; send one of owner_id and pool_id";
+
 impl LeadInput {
     /// Parses and normalizes a create request; every problem is reported at once.
     pub fn validate(self, rules: &NormalizeRules) -> Result<NewLead, Vec<FieldError>> {
@@ -435,6 +439,9 @@ impl LeadInput {
         };
         if p.is_empty() && lead.name.is_none() && lead.email.is_none() && lead.phone.is_none() {
             p.push("email", "a lead needs at least a name, an email or a phone");
+        }
+        if lead.owner_id.is_some() && lead.pool_id.is_some() {
+            p.push("pool_id", OWNER_OR_POOL);
         }
         p.finish(lead)
     }
@@ -787,6 +794,9 @@ impl LeadPatch {
                 .next_follow_up_at
                 .map(|inner| inner.and_then(|s| clean_time(&mut p, "next_follow_up_at", Some(s)))),
         };
+        if matches!(patch.owner_id, Some(Some(_))) && matches!(patch.pool_id, Some(Some(_))) {
+            p.push("pool_id", OWNER_OR_POOL);
+        }
         p.finish(patch)
     }
 }

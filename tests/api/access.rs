@@ -385,6 +385,48 @@ async fn a_lead_cannot_be_created_in_a_pool_that_does_not_exist() {
 }
 
 #[tokio::test]
+async fn a_lead_is_given_an_owner_or_a_pool_not_both() {
+    let app = spawn_app().await;
+    let pool = expect_json(
+        app.post("/v1/pools", &app.admin, &json!({"name": "Expo"}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let pid = pool["id"].as_str().unwrap();
+    let (rep_id, _) = app.rep("both", None).await;
+    let both = json!({"name": "Both", "owner_id": rep_id, "pool_id": pid});
+    let res = app.post("/v1/leads", &app.admin, &both).await;
+    assert_invalid(res, "pool_id").await;
+    assert!(listed(&app, &app.admin, "").await.is_empty());
+    let lead = app
+        .create_lead(&app.admin, json!({"name": "One", "pool_id": pid}))
+        .await;
+    let id = lead["id"].as_str().unwrap();
+    let res = app
+        .patch(
+            &format!("/v1/leads/{id}"),
+            &app.admin,
+            &json!({"owner_id": rep_id, "pool_id": pid}),
+        )
+        .await;
+    assert_invalid(res, "pool_id").await;
+    // Naming the owner alone takes the lead out of its pool.
+    let moved = expect_json(
+        app.patch(
+            &format!("/v1/leads/{id}"),
+            &app.admin,
+            &json!({"owner_id": rep_id}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(moved["owner_id"], rep_id);
+    assert_eq!(moved["pool_id"], Value::Null);
+}
+
+#[tokio::test]
 async fn a_manager_sees_and_reassigns_within_the_team_only() {
     let app = spawn_app().await;
     let (m_id, m) = app

@@ -133,6 +133,28 @@ async fn forms_are_managed_by_admins_only() {
         &patched,
         json!({"version": 2, "redirect_url": "https://example.com/thanks", "key": "trial-2026"}),
     );
+    // null clears what may be empty and is refused on what may not.
+    let cleared = expect_json(
+        app.patch(
+            &format!("/v1/forms/{id}"),
+            &app.admin,
+            &json!({"redirect_url": null}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(&cleared, json!({"version": 3, "redirect_url": null}));
+    for member in ["name", "fields", "key"] {
+        let res = app
+            .patch(
+                &format!("/v1/forms/{id}"),
+                &app.admin,
+                &json!({member: null}),
+            )
+            .await;
+        assert_invalid(res, member).await;
+    }
     let list = expect_json(app.get("/v1/forms", &app.admin).await, StatusCode::OK).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 

@@ -526,6 +526,51 @@ async fn malformed_json_is_400_and_other_content_types_are_415() {
 }
 
 #[tokio::test]
+async fn a_patch_is_a_merge_patch_and_other_patch_formats_are_415() {
+    let app = spawn_app().await;
+    let lead = app.create_lead(&app.admin, json!({"name": "Patchy"})).await;
+    let path = format!("/v1/leads/{}", lead["id"].as_str().unwrap());
+    let json_patch = json!([{"op": "replace", "path": "/name", "value": "X"}]).to_string();
+    for ct in [
+        "application/json-patch+json",
+        "application/vnd.api+json",
+        "text/plain",
+    ] {
+        let res = send_raw(&app, Method::PATCH, &path, ct, json_patch.clone()).await;
+        assert_problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    }
+    let rename = json!({"title": "CTO"}).to_string();
+    for ct in [
+        "application/merge-patch+json",
+        "application/json; charset=utf-8",
+    ] {
+        let res = send_raw(&app, Method::PATCH, &path, ct, rename.clone()).await;
+        assert_eq!(res.status(), StatusCode::OK, "{ct}");
+    }
+    let res = app.get(&path, &app.admin).await;
+    let now: Value = res.json().await.unwrap();
+    assert_eq!(now["name"], "Patchy");
+    assert_eq!(now["title"], "CTO");
+}
+
+#[tokio::test]
+async fn a_key_given_twice_is_422_naming_it() {
+    let app = spawn_app().await;
+    let raw = r#"{"name": "A", "email": "a@acme.com", "email": "b@acme.com"}"#;
+    let res = send_raw(
+        &app,
+        Method::POST,
+        "/v1/leads",
+        "application/json",
+        raw.to_owned(),
+    )
+    .await;
+    let p = assert_invalid(res, "email").await;
+    assert!(p.to_string().contains("more than once"), "{p}");
+    assert!(all_ids(&app).await.is_empty());
+}
+
+#[tokio::test]
 async fn unsupported_methods_are_405() {
     let app = spawn_app().await;
     let lead = lead_path(&create_id(&app, json!({"name": "N"})).await);
