@@ -127,6 +127,9 @@ enum Target {
     NextFollowUpAt,
     /// The `/t.js` visitor id, so the person's anonymous page views move onto the lead.
     VisitorId,
+    /// The exporter's lead id: a row without email or phone is known again by it. A value that
+    /// is not a UUID (another system's row number) is ignored.
+    Id,
     /// A flags object (NDJSON `flags`): only `do_not_contact` is an input.
     Flags,
     DoNotContact,
@@ -168,6 +171,7 @@ impl Target {
             Target::Tags => "tags",
             Target::NextFollowUpAt => "next_follow_up_at",
             Target::VisitorId => "visitor_id",
+            Target::Id => "id",
             Target::Flags => "flags",
             Target::DoNotContact => "flags.do_not_contact",
             Target::Fields => "fields",
@@ -206,6 +210,7 @@ impl Target {
             "tags" => Target::Tags,
             "next_follow_up_at" => Target::NextFollowUpAt,
             "visitor_id" => Target::VisitorId,
+            "id" => Target::Id,
             "flags" => Target::Flags,
             "do_not_contact" | "flags_do_not_contact" => Target::DoNotContact,
             "fields" => Target::Fields,
@@ -228,7 +233,7 @@ impl Target {
         }
         match key.as_str() {
             // Written by the exporter, derived or assigned by the server: never inputs.
-            "id" | "created_at" | "updated_at" | "version" | "score" | "personal_email"
+            "created_at" | "updated_at" | "version" | "score" | "personal_email"
             | "invalid_email" | "first_touch_at" | "last_activity_at" => Target::Ignore,
             "full_name" | "contact" | "contact_name" | "姓名" | "名字" | "联系人" => {
                 Target::Name
@@ -370,6 +375,8 @@ pub struct Row {
     pub raw: Map<String, Value>,
     /// Free text for a note (notes/note/comment/remarks/备注/留言 columns, joined by newlines).
     pub note: Option<String>,
+    /// The lead id the row carries when it is an export of this server's lead.
+    pub id: Option<Uuid>,
     /// The lead input, or every mapping problem of this row. Errors name the lead field
     /// (`company_size`, `utm.source`, `flags.do_not_contact`), never the source column; problems
     /// with the row as a whole (wrong number of cells, bad JSON, not UTF-8) are on `row`.
@@ -390,6 +397,7 @@ struct Builder {
     fields: Map<String, Value>,
     do_not_contact: Option<bool>,
     note: Option<String>,
+    id: Option<Uuid>,
     problems: Problems,
 }
 
@@ -608,6 +616,13 @@ impl Builder {
                 set_first(&mut i.next_follow_up_at, text(p, "next_follow_up_at", v));
             }
             Target::VisitorId => set_first(&mut i.visitor_id, text(p, "visitor_id", v)),
+            Target::Id => {
+                let id = match v {
+                    Value::String(s) => Uuid::parse_str(s.trim()).ok(),
+                    _ => None,
+                };
+                set_first(&mut self.id, id);
+            }
             Target::DoNotContact => set_first(
                 &mut self.do_not_contact,
                 boolean(p, "flags.do_not_contact", v),
@@ -653,7 +668,7 @@ impl Builder {
         }
     }
 
-    fn finish(self) -> (Option<String>, Result<LeadInput, Vec<FieldError>>) {
+    fn finish(self, line: u64, raw: Map<String, Value>) -> Row {
         let mut input = self.input;
         if self.utm != Utm::default() {
             input.utm = Some(self.utm);
@@ -676,7 +691,13 @@ impl Builder {
             let max = crate::domain::activity::MAX_TEXT;
             problems.push("note", format!("must be at most {max} characters"));
         }
-        (self.note, problems.finish(input))
+        Row {
+            line,
+            raw,
+            note: self.note,
+            id: self.id,
+            input: problems.finish(input),
+        }
     }
 }
 
@@ -685,6 +706,7 @@ fn row_error(line: u64, raw: Map<String, Value>, message: impl Into<String>) -> 
         line,
         raw,
         note: None,
+        id: None,
         input: Err(vec![FieldError::new("row", message)]),
     }
 }
@@ -1002,14 +1024,8 @@ impl<R: Read> CsvSource<R> {
         for (target, value) in self.targets.iter().zip(&values) {
             b.apply(target, value);
         }
-        let (note, input) = b.finish();
         let raw = values.into_iter().enumerate().map(|(i, v)| (key(i), v));
-        Row {
-            line,
-            raw: raw.collect(),
-            note,
-            input,
-        }
+        b.finish(line, raw.collect())
     }
 }
 
@@ -1100,13 +1116,7 @@ impl<R: Read> NdjsonSource<R> {
                 let target = self.target(mapping, key);
                 b.apply(&target, value);
             }
-            let (note, input) = b.finish();
-            return Some(Ok(Row {
-                line,
-                raw: object,
-                note,
-                input,
-            }));
+            return Some(Ok(b.finish(line, object)));
         }
     }
 
@@ -1746,7 +1756,6 @@ mod tests {
             stage: Some(Stage::Sql),
             status: Some(Status::Connected),
             owner_id: Some(Uuid::from_u128(2)),
-            pool_id: Some(Uuid::from_u128(3)),
             tags: Some(vec!["vip".into(), "展会".into()]),
             fields: Some(fields),
             flags: Some(FlagsInput {
@@ -1792,6 +1801,7 @@ mod tests {
                 .unwrap()
                 .into_lead(lead.id, lead.created_at);
             assert_eq!(&again, lead, "{format:?}");
+            assert_eq!(row.id, Some(lead.id), "{format:?}");
             assert!(row.note.is_none());
         }
     }

@@ -51,6 +51,8 @@ pub struct Capture {
     pub visitor_id: Option<String>,
     /// The referrer that brought the visitor, for the channel.
     pub referrer: Option<String>,
+    /// An import row's `id`: the lead it was exported from, if that lead is here.
+    pub exported_id: Option<Uuid>,
 }
 
 impl Capture {
@@ -63,6 +65,7 @@ impl Capture {
             properties: Map::new(),
             visitor_id: None,
             referrer: None,
+            exported_id: None,
         }
     }
 }
@@ -150,17 +153,26 @@ fn capture(
 ) -> Result<ServiceResult<CreateOutcome>, StoreError> {
     let campaign_id = new.campaign_id;
     let import = cap.via == Via::Import;
-    // A row without email or phone is known again by its content, so importing the same file
-    // twice creates nothing new.
+    // A row without email or phone is known again by the id it was exported with, else by its
+    // content, so importing the same file (or an export of this server) again creates nothing.
     let row_key = (import && new.email.is_none() && new.phone.is_none()).then(|| row_key(&new));
-    let known_id = match &row_key {
-        Some(key) => tx.alt_key(key)?,
-        None => None,
+    let exported = match (&row_key, cap.exported_id) {
+        (Some(_), Some(id)) => tx.lead(id)?,
+        _ => None,
     };
-    let known = match known_id {
-        Some(id) => tx.lead(id)?,
-        None => None,
+    let known = match (exported, &row_key) {
+        (Some(lead), _) => Some(lead),
+        (None, Some(key)) => match tx.alt_key(key)? {
+            Some(id) => tx.lead(id)?,
+            None => None,
+        },
+        (None, None) => None,
     };
+    if known.as_ref().is_some_and(|l| !p.can_see_lead(l)) {
+        return Ok(Err(ServiceError::Conflict(
+            "this row is a lead that belongs to someone else; ask its owner or a manager".into(),
+        )));
+    }
     let mut outcome = match known {
         Some(lead) => CreateOutcome {
             lead,

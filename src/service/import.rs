@@ -91,6 +91,7 @@ impl Service {
             line,
             raw,
             note,
+            id,
             input,
         } = row;
         let item = input
@@ -101,6 +102,7 @@ impl Service {
             .map(|mut new| {
                 let mut cap = Capture::new(Via::Import, "import", raw.clone());
                 cap.text = note;
+                cap.exported_id = id;
                 cap.properties.insert("file".into(), json!(origin));
                 cap.properties.insert("line".into(), json!(line));
                 self.prepare_capture(&mut new, &cap);
@@ -160,11 +162,16 @@ impl Service {
                 Ok((new, cap)) => {
                     let content = (new.email.is_none() && new.phone.is_none())
                         .then(|| super::capture::row_key(&new));
+                    let exported = match (&content, cap.exported_id) {
+                        (Some(_), Some(id)) => Some(format!("i:{id}")),
+                        _ => None,
+                    };
                     let keys: Vec<String> = new
                         .email
                         .iter()
                         .map(|e| format!("e:{e}"))
                         .chain(new.phone.iter().map(|p| format!("p:{p}")))
+                        .chain(exported)
                         .chain(content)
                         .collect();
                     let mut existing = None;
@@ -173,6 +180,10 @@ impl Service {
                         existing = existing.or(match kind {
                             "e:" => snap.lead_id_by_email(value)?,
                             "p:" => snap.lead_id_by_phone(value)?,
+                            "i:" => match Uuid::parse_str(value) {
+                                Ok(id) if snap.lead(id)?.is_some() => Some(id),
+                                _ => None,
+                            },
                             _ => snap.alt_key(k)?,
                         });
                     }

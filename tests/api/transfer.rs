@@ -295,6 +295,60 @@ async fn a_reps_import_is_theirs() {
 }
 
 #[tokio::test]
+async fn leads_without_email_or_phone_re_import_from_their_export_by_id() {
+    let app = spawn_app().await;
+    let (_, rep) = app.rep("r", None).await;
+    let (_, other) = app.rep("o", None).await;
+    let theirs = app
+        .create_lead(&other, json!({"name": "Walk-in", "company": "Kiosk"}))
+        .await;
+    let mine = app
+        .create_lead(&rep, json!({"name": "Booth visitor", "company": "Expo"}))
+        .await;
+    // Edited after the export, so its content no longer matches what was exported.
+    let export = app
+        .get("/v1/leads/export", &app.admin)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let res = app
+        .patch(
+            &format!("/v1/leads/{}", mine["id"].as_str().unwrap()),
+            &rep,
+            &json!({"title": "Buyer"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    for query in ["?dry_run=true", ""] {
+        let r = expect_json(
+            import(&app, &app.admin, &export, query, "text/csv").await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_fields(&r, json!({"rows": 2, "created": 0, "unchanged": 2}));
+    }
+    assert_eq!(all_leads(&app, &app.admin).await.len(), 2);
+    // A rep re-importing a row that is another rep's lead is told so and changes nothing.
+    let r = expect_json(
+        import(&app, &rep, &export, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(&r, json!({"created": 0, "unchanged": 1, "rejected": 1}));
+    assert_eq!(all_leads(&app, &app.admin).await.len(), 2);
+    assert_eq!(all_leads(&app, &other).await[0]["id"], theirs["id"]);
+    // An id that is not this server's, or not a UUID, does not stop the row.
+    let foreign = "id,name,company\n01900000-0000-7000-8000-000000000000,New,Co\n42,Other,Co\n";
+    let r = expect_json(
+        import(&app, &app.admin, foreign, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(&r, json!({"created": 2, "rejected": 0}));
+}
+
+#[tokio::test]
 async fn exports_stream_with_filters_and_re_import_cleanly() {
     let app = spawn_app().await;
     expect_json(
