@@ -118,6 +118,7 @@ async fn dry_run(
             "must be classify, enrich, score, route, sla, on_event or stage_gate",
         )
     })?;
+    crate::script::check_dry_run_args(hook, &req.args).map_err(|m| ApiError::field("args", m))?;
     let now = state.service.now();
     let (lead, stats) = match (req.lead, req.lead_id) {
         (Some(_), Some(_)) => {

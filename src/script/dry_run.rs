@@ -164,6 +164,35 @@ impl Plugins {
     }
 }
 
+/// Checks a dry run's `args` against what `hook` takes besides the lead, so a mistyped
+/// request is refused instead of answered with an error the script never made.
+pub fn check_dry_run_args(hook: Hook, args: &[serde_json::Value]) -> Result<(), String> {
+    let takes = match hook {
+        Hook::Classify | Hook::Enrich | Hook::Sla | Hook::Score => 0,
+        Hook::OnEvent => 1,
+        Hook::StageGate => 2,
+        Hook::Route => 3,
+    };
+    if args.len() > takes {
+        return Err(match takes {
+            0 => format!("{} takes only the lead; leave `args` out", hook.name()),
+            1 => format!(
+                "{} takes one argument besides the lead: the event",
+                hook.name()
+            ),
+            2 => format!(
+                "{} takes two arguments: the opportunity and the stage",
+                hook.name()
+            ),
+            _ => format!("{} takes at most reps, trigger and pool names", hook.name()),
+        });
+    }
+    if hook == Hook::Route {
+        route_args(args, None)?;
+    }
+    Ok(())
+}
+
 /// A made-up rep for a routing dry run.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

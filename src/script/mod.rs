@@ -11,7 +11,7 @@ pub mod nurture;
 pub mod routing;
 mod watch;
 
-pub use dry_run::{DryRun, StatsInput};
+pub use dry_run::{DryRun, StatsInput, check_dry_run_args};
 pub use engine::{LeadObj, Limits, StatsObj};
 pub use hooks::{EnrichOutcome, Source, apply_enrichment};
 pub use watch::PluginWatch;

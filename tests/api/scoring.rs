@@ -620,6 +620,22 @@ async fn dry_run_shows_what_a_hook_answers_without_storing() {
         first_field(&assert_problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await),
         "hook"
     );
+    // Arguments the hook does not take, or of the wrong shape, are the request's fault.
+    for (hook, args) in [
+        ("score", json!([1])),
+        ("route", json!(["not reps"])),
+        ("route", json!([[], "later"])),
+        ("on_event", json!([{"kind": "x"}, 2])),
+    ] {
+        let bad = app
+            .post(
+                "/v1/admin/plugins/dry-run",
+                &app.admin,
+                &json!({"hook": hook, "lead": {"email": "z@acme.com"}, "args": args}),
+            )
+            .await;
+        assert_invalid(bad, "args").await;
+    }
 }
 
 #[tokio::test]
