@@ -406,15 +406,31 @@ pub struct ClockView {
 
 /// The server's clock (only on a server started with `--test-clock`).
 #[utoipa::path(get, path = "/v1/admin/clock", tag = "ops",
-    responses((status = 200, body = ClockView), (status = 404, description = "Not a test server", body = Problem)),
+    responses((status = 200, body = ClockView), (status = 403, body = Problem), (status = 404, description = "Not a test server", body = Problem)),
     security(("bearer" = [])))]
 async fn get_clock(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<Json<ClockView>> {
-    if !p.is_admin() || state.test_clock.is_none() {
-        return Err(ApiError::NotFound("route"));
-    }
+    test_clock(&state, &p)?;
     Ok(Json(ClockView {
         now: to_rfc3339(state.service.now()),
     }))
+}
+
+/// The test clock, for an admin: a server without one has no such route (404); on a test
+/// server it is an admin's tool like any other (403 for the rest).
+fn test_clock<'s>(
+    state: &'s AppState,
+    p: &crate::domain::user::Principal,
+) -> ApiResult<&'s std::sync::Arc<crate::clock::ManualClock>> {
+    let clock = state
+        .test_clock
+        .as_ref()
+        .ok_or(ApiError::NotFound("route"))?;
+    if !p.is_admin() {
+        return Err(ApiError::Forbidden(
+            "only an admin may read or move the clock".into(),
+        ));
+    }
+    Ok(clock)
 }
 
 /// The furthest one move of the test clock goes: 100 years.
@@ -433,7 +449,7 @@ pub struct ClockInput {
 /// Move the clock of a server started with `--test-clock` (for black-box tests; such a server
 /// is not for production use). Timers due by the new time fire.
 #[utoipa::path(post, path = "/v1/admin/clock", tag = "ops", request_body = ClockInput,
-    responses((status = 200, body = ClockView), (status = 404, description = "Not a test server", body = Problem),
+    responses((status = 200, body = ClockView), (status = 403, body = Problem), (status = 404, description = "Not a test server", body = Problem),
         (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn move_clock(
@@ -441,9 +457,7 @@ async fn move_clock(
     Auth(p): Auth,
     body: JsonBody<ClockInput>,
 ) -> ApiResult<Json<ClockView>> {
-    let Some(clock) = state.test_clock.as_ref().filter(|_| p.is_admin()) else {
-        return Err(ApiError::NotFound("route"));
-    };
+    let clock = test_clock(&state, &p)?;
     let now = state.service.now();
     let to = match (body.value.advance_seconds, body.value.set.as_deref()) {
         (Some(s), None) if (0..=MAX_ADVANCE_SECONDS).contains(&s) => now + s * 1000,

@@ -151,6 +151,18 @@ async fn the_test_clock_moves_forward_within_reason_only() {
     let set = json!({"set": "2027-01-01T00:00:00Z"});
     let moved = expect_json(post(set).await, StatusCode::OK).await;
     assert_eq!(moved["now"], "2027-01-01T00:00:00.000Z");
+    // On a test server the clock is an admin's tool: others get 403, not a missing route.
+    let (_, manager) = app
+        .create_user(json!({"name": "m", "role": "manager"}))
+        .await;
+    let res = app.get("/v1/admin/clock", &manager).await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let res = app
+        .post("/v1/admin/clock", &manager, &json!({"advance_seconds": 1}))
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let now = expect_json(app.get("/v1/admin/clock", &app.admin).await, StatusCode::OK).await;
+    assert_eq!(now["now"], "2027-01-01T00:00:00.000Z");
 }
 
 #[tokio::test]
