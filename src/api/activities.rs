@@ -1,7 +1,7 @@
 //! Activities: `POST /v1/activities`, `GET|POST /v1/leads/{id}/activities`, and the timeline.
 
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, JsonBody, Params, encode_cursor, idempotency, path_id};
+use super::extract::{Auth, JsonBody, Params, idempotency, path_id};
 use super::leads::json_with;
 use super::{AppState, replay};
 use crate::domain::activity::{ActivityInput, ActivityView, TimelineItem};
@@ -151,11 +151,11 @@ async fn list_lead_activities(
     let lead = path_id(&id, "lead")?;
     let limit = q.limit(state.config.http.max_page_size)?;
     let after = q.cursor()?;
-    q.finish()?;
+    let tag = q.finish()?;
     let (items, next) = state.service.list_activities(&p, lead, after, limit)?;
     Ok(Json(ActivityPage {
         items: items.iter().map(ActivityView::from).collect(),
-        next_cursor: next.map(encode_cursor),
+        next_cursor: next.map(|pos| tag.cursor(pos)),
     })
     .into_response())
 }
@@ -180,11 +180,11 @@ async fn timeline(
     let lead = path_id(&id, "lead")?;
     let limit = q.limit(state.config.http.max_page_size)?;
     let after = q.cursor()?;
-    q.finish()?;
+    let tag = q.finish()?;
     let page = state.service.timeline(&p, lead, after, limit)?;
     Ok(Json(TimelineView {
         items: page.items.into_iter().map(|(_, _, item)| item).collect(),
-        next_cursor: page.next.map(encode_cursor),
+        next_cursor: page.next.map(|pos| tag.cursor(pos)),
     })
     .into_response())
 }

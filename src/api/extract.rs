@@ -159,6 +159,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
 /// are refused rather than ignored.
 pub struct Params {
     pairs: Vec<(String, String)>,
+    tag: CursorTag,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {
@@ -168,14 +169,81 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
         let q = parts.uri.query().unwrap_or("");
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
             .map_err(|e| ApiError::Malformed(format!("malformed query string: {e}")))?;
-        Ok(Params { pairs })
+        Ok(Params::of(parts.uri.path(), pairs))
+    }
+}
+
+/// What a list's cursor is bound to: the path and every query parameter but `cursor` and
+/// `limit`. A cursor used with another sort, filter or list would start at a position that
+/// means something else there, so it is refused instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorTag([u8; 4]);
+
+impl CursorTag {
+    fn of(path: &str, pairs: &[(String, String)]) -> CursorTag {
+        let mut bound: Vec<&(String, String)> = pairs
+            .iter()
+            .filter(|(k, _)| k != "cursor" && k != "limit")
+            .collect();
+        bound.sort();
+        let mut h = Sha256::new();
+        h.update(path.as_bytes());
+        for (k, v) in bound {
+            h.update([0]);
+            h.update(k.as_bytes());
+            h.update([1]);
+            h.update(v.as_bytes());
+        }
+        let digest = h.finalize();
+        CursorTag([digest[0], digest[1], digest[2], digest[3]])
+    }
+
+    /// The cursor for the page after `pos` (sort value, id) of this list.
+    pub fn cursor(self, pos: (i64, u128)) -> String {
+        use base64::Engine;
+        let mut b = Vec::with_capacity(28);
+        b.extend_from_slice(&pos.0.to_be_bytes());
+        b.extend_from_slice(&pos.1.to_be_bytes());
+        b.extend_from_slice(&self.0);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    fn decode(self, s: &str) -> Result<(i64, u128), String> {
+        use base64::Engine;
+        let bad = || "is not a cursor issued by this server".to_owned();
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| bad())?;
+        if b.len() != 28 {
+            return Err(bad());
+        }
+        let sort: [u8; 8] = b[..8].try_into().map_err(|_| bad())?;
+        let id: [u8; 16] = b[8..24].try_into().map_err(|_| bad())?;
+        if b[24..] != self.0 {
+            return Err(
+                "belongs to another list, sort or filter; leave it out to start again \
+                 from the first page"
+                    .to_owned(),
+            );
+        }
+        Ok((i64::from_be_bytes(sort), u128::from_be_bytes(id)))
     }
 }
 
 impl Params {
+    fn of(path: &str, pairs: Vec<(String, String)>) -> Params {
+        let tag = CursorTag::of(path, &pairs);
+        Params { pairs, tag }
+    }
+
     /// Parameters given some other way (the CLI's `--filter`).
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Params {
-        Params { pairs }
+        Params::of("", pairs)
+    }
+
+    /// What this request's next-page cursor is bound to.
+    pub fn cursor_tag(&self) -> CursorTag {
+        self.tag
     }
 
     /// The value of `name`, if given (the last one wins); an empty value counts as absent.
@@ -230,10 +298,10 @@ impl Params {
             .unwrap_or(false))
     }
 
-    /// Refuses parameters nobody took.
-    pub fn finish(self) -> Result<(), ApiError> {
+    /// Refuses parameters nobody took; gives what a next-page cursor is bound to.
+    pub fn finish(self) -> Result<CursorTag, ApiError> {
         match self.pairs.first() {
-            None => Ok(()),
+            None => Ok(self.tag),
             Some((k, _)) => Err(ApiError::field(k, "unknown query parameter")),
         }
     }
@@ -256,7 +324,8 @@ impl Params {
 
     /// `cursor`, as issued by an earlier page.
     pub fn cursor(&mut self) -> Result<Option<(i64, u128)>, ApiError> {
-        self.parse("cursor", decode_cursor)
+        let tag = self.tag;
+        self.parse("cursor", |s| tag.decode(s))
     }
 }
 
@@ -280,35 +349,11 @@ pub fn page_of<T>(
     let end = start.saturating_add(limit).min(items.len());
     let next = (end < items.len() && end > start).then(|| {
         let last = &items[end - 1];
-        encode_cursor((i64::try_from(end - 1).unwrap_or(i64::MAX), key(last)))
+        q.cursor_tag()
+            .cursor((i64::try_from(end - 1).unwrap_or(i64::MAX), key(last)))
     });
     let page = items.into_iter().skip(start).take(end - start).collect();
     Ok((page, next))
-}
-
-pub fn encode_cursor(pos: (i64, u128)) -> String {
-    use base64::Engine;
-    let mut b = Vec::with_capacity(24);
-    b.extend_from_slice(&pos.0.to_be_bytes());
-    b.extend_from_slice(&pos.1.to_be_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-pub fn decode_cursor(s: &str) -> Result<(i64, u128), String> {
-    use base64::Engine;
-    let bad = || "is not a cursor issued by this server".to_owned();
-    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| bad())?;
-    let sort: [u8; 8] = b.get(..8).and_then(|s| s.try_into().ok()).ok_or_else(bad)?;
-    let id: [u8; 16] = b
-        .get(8..24)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(bad)?;
-    if b.len() != 24 {
-        return Err(bad());
-    }
-    Ok((i64::from_be_bytes(sort), u128::from_be_bytes(id)))
 }
 
 /// The authenticated caller.
@@ -545,9 +590,25 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = encode_cursor((-5, 42));
-        assert_eq!(decode_cursor(&c), Ok((-5, 42)));
-        assert!(decode_cursor("nope!").is_err());
-        assert!(decode_cursor("AAAA").is_err());
+        let pairs = |sort: &str| vec![("sort".to_owned(), sort.to_owned())];
+        let tag = CursorTag::of("/v1/leads", &pairs("score"));
+        let c = tag.cursor((-5, 42));
+        assert_eq!(tag.decode(&c), Ok((-5, 42)));
+        assert!(tag.decode("nope!").is_err());
+        assert!(tag.decode("AAAA").is_err());
+        // The same list asked again (another limit, parameters in another order) takes it.
+        let mut again = pairs("score");
+        again.insert(0, ("limit".into(), "7".into()));
+        again.push(("cursor".into(), c.clone()));
+        assert_eq!(CursorTag::of("/v1/leads", &again), tag);
+        // Another sort, filter or list does not.
+        for other in [
+            CursorTag::of("/v1/leads", &pairs("-score")),
+            CursorTag::of("/v1/leads", &[]),
+            CursorTag::of("/v1/tasks", &pairs("score")),
+        ] {
+            let e = other.decode(&c).unwrap_err();
+            assert!(e.contains("another list"), "{e}");
+        }
     }
 }

@@ -2,8 +2,8 @@
 
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{
-    Auth, IfMatch, JsonBody, Params, encode_cursor, etag, idempotency, parse_json, parse_owner,
-    parse_uuid, path_id,
+    Auth, IfMatch, JsonBody, Params, etag, idempotency, parse_json, parse_owner, parse_uuid,
+    path_id,
 };
 use super::{AppState, replay};
 use crate::domain::FieldError;
@@ -352,7 +352,7 @@ async fn list_leads(
     let (filter, sort, descending) = filter_and_sort(&mut q)?;
     let limit = q.limit(state.config.http.max_page_size)?;
     let after = q.cursor()?;
-    q.finish()?;
+    let tag = q.finish()?;
     let page = state.service.list_leads(
         &p,
         ListParams {
@@ -365,7 +365,7 @@ async fn list_leads(
     )?;
     Ok(Json(LeadPage {
         items: page.items.iter().map(LeadView::from).collect::<Vec<_>>(),
-        next_cursor: page.next.map(encode_cursor),
+        next_cursor: page.next.map(|pos| tag.cursor(pos)),
     })
     .into_response())
 }

@@ -2,9 +2,7 @@
 //! computed from the service clock).
 
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{
-    Auth, IfMatch, JsonBody, Params, encode_cursor, etag, idempotency, parse_uuid, path_id,
-};
+use super::extract::{Auth, IfMatch, JsonBody, Params, etag, idempotency, parse_uuid, path_id};
 use super::leads::json_with;
 use super::{AppState, replay};
 use crate::domain::time::{Millis, opt_rfc3339, to_rfc3339};
@@ -209,12 +207,12 @@ async fn list_tasks(
     };
     let limit = q.limit(state.config.http.max_page_size)?;
     let after = q.cursor()?;
-    q.finish()?;
+    let tag = q.finish()?;
     let page = state.service.list_tasks(&p, &filter, limit, after)?;
     let now = state.service.now();
     Ok(Json(TaskPageView {
         items: page.items.iter().map(|t| TaskView::new(t, now)).collect(),
-        next_cursor: page.next.map(encode_cursor),
+        next_cursor: page.next.map(|pos| tag.cursor(pos)),
     })
     .into_response())
 }

@@ -132,7 +132,7 @@ async fn pool_leads(
     state.service.pool(id)?;
     let limit = q.limit(state.config.http.max_page_size)?;
     let after = q.cursor()?;
-    q.finish()?;
+    let tag = q.finish()?;
     let page = state.service.list_leads(
         &p,
         ListParams {
@@ -149,7 +149,7 @@ async fn pool_leads(
     )?;
     Ok(Json(LeadPage {
         items: page.items.iter().map(LeadView::from).collect(),
-        next_cursor: page.next.map(super::extract::encode_cursor),
+        next_cursor: page.next.map(|pos| tag.cursor(pos)),
     })
     .into_response())
 }

@@ -1593,6 +1593,36 @@ async fn cursor_paging_respects_filters() {
 }
 
 #[tokio::test]
+async fn a_cursor_only_pages_the_list_sort_and_filter_it_came_from() {
+    let app = spawn_app().await;
+    batch(&app, json!(named_leads("c", 6))).await;
+    let first = list(&app, &[("sort", "score"), ("limit", "2")]).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    // The same list, with its parameters in another order and another page size, goes on.
+    let next = list(
+        &app,
+        &[("limit", "3"), ("cursor", &cursor), ("sort", "score")],
+    )
+    .await;
+    assert_eq!(page_items(&next).len(), 3);
+    for other in [
+        vec![("sort", "-created_at")],
+        vec![],
+        vec![("sort", "score"), ("stage", "lead")],
+    ] {
+        let mut q = other.clone();
+        q.push(("cursor", &cursor));
+        let res = list_response(&app, &app.admin, &q).await;
+        let p = assert_invalid(res, "cursor").await;
+        assert!(p.to_string().contains("another list"), "{p}");
+    }
+    let res = app
+        .get(&format!("/v1/tasks?cursor={cursor}"), &app.admin)
+        .await;
+    assert_invalid(res, "cursor").await;
+}
+
+#[tokio::test]
 async fn cursor_paging_as_a_rep_walks_own_and_pool_leads_once() {
     let app = spawn_app().await;
     let (rep_id, rep) = app.rep("wang", None).await;
