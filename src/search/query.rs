@@ -853,21 +853,28 @@ impl SearchIndex {
         };
         for (field, weight) in self.text_fields(doc_type) {
             let mut seen: HashSet<Vec<u8>> = HashSet::from([word.as_bytes().to_vec()]);
+            // A text term, not a bytes term: the same word in the index, but snippets only
+            // mark the text terms of a query.
+            let text_term = |t: &[u8]| {
+                std::str::from_utf8(t)
+                    .ok()
+                    .map(|w| Term::from_field_text(field, w))
+            };
             if prefix {
                 for t in expand(searcher, field, word, Expansion::Prefix)? {
-                    if seen.insert(t.clone()) {
-                        alts.push(Alt::one(Term::from_field_bytes(field, &t), weight, None));
+                    if seen.insert(t.clone())
+                        && let Some(term) = text_term(&t)
+                    {
+                        alts.push(Alt::one(term, weight, None));
                     }
                 }
             }
             if fuzzy {
                 for t in expand(searcher, field, word, Expansion::OneTypo)? {
-                    if seen.insert(t.clone()) {
-                        alts.push(Alt::one(
-                            Term::from_field_bytes(field, &t),
-                            weight * 0.3,
-                            None,
-                        ));
+                    if seen.insert(t.clone())
+                        && let Some(term) = text_term(&t)
+                    {
+                        alts.push(Alt::one(term, weight * 0.3, None));
                     }
                 }
             }

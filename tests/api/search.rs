@@ -161,6 +161,22 @@ async fn chinese_and_english_text_is_found_by_parts_prefixes_and_typos() {
     assert_eq!(v["items"][0]["lead_id"], c);
     let snippet = v["items"][0]["snippet"].as_str().unwrap();
     assert!(snippet.contains("<b>"), "{snippet}");
+
+    // Prefix and one-typo hits mark the word they matched, too.
+    for (query, marked) in [
+        ("acm", "<b>Acme</b>"),
+        ("manufactring", "<b>Manufacturing</b>"),
+    ] {
+        let v = search(&app, &app.admin, &format!("{}&type=lead", q(query))).await;
+        let hit = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == b)
+            .unwrap_or_else(|| panic!("{query}: {v}"));
+        let snippet = hit["snippet"].as_str().unwrap();
+        assert!(snippet.contains(marked), "{query}: {snippet}");
+    }
 }
 
 #[tokio::test]
