@@ -2,6 +2,7 @@
 //! Every error leaves as RFC 9457 problem+json, including the ones axum and tower produce.
 
 pub mod activities;
+mod body_deadline;
 pub mod capture;
 pub mod error;
 pub mod extract;
@@ -150,6 +151,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
+        // Half the request time is the client's, to send its body; a stall there is a 408.
+        .layer(axum::middleware::from_fn(move |req, next| {
+            body_deadline::limit(timeout / 2, max_body_bytes, req, next)
+        }))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
