@@ -291,6 +291,21 @@ pub(crate) fn row_key(new: &NewLead) -> String {
     format!("r:{}", hex::encode(&h.finalize()[..16]))
 }
 
+/// The alt key saying that an import already recorded these differing values on `lead` (in
+/// a `merged` event), so a re-import does not record them again.
+pub(crate) fn conflicts_key(lead: Uuid, conflicts: &[crate::domain::lead::Conflict]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(lead.as_bytes());
+    for c in conflicts {
+        for part in [&c.field, &c.offered] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+    }
+    format!("c:{}", hex::encode(&h.finalize()[..16]))
+}
+
 /// Links `visitor` to `lead` and moves the visitor's anonymous page views onto the lead as
 /// `page_view` activities, in the order they happened. A visitor already linked to another
 /// lead (a shared computer) stays with that lead.

@@ -199,8 +199,11 @@ impl Service {
                         (Some(id), _) => match snap.lead(id)? {
                             Some(mut lead) => {
                                 let before = lead.clone();
-                                lead.absorb(new);
-                                if lead == before && !new_note(id)? {
+                                let report = lead.absorb(new);
+                                let key = super::capture::conflicts_key(id, &report.conflicts);
+                                let new_conflicts =
+                                    !report.conflicts.is_empty() && snap.alt_key(&key)?.is_none();
+                                if lead == before && !new_note(id)? && !new_conflicts {
                                     RowOutcome::Unchanged(id)
                                 } else {
                                     RowOutcome::Merged(id)

@@ -186,18 +186,25 @@ pub(crate) fn apply_create(
         return Ok(Err(e));
     }
     let report = lead.absorb(new);
-    let changed = lead != before;
+    let mut changed = lead != before;
     if changed {
         lead.version += 1;
         lead.updated_at = tx.now;
         tx.put_lead(Some(&before), &lead)?;
         tx.change(Entity::Lead, lead.id, Op::Update, Some(&lead))?;
     } else if quiet {
-        return Ok(Ok(CreateOutcome {
-            lead,
-            merged: true,
-            changed,
-        }));
+        // An import row that fills nothing still has its differing values recorded, once:
+        // nothing is dropped silently, and importing the file again writes nothing.
+        let key = super::capture::conflicts_key(lead.id, &report.conflicts);
+        if report.conflicts.is_empty() || tx.alt_key(&key)?.is_some() {
+            return Ok(Ok(CreateOutcome {
+                lead,
+                merged: true,
+                changed,
+            }));
+        }
+        tx.put_alt_key(lead.id, &key)?;
+        changed = true;
     }
     tx.event(
         lead.id,

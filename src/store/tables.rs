@@ -37,7 +37,8 @@ pub const IDEMPOTENCY_BY_LEAD: TableDefinition<(u128, u128, &str), ()> =
 
 /// Other keys that find a lead, each `kind:value` → lead id: `e:` an email and `p:` a phone of a
 /// lead merged into this one, `m:` the id of a lead merged into this one, `r:` the hash of an
-/// imported row without email or phone (so re-importing it creates nothing).
+/// imported row without email or phone (so re-importing it creates nothing), `c:` the hash of
+/// differing values an import recorded on the lead (so a re-import records them once).
 pub const ALT_KEYS: TableDefinition<&str, u128> = TableDefinition::new("alt_keys");
 /// (lead id, alt key) → (): what erasure must remove from `ALT_KEYS`.
 pub const ALT_KEYS_BY_LEAD: TableDefinition<(u128, &str), ()> =

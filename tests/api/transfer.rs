@@ -36,6 +36,15 @@ async fn import(
     .expect("import request")
 }
 
+async fn get_name(app: &TestApp, id: &str) -> String {
+    let lead = expect_json(
+        app.get(&format!("/v1/leads/{id}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    lead["name"].as_str().unwrap_or_default().to_owned()
+}
+
 async fn all_leads(app: &TestApp, token: &str) -> Vec<Value> {
     let page = expect_json(app.get("/v1/leads?limit=500", token).await, StatusCode::OK).await;
     page["items"].as_array().expect("items").clone()
@@ -55,7 +64,7 @@ async fn a_messy_csv_is_cleaned_deduped_and_its_bad_rows_named_by_line() {
     let r = expect_json(res, StatusCode::OK).await;
     assert_fields(
         &r,
-        json!({"dry_run": false, "rows": 7, "created": 5, "merged": 0, "unchanged": 1, "rejected": 1}),
+        json!({"dry_run": false, "rows": 7, "created": 5, "merged": 1, "unchanged": 0, "rejected": 1}),
     );
     assert_eq!(
         r["rejects"],
@@ -90,10 +99,31 @@ async fn a_messy_csv_is_cleaned_deduped_and_its_bad_rows_named_by_line() {
     )
     .await;
     let acts = acts["items"].as_array().unwrap();
-    // the repeat on line 8 only offered a different name: an import never overwrites, so it
-    // left nothing
-    assert_eq!(acts.len(), 1);
-    let first = &acts[0];
+    // The repeat on line 8 only offered a different name: an import never overwrites, but the
+    // row and the name it offered are on the timeline, not dropped silently.
+    assert_eq!(acts.len(), 2);
+    assert_eq!(acts[0]["properties"]["line"], 8);
+    assert_eq!(acts[0]["properties"]["raw"]["姓名"], "Wang again");
+    let timeline = expect_json(
+        app.get(&format!("/v1/leads/{id}/timeline"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let merged: Vec<&Value> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "merged")
+        .collect();
+    assert_eq!(merged.len(), 1, "{timeline}");
+    assert_eq!(
+        merged[0]["data"]["conflicts"],
+        json!([{"field": "name", "kept": "王总", "offered": "Wang again"}]),
+        "{timeline}"
+    );
+    assert_eq!(get_name(&app, id).await, "王总");
+    let first = &acts[1];
     assert_eq!(first["properties"]["line"], 2);
     assert_fields(
         first,
