@@ -960,7 +960,11 @@ impl<R: Read> CsvSource<R> {
                 .iter()
                 .filter(|&&b| b == b'\n')
                 .count() as u64;
-            let line = after.saturating_sub(1 + inside).max(1);
+            // A quote left open runs to the end of the input and takes the last line break in
+            // with it; where the record started (which may be before skipped blank lines) is
+            // then the better answer.
+            let started = self.record.position().map_or(1, csv::Position::line);
+            let line = after.saturating_sub(1 + inside).max(started).max(1);
             if self.record.as_slice().len() > MAX_LINE_BYTES {
                 // Kept whole, it would be stored twice (note and raw row) and echoed back.
                 return Some(Ok(row_error(
@@ -1439,6 +1443,19 @@ mod tests {
         assert_eq!(fields["plan"], Value::from("pro"));
         assert_eq!(fields["来源渠道"], Value::from("展会"));
         assert_eq!(fields.len(), 3);
+    }
+
+    #[test]
+    fn a_quote_left_open_is_reported_on_the_line_it_opens() {
+        for text in [
+            "name,company\nA,Acme\n\"B,Globex\nC,Initech\n",
+            "name,company\nA,Acme\n\"B,Globex\nC,Initech",
+        ] {
+            let rows = csv(text);
+            assert_eq!(rows.len(), 2, "{text:?}");
+            assert_eq!(rows[0].line, 2);
+            assert_eq!(rows[1].line, 3, "{text:?}");
+        }
     }
 
     #[test]
