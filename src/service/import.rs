@@ -150,6 +150,7 @@ impl Service {
     /// What writing a chunk would do, judged from a snapshot and the keys of earlier rows.
     fn dry_run_chunk(
         &self,
+        p: &Principal,
         rows: Vec<Prepared>,
         seen: &mut HashSet<String>,
     ) -> ServiceResult<Vec<(Prepared, RowOutcome)>> {
@@ -197,6 +198,15 @@ impl Service {
                     seen.extend(keys);
                     match (existing, earlier) {
                         (Some(id), _) => match snap.lead(id)? {
+                            // As the import would: a row may not touch a lead its importer
+                            // cannot see.
+                            Some(lead) if !p.can_see_lead(&lead) => {
+                                RowOutcome::Rejected(vec![FieldError::new(
+                                    "row",
+                                    "this row matches a lead that belongs to someone else; \
+                                     ask its owner or a manager",
+                                )])
+                            }
                             Some(mut lead) => {
                                 let before = lead.clone();
                                 let report = lead.absorb(new);
@@ -296,7 +306,7 @@ impl Service {
                 }
             };
             if opts.dry_run {
-                match self.dry_run_chunk(chunk, &mut seen) {
+                match self.dry_run_chunk(p, chunk, &mut seen) {
                     Ok(done) => finish(done, &mut summary),
                     Err(e) => {
                         failure = Some(e.into());

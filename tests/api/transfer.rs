@@ -359,13 +359,16 @@ async fn leads_without_email_or_phone_re_import_from_their_export_by_id() {
         assert_fields(&r, json!({"rows": 2, "created": 0, "unchanged": 2}));
     }
     assert_eq!(all_leads(&app, &app.admin).await.len(), 2);
-    // A rep re-importing a row that is another rep's lead is told so and changes nothing.
-    let r = expect_json(
-        import(&app, &rep, &export, "", "text/csv").await,
-        StatusCode::OK,
-    )
-    .await;
-    assert_fields(&r, json!({"created": 0, "unchanged": 1, "rejected": 1}));
+    // A rep re-importing a row that is another rep's lead is told so, in the dry run too, and
+    // changes nothing.
+    for query in ["?dry_run=true", ""] {
+        let r = expect_json(
+            import(&app, &rep, &export, query, "text/csv").await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_fields(&r, json!({"created": 0, "unchanged": 1, "rejected": 1}));
+    }
     assert_eq!(all_leads(&app, &app.admin).await.len(), 2);
     assert_eq!(all_leads(&app, &other).await[0]["id"], theirs["id"]);
     // An id that is not this server's, or not a UUID, does not stop the row.
