@@ -240,11 +240,18 @@ fn route_args(
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|e| format!("args[0] must be an array of reps ({{\"id\", \"team\", \"territories\", \"product_lines\", \"capacity\", \"load\", \"active\", \"senior\"}}): {e}"))?,
     };
-    let trigger = match args.get(1).and_then(|v| v.as_str()) {
-        None | Some("capture") => RouteTrigger::Capture,
-        Some("sql") => RouteTrigger::Sql,
-        Some("reclaim") => RouteTrigger::Reclaim,
-        Some(other) => return Err(format!("args[1] `{other}` must be capture, sql or reclaim")),
+    let trigger = match args.get(1) {
+        None | Some(serde_json::Value::Null) => RouteTrigger::Capture,
+        Some(v) => match v.as_str() {
+            Some("capture") => RouteTrigger::Capture,
+            Some("sql") => RouteTrigger::Sql,
+            Some("reclaim") => RouteTrigger::Reclaim,
+            _ => {
+                return Err(format!(
+                    "args[1] {v} must be \"capture\", \"sql\" or \"reclaim\""
+                ));
+            }
+        },
     };
     let mut pools: Vec<String> = match args.get(2) {
         None | Some(serde_json::Value::Null) => Vec::new(),

@@ -157,7 +157,14 @@ fn capture(
     // content, so importing the same file (or an export of this server) again creates nothing.
     let row_key = (import && new.email.is_none() && new.phone.is_none()).then(|| row_key(&new));
     let exported = match (&row_key, cap.exported_id) {
-        (Some(_), Some(id)) => tx.lead(id)?,
+        (Some(_), Some(id)) => match tx.lead(id)? {
+            Some(lead) => Some(lead),
+            // Merged away since the export: the survivor is that person now.
+            None => match tx.alt_key(&format!("m:{id}"))? {
+                Some(survivor) => tx.lead(survivor)?,
+                None => None,
+            },
+        },
         _ => None,
     };
     let known = match (exported, &row_key) {
@@ -178,6 +185,7 @@ fn capture(
             lead,
             merged: true,
             changed: false,
+            conflicts_recorded: false,
         },
         None => {
             let created = match apply_create(tx, p, new, import)? {
@@ -198,7 +206,7 @@ fn capture(
         }
         _ => false,
     };
-    if import && !outcome.changed && !new_note {
+    if import && !outcome.changed && !new_note && !outcome.conflicts_recorded {
         return Ok(Ok(outcome));
     }
     let mut properties = cap.properties;
@@ -262,8 +270,8 @@ fn capture(
             tx.put_lead(Some(&before), &outcome.lead)?;
         }
     }
-    // Counted as merged, not unchanged: the lead gained a note.
-    outcome.changed |= new_note;
+    // Counted as merged, not unchanged: the lead gained a note or a record of what differed.
+    outcome.changed |= new_note || outcome.conflicts_recorded;
     Ok(Ok(outcome))
 }
 

@@ -175,18 +175,24 @@ impl Service {
                         .chain(exported)
                         .chain(content)
                         .collect();
-                    let mut existing = None;
+                    // The lead a key finds, and whether by email or phone (a merge) rather than
+                    // by exported id or content (the same lead again, nothing to merge).
+                    let mut existing: Option<(Uuid, bool)> = None;
                     for k in &keys {
+                        if existing.is_some() {
+                            break;
+                        }
                         let (kind, value) = k.split_at(2);
-                        existing = existing.or(match kind {
-                            "e:" => snap.lead_id_by_email(value)?,
-                            "p:" => snap.lead_id_by_phone(value)?,
+                        existing = match kind {
+                            "e:" => snap.lead_id_by_email(value)?.map(|id| (id, true)),
+                            "p:" => snap.lead_id_by_phone(value)?.map(|id| (id, true)),
                             "i:" => match Uuid::parse_str(value) {
-                                Ok(id) if snap.lead(id)?.is_some() => Some(id),
-                                _ => None,
+                                Ok(id) if snap.lead(id)?.is_some() => Some((id, false)),
+                                Ok(id) => snap.alt_key(&format!("m:{id}"))?.map(|s| (s, false)),
+                                Err(_) => None,
                             },
-                            _ => snap.alt_key(k)?,
-                        });
+                            _ => snap.alt_key(k)?.map(|id| (id, false)),
+                        };
                     }
                     let new_note = |id: Uuid| match &cap.text {
                         Some(t) => snap
@@ -197,7 +203,7 @@ impl Service {
                     let earlier = keys.iter().any(|k| seen.contains(k));
                     seen.extend(keys);
                     match (existing, earlier) {
-                        (Some(id), _) => match snap.lead(id)? {
+                        (Some((id, merges)), _) => match snap.lead(id)? {
                             // As the import would: a row may not touch a lead its importer
                             // cannot see.
                             Some(lead) if !p.can_see_lead(&lead) => {
@@ -206,6 +212,13 @@ impl Service {
                                     "this row matches a lead that belongs to someone else; \
                                      ask its owner or a manager",
                                 )])
+                            }
+                            Some(_) if !merges => {
+                                if new_note(id)? {
+                                    RowOutcome::Merged(id)
+                                } else {
+                                    RowOutcome::Unchanged(id)
+                                }
                             }
                             Some(mut lead) => {
                                 let before = lead.clone();

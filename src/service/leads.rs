@@ -19,6 +19,8 @@ pub struct CreateOutcome {
     pub merged: bool,
     /// False when a duplicate capture had nothing new for the lead it matched.
     pub changed: bool,
+    /// An import row that changed nothing had its differing values recorded (a `merged` event).
+    pub conflicts_recorded: bool,
 }
 
 /// One item of a batch create, in request order.
@@ -154,6 +156,7 @@ pub(crate) fn apply_create(
             lead,
             merged: false,
             changed: true,
+            conflicts_recorded: false,
         }));
     };
     let Some(mut lead) = tx.lead(existing_id)? else {
@@ -182,29 +185,48 @@ pub(crate) fn apply_create(
     if lead.owner_id.is_some() || owner_defaulted || p.role() == Role::Rep {
         new.owner_id = None;
     }
+    // A lead has an owner or a pool, never both: a duplicate does not move where it is.
+    if lead.owner_id.is_some() || lead.pool_id.is_some() {
+        new.pool_id = None;
+    }
+    if lead.pool_id.is_some() {
+        new.owner_id = None;
+    }
     if let Err(e) = check_given_capacity(tx, p, new.owner_id, quiet)? {
         return Ok(Err(e));
     }
     let report = lead.absorb(new);
-    let mut changed = lead != before;
+    let changed = lead != before;
+    // An import records the values a row offers that differ from the lead's once, even when
+    // it fills nothing: nothing is dropped silently, and importing the file again writes
+    // nothing.
+    let mut conflicts_recorded = false;
+    if quiet && !report.conflicts.is_empty() {
+        let key = super::capture::conflicts_key(lead.id, &report.conflicts);
+        if tx.alt_key(&key)?.is_none() {
+            tx.put_alt_key(lead.id, &key)?;
+            conflicts_recorded = !changed;
+        } else if !changed {
+            return Ok(Ok(CreateOutcome {
+                lead,
+                merged: true,
+                changed,
+                conflicts_recorded,
+            }));
+        }
+    }
     if changed {
         lead.version += 1;
         lead.updated_at = tx.now;
         tx.put_lead(Some(&before), &lead)?;
         tx.change(Entity::Lead, lead.id, Op::Update, Some(&lead))?;
-    } else if quiet {
-        // An import row that fills nothing still has its differing values recorded, once:
-        // nothing is dropped silently, and importing the file again writes nothing.
-        let key = super::capture::conflicts_key(lead.id, &report.conflicts);
-        if report.conflicts.is_empty() || tx.alt_key(&key)?.is_some() {
-            return Ok(Ok(CreateOutcome {
-                lead,
-                merged: true,
-                changed,
-            }));
-        }
-        tx.put_alt_key(lead.id, &key)?;
-        changed = true;
+    } else if quiet && !conflicts_recorded {
+        return Ok(Ok(CreateOutcome {
+            lead,
+            merged: true,
+            changed,
+            conflicts_recorded,
+        }));
     }
     tx.event(
         lead.id,
@@ -221,6 +243,7 @@ pub(crate) fn apply_create(
         lead,
         merged: true,
         changed,
+        conflicts_recorded,
     }))
 }
 

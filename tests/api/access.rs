@@ -424,6 +424,27 @@ async fn a_lead_is_given_an_owner_or_a_pool_not_both() {
     .await;
     assert_eq!(moved["owner_id"], rep_id);
     assert_eq!(moved["pool_id"], Value::Null);
+    // A duplicate naming a pool does not put an owned lead in it as well.
+    let owned = app
+        .create_lead(
+            &app.admin,
+            json!({"email": "o@acme.com", "owner_id": rep_id}),
+        )
+        .await;
+    let again = expect_json(
+        app.post(
+            "/v1/leads",
+            &app.admin,
+            &json!({"email": "o@acme.com", "pool_id": pid}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(again["merged"], true);
+    assert_eq!(again["id"], owned["id"]);
+    assert_eq!(again["owner_id"], rep_id);
+    assert_eq!(again["pool_id"], Value::Null);
 }
 
 #[tokio::test]

@@ -625,6 +625,7 @@ async fn dry_run_shows_what_a_hook_answers_without_storing() {
         ("score", json!([1])),
         ("route", json!(["not reps"])),
         ("route", json!([[], "later"])),
+        ("route", json!([[], 5])),
         ("on_event", json!([{"kind": "x"}, 2])),
     ] {
         let bad = app

@@ -183,6 +183,22 @@ async fn importing_the_same_file_again_creates_nothing() {
     .await;
     assert_fields(&r, json!({"created": 0, "unchanged": 1}));
 
+    // A row that fills a blank and offers a differing value: merged once, then unchanged.
+    let fills_and_differs = "email,company,region\nsam@acme.com,Other Co,华东\n";
+    for (query, want) in [
+        ("?dry_run=true", "merged"),
+        ("", "merged"),
+        ("", "unchanged"),
+        ("?dry_run=true", "unchanged"),
+    ] {
+        let r = expect_json(
+            import(&app, &app.admin, fills_and_differs, query, "text/csv").await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(r[want], 1, "{query}: {r}");
+    }
+
     // A known person with a new note: the note is kept, once.
     let noted = "email,notes\nsam@acme.com,called back; wants an ERP quote\n";
     let nameless_noted = "name,company,notes\nNo Contact,Acme,met at the expo\n";
