@@ -176,9 +176,7 @@ fn capture(
         (None, None) => None,
     };
     if known.as_ref().is_some_and(|l| !p.can_see_lead(l)) {
-        return Ok(Err(ServiceError::Conflict(
-            "this row is a lead that belongs to someone else; ask its owner or a manager".into(),
-        )));
+        return Ok(Err(ServiceError::Conflict(ROW_OF_SOMEONE_ELSE.into())));
     }
     let mut outcome = match known {
         Some(lead) => CreateOutcome {
@@ -274,6 +272,10 @@ fn capture(
     outcome.changed |= new_note || outcome.conflicts_recorded;
     Ok(Ok(outcome))
 }
+
+/// Why an import row that is (or matches) a lead its importer cannot see is rejected.
+pub(crate) const ROW_OF_SOMEONE_ELSE: &str =
+    "this row matches a lead that belongs to someone else; ask its owner or a manager";
 
 /// The content key of an imported row without email or phone (see `tables::ALT_KEYS`).
 pub(crate) fn row_key(new: &NewLead) -> String {

@@ -209,8 +209,7 @@ impl Service {
                             Some(lead) if !p.can_see_lead(&lead) => {
                                 RowOutcome::Rejected(vec![FieldError::new(
                                     "row",
-                                    "this row matches a lead that belongs to someone else; \
-                                     ask its owner or a manager",
+                                    super::capture::ROW_OF_SOMEONE_ELSE,
                                 )])
                             }
                             Some(_) if !merges => {

@@ -206,13 +206,6 @@ pub(crate) fn apply_create(
         if tx.alt_key(&key)?.is_none() {
             tx.put_alt_key(lead.id, &key)?;
             conflicts_recorded = !changed;
-        } else if !changed {
-            return Ok(Ok(CreateOutcome {
-                lead,
-                merged: true,
-                changed,
-                conflicts_recorded,
-            }));
         }
     }
     if changed {
