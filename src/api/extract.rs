@@ -64,7 +64,10 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     match serde_path_to_error::deserialize::<_, T>(&mut *de) {
         // Anything after the value (a second document, stray text) makes the body malformed.
         Ok(v) => match de.end() {
-            Ok(()) => Ok(v),
+            Ok(()) => {
+                reject_duplicate_members(raw)?;
+                Ok(v)
+            }
             Err(e) => Err(ApiError::Malformed(format!(
                 "the body is not valid JSON: {e}"
             ))),
@@ -122,6 +125,88 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
                 }
             }
         }
+    }
+}
+
+/// A member given twice anywhere in a body, free-form objects such as `fields` included, is a
+/// 422 naming it. Typed structs refuse their own duplicates, but a free-form map would quietly
+/// keep the last value, so which one the client meant would be a guess.
+fn reject_duplicate_members(raw: &[u8]) -> Result<(), ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(raw);
+    match serde_path_to_error::deserialize::<_, UniqueMembers>(de) {
+        Ok(UniqueMembers) => Ok(()),
+        Err(e) => {
+            let path = e.path().to_string();
+            let msg = e.inner().to_string();
+            let name = msg.split('`').nth(1).unwrap_or_default();
+            let field = match path.as_str() {
+                "." | "" => name.to_owned(),
+                path => format!("{path}.{name}"),
+            };
+            Err(ApiError::field(&field, "is given more than once"))
+        }
+    }
+}
+
+/// Walks any JSON value and fails on the first object that names a member twice.
+struct UniqueMembers;
+
+impl<'de> serde::Deserialize<'de> for UniqueMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueMembersVisitor)
+    }
+}
+
+struct UniqueMembersVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueMembersVisitor {
+    type Value = UniqueMembers;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<UniqueMembers, A::Error> {
+        while seq.next_element::<UniqueMembers>()?.is_some() {}
+        Ok(UniqueMembers)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<UniqueMembers, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate member `{key}`"
+                )));
+            }
+            map.next_value::<UniqueMembers>()?;
+        }
+        Ok(UniqueMembers)
     }
 }
 
@@ -493,6 +578,41 @@ mod tests {
             Err(ApiError::Validation { errors, .. }) => errors[0].field.clone(),
             other => panic!("expected 422, got {other:?}"),
         }
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Free {
+        fields: std::collections::BTreeMap<String, serde_json::Value>,
+        #[serde(default)]
+        items: Vec<serde_json::Value>,
+    }
+
+    #[test]
+    fn a_member_given_twice_inside_a_free_form_object_is_named() {
+        let field = |body: &[u8]| match parse_json::<Free>(body) {
+            Err(ApiError::Validation { errors, .. }) => {
+                (errors[0].field.clone(), errors[0].message.clone())
+            }
+            other => panic!("expected 422, got {other:?}"),
+        };
+        assert_eq!(
+            field(br#"{"fields":{"a":1,"b":2,"a":3}}"#),
+            ("fields.a".to_owned(), "is given more than once".to_owned())
+        );
+        assert_eq!(
+            field(br#"{"fields":{"x":{"deep":1,"deep":2}}}"#).0,
+            "fields.x.deep"
+        );
+        assert_eq!(
+            field(br#"{"fields":{},"items":[{"k":1},{"k":1,"k":2}]}"#).0,
+            "items[1].k"
+        );
+        // The same name in different objects, or escaped differently but distinct, is fine.
+        assert!(parse_json::<Free>(br#"{"fields":{"a":{"a":1},"b":{"a":2}}}"#).is_ok());
+        assert!(parse_json::<Free>(br#"{"fields":{"a":1,"\u0061b":2}}"#).is_ok());
+        // Escapes are decoded before comparing: "\u0061" is "a".
+        assert_eq!(field(br#"{"fields":{"a":1,"\u0061":2}}"#).0, "fields.a");
     }
 
     #[test]

@@ -567,6 +567,18 @@ async fn a_key_given_twice_is_422_naming_it() {
     .await;
     let p = assert_invalid(res, "email").await;
     assert!(p.to_string().contains("more than once"), "{p}");
+    // Inside a free-form object too: which value was meant would be a guess.
+    let raw = r#"{"name": "A", "fields": {"budget": "10k", "budget": "50k"}}"#;
+    let res = send_raw(
+        &app,
+        Method::POST,
+        "/v1/leads",
+        "application/json",
+        raw.to_owned(),
+    )
+    .await;
+    let p = assert_invalid(res, "fields.budget").await;
+    assert!(p.to_string().contains("more than once"), "{p}");
     assert!(all_ids(&app).await.is_empty());
 }
 
