@@ -18,8 +18,6 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -635,14 +633,14 @@ async fn list_duplicates(
     mut params: Params,
 ) -> ApiResult<Response> {
     let limit = params.limit(state.config.http.max_page_size)?;
-    let after = params.parse("cursor", |s| {
-        URL_SAFE_NO_PAD
-            .decode(s)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| "not a cursor this server issued".to_owned())
-    })?;
-    params.finish()?;
+    let after = params
+        .key_cursor()?
+        .map(|k| {
+            String::from_utf8(k)
+                .map_err(|_| ApiError::field("cursor", "is not a cursor issued by this server"))
+        })
+        .transpose()?;
+    let tag = params.finish()?;
     let page = state.service.duplicates(&p, after.as_deref(), limit)?;
     Ok(axum::Json(DuplicateList {
         items: page
@@ -653,7 +651,7 @@ async fn list_duplicates(
                 leads: g.leads.iter().map(LeadView::from).collect(),
             })
             .collect(),
-        next_cursor: page.next.map(|k| URL_SAFE_NO_PAD.encode(k)),
+        next_cursor: page.next.map(|k| tag.key_cursor(k.as_bytes())),
     })
     .into_response())
 }

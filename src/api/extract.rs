@@ -285,34 +285,60 @@ impl CursorTag {
 
     /// The cursor for the page after `pos` (sort value, id) of this list.
     pub fn cursor(self, pos: (i64, u128)) -> String {
-        use base64::Engine;
-        let mut b = Vec::with_capacity(28);
+        let mut b = Vec::with_capacity(24);
         b.extend_from_slice(&pos.0.to_be_bytes());
         b.extend_from_slice(&pos.1.to_be_bytes());
+        self.key_cursor(&b)
+    }
+
+    /// The cursor for the page after the item with this id (lists in id order).
+    pub fn id_cursor(self, id: Uuid) -> String {
+        self.cursor((0, id.as_u128()))
+    }
+
+    /// The cursor for the page after `key`, a list's own position.
+    pub fn key_cursor(self, key: &[u8]) -> String {
+        use base64::Engine;
+        let mut b = Vec::with_capacity(key.len() + 4);
+        b.extend_from_slice(key);
         b.extend_from_slice(&self.0);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
     }
 
-    fn decode(self, s: &str) -> Result<(i64, u128), String> {
+    fn decode_key(self, s: &str) -> Result<Vec<u8>, String> {
         use base64::Engine;
-        let bad = || "is not a cursor issued by this server".to_owned();
-        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        let mut b = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(s)
-            .map_err(|_| bad())?;
-        if b.len() != 28 {
-            return Err(bad());
-        }
-        let sort: [u8; 8] = b[..8].try_into().map_err(|_| bad())?;
-        let id: [u8; 16] = b[8..24].try_into().map_err(|_| bad())?;
-        if b[24..] != self.0 {
+            .ok()
+            .filter(|b| b.len() >= 4)
+            .ok_or_else(not_a_cursor)?;
+        if b[b.len() - 4..] != self.0 {
             return Err(
                 "belongs to another list, sort or filter; leave it out to start again \
                  from the first page"
                     .to_owned(),
             );
         }
+        b.truncate(b.len() - 4);
+        Ok(b)
+    }
+
+    fn decode(self, s: &str) -> Result<(i64, u128), String> {
+        let b = self.decode_key(s)?;
+        let sort: [u8; 8] = b
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(not_a_cursor)?;
+        let id: [u8; 16] = b
+            .get(8..)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(not_a_cursor)?;
         Ok((i64::from_be_bytes(sort), u128::from_be_bytes(id)))
     }
+}
+
+fn not_a_cursor() -> String {
+    "is not a cursor issued by this server".to_owned()
 }
 
 impl Params {
@@ -411,6 +437,17 @@ impl Params {
     pub fn cursor(&mut self) -> Result<Option<(i64, u128)>, ApiError> {
         let tag = self.tag;
         self.parse("cursor", |s| tag.decode(s))
+    }
+
+    /// `cursor` of a list in id order, as issued by [`CursorTag::id_cursor`].
+    pub fn id_cursor(&mut self) -> Result<Option<Uuid>, ApiError> {
+        Ok(self.cursor()?.map(|(_, id)| Uuid::from_u128(id)))
+    }
+
+    /// `cursor` of a list with its own positions, as issued by [`CursorTag::key_cursor`].
+    pub fn key_cursor(&mut self) -> Result<Option<Vec<u8>>, ApiError> {
+        let tag = self.tag;
+        self.parse("cursor", |s| tag.decode_key(s))
     }
 }
 
@@ -729,6 +766,15 @@ mod tests {
         ] {
             let e = other.decode(&c).unwrap_err();
             assert!(e.contains("another list"), "{e}");
+            let e = other.decode_key(&tag.key_cursor(b"k")).unwrap_err();
+            assert!(e.contains("another list"), "{e}");
         }
+        // A list's own keys, of any length, the empty one included.
+        for key in [&b""[..], b"dup:acme|wang", &[0xff; 40]] {
+            assert_eq!(tag.decode_key(&tag.key_cursor(key)).as_deref(), Ok(key));
+        }
+        assert!(tag.decode(&tag.key_cursor(b"short")).is_err());
+        let id = Uuid::now_v7();
+        assert_eq!(tag.decode(&tag.id_cursor(id)), Ok((0, id.as_u128())));
     }
 }

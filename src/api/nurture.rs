@@ -414,11 +414,11 @@ async fn list_emails(
     let lead = q.parse("lead_id", parse_uuid)?;
     let status = q.parse("status", parse_status)?;
     let limit = q.limit(state.config.http.max_page_size)?;
-    let before = q.parse("cursor", parse_uuid)?;
-    q.finish()?;
+    let before = q.id_cursor()?;
+    let tag = q.finish()?;
     let (items, next) = state.service.mails(&p, lead, status, before, limit)?;
     let smtp = !state.config.email.smtp_host.is_empty();
-    let next_cursor = next.map(|id| id.to_string());
+    let next_cursor = next.map(|id| tag.id_cursor(id));
     Ok(Json(EmailPage {
         items: items.iter().map(|m| email_view(m, smtp)).collect(),
         next_cursor,

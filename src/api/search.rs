@@ -8,8 +8,6 @@ use crate::domain::time::parse_rfc3339;
 use crate::search::SearchRequest;
 use axum::Json;
 use axum::extract::State;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -119,18 +117,11 @@ async fn search(
         count_limit: usize::try_from(state.config.search.count_limit).ok(),
         limit: q.limit_or(20, MAX_LIMIT)?,
         offset: q
-            .parse("cursor", |s| {
-                URL_SAFE_NO_PAD
-                    .decode(s)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|s| s.strip_prefix("o:").and_then(|n| n.parse().ok()))
-                    .ok_or_else(|| "not a cursor this server issued".to_owned())
-            })?
-            .unwrap_or(0),
+            .cursor()?
+            .map_or(0, |(offset, _)| usize::try_from(offset).unwrap_or(0)),
         q: text,
     };
-    q.finish()?;
+    let tag = q.finish()?;
     let page = state
         .search
         .run(request)
@@ -154,6 +145,6 @@ async fn search(
         facets: page.facets,
         next_cursor: page
             .next_offset
-            .map(|o| URL_SAFE_NO_PAD.encode(format!("o:{o}"))),
+            .map(|o| tag.cursor((i64::try_from(o).unwrap_or(i64::MAX), 0))),
     }))
 }

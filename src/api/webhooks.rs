@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, IfMatch, JsonBody, Params, idempotency, page_of, parse_uuid, path_id};
+use super::extract::{Auth, IfMatch, JsonBody, Params, idempotency, page_of, path_id};
 use super::leads::json_with;
 use super::{created_once, replay};
 use crate::domain::time::{opt_rfc3339, to_rfc3339};
@@ -251,12 +251,12 @@ async fn list_deliveries(
         DeliveryStatus::parse(s).ok_or_else(|| "must be pending, delivered or dead".to_owned())
     })?;
     let limit = q.limit(state.config.http.max_page_size)?;
-    let before = q.parse("cursor", parse_uuid)?;
-    q.finish()?;
+    let before = q.id_cursor()?;
+    let tag = q.finish()?;
     let (items, next) = state.service.deliveries(&p, id, status, before, limit)?;
     Ok(Json(DeliveryPageView {
         items: items.iter().map(DeliveryView::from).collect(),
-        next_cursor: next.map(|n| n.to_string()),
+        next_cursor: next.map(|n| tag.id_cursor(n)),
     }))
 }
 

@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, JsonBody, Params, idempotency, page_of, parse_uuid, path_id};
+use super::extract::{Auth, JsonBody, Params, idempotency, page_of, path_id};
 use super::leads::{LeadPage, json_with};
 use super::{created_once, replay};
 use crate::domain::lead::LeadView;
@@ -369,11 +369,11 @@ async fn notifications(
 ) -> ApiResult<Json<NotificationPage>> {
     let kind = q.take("kind");
     let limit = q.limit(state.config.http.max_page_size)?;
-    let before = q.parse("cursor", parse_uuid)?;
-    q.finish()?;
+    let before = q.id_cursor()?;
+    let tag = q.finish()?;
     let items = state.service.notifications(&p, before, limit)?;
     let next_cursor = (items.len() == limit)
-        .then(|| items.last().map(|n| n.id.to_string()))
+        .then(|| items.last().map(|n| tag.id_cursor(n.id)))
         .flatten();
     Ok(Json(NotificationPage {
         items: items

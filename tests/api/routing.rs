@@ -411,6 +411,32 @@ async fn the_sla_chain_reminds_escalates_and_reclaims_unless_touched() {
     clock.advance(4 * HOUR); // 8 h
     let back = notes(&app, &a_tok, "lead.reclaimed", &i_id, 1).await;
     assert_eq!(back.len(), 1);
+    // A notification cursor pages its own list only: with another `kind` it is a 422.
+    let first = expect_json(
+        app.get("/v1/notifications?limit=1", &a_tok).await,
+        StatusCode::OK,
+    )
+    .await;
+    let cursor = first["next_cursor"].as_str().expect("more than one");
+    let next = expect_json(
+        app.get(
+            &format!("/v1/notifications?limit=2&cursor={cursor}"),
+            &a_tok,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_ne!(next["items"][0]["id"], first["items"][0]["id"]);
+    assert_invalid(
+        app.get(
+            &format!("/v1/notifications?limit=1&kind=lead.assigned&cursor={cursor}"),
+            &a_tok,
+        )
+        .await,
+        "cursor",
+    )
+    .await;
     settled(&app, &i_id).await;
     let reassigned = get_lead(&app, &i_id).await;
     assert_eq!(reassigned["owner_id"], b, "reassigned to someone else");

@@ -252,6 +252,16 @@ async fn filters_facets_and_pages() {
     .await;
     assert_eq!(second["items"].as_array().unwrap().len(), 2);
     assert_eq!(second["next_cursor"], Value::Null);
+    // The cursor is a position in this search only: with another query it is a 422.
+    assert_invalid(
+        app.get(
+            &format!("/v1/search?{}&limit=2&cursor={cursor}", q("initech")),
+            &app.admin,
+        )
+        .await,
+        "cursor",
+    )
+    .await;
     let mut all: Vec<Value> = first["items"].as_array().unwrap().clone();
     all.extend(second["items"].as_array().unwrap().clone());
     let mut ids: Vec<&str> = all.iter().map(|i| i["id"].as_str().unwrap()).collect();
