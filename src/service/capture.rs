@@ -2,7 +2,7 @@
 //! channel, deduplicated, recorded with the raw values it arrived with as its activity, and
 //! stitched to the anonymous visitor it was; page views from the tracker; lead-to-lead merge.
 
-use super::leads::{BatchItem, CreateOutcome, apply_create};
+use super::leads::{BatchItem, CreateOutcome, apply_create_or_merge};
 use super::scoring::settle_change;
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::FieldError;
@@ -168,34 +168,28 @@ fn capture(
         _ => None,
     };
     let known = match (exported, &row_key) {
-        (Some(lead), _) => Some(lead),
+        (Some(lead), _) => Some((lead, "id")),
         (None, Some(key)) => match tx.alt_key(key)? {
-            Some(id) => tx.lead(id)?,
+            Some(id) => tx.lead(id)?.map(|lead| (lead, "content")),
             None => None,
         },
         (None, None) => None,
     };
-    if known.as_ref().is_some_and(|l| !p.can_see_lead(l)) {
+    if known.as_ref().is_some_and(|(l, _)| !p.can_see_lead(l)) {
         return Ok(Err(ServiceError::Conflict(ROW_OF_SOMEONE_ELSE.into())));
     }
-    let mut outcome = match known {
-        Some(lead) => CreateOutcome {
-            lead,
-            merged: true,
-            changed: false,
-            conflicts_recorded: false,
-        },
-        None => {
-            let created = match apply_create(tx, p, new, import)? {
-                Ok(o) => o,
-                Err(e) => return Ok(Err(e)),
-            };
-            if let Some(key) = &row_key {
-                tx.put_alt_key(created.lead.id, key)?;
-            }
-            created
-        }
+    // A known lead takes what the row offers as a duplicate by email would: blanks filled,
+    // differing values recorded once, nothing overwritten.
+    let known = known.map(|(lead, reason)| (lead.id, reason));
+    let mut outcome = match apply_create_or_merge(tx, p, new, import, known)? {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(e)),
     };
+    if !outcome.merged
+        && let Some(key) = &row_key
+    {
+        tx.put_alt_key(outcome.lead.id, key)?;
+    }
     // An imported note is kept once per lead: a row that matches its lead and changes nothing
     // still adds a note the lead does not have, and importing the file again adds none.
     let new_note = match (&cap.text, import) {

@@ -175,23 +175,22 @@ impl Service {
                         .chain(exported)
                         .chain(content)
                         .collect();
-                    // The lead a key finds, and whether by email or phone (a merge) rather than
-                    // by exported id or content (the same lead again, nothing to merge).
-                    let mut existing: Option<(Uuid, bool)> = None;
+                    // The lead a key finds: by email, phone, exported id or content.
+                    let mut existing: Option<Uuid> = None;
                     for k in &keys {
                         if existing.is_some() {
                             break;
                         }
                         let (kind, value) = k.split_at(2);
                         existing = match kind {
-                            "e:" => snap.lead_id_by_email(value)?.map(|id| (id, true)),
-                            "p:" => snap.lead_id_by_phone(value)?.map(|id| (id, true)),
+                            "e:" => snap.lead_id_by_email(value)?,
+                            "p:" => snap.lead_id_by_phone(value)?,
                             "i:" => match Uuid::parse_str(value) {
-                                Ok(id) if snap.lead(id)?.is_some() => Some((id, false)),
-                                Ok(id) => snap.alt_key(&format!("m:{id}"))?.map(|s| (s, false)),
+                                Ok(id) if snap.lead(id)?.is_some() => Some(id),
+                                Ok(id) => snap.alt_key(&format!("m:{id}"))?,
                                 Err(_) => None,
                             },
-                            _ => snap.alt_key(k)?.map(|id| (id, false)),
+                            _ => snap.alt_key(k)?,
                         };
                     }
                     let new_note = |id: Uuid| match &cap.text {
@@ -203,7 +202,7 @@ impl Service {
                     let earlier = keys.iter().any(|k| seen.contains(k));
                     seen.extend(keys);
                     match (existing, earlier) {
-                        (Some((id, merges)), _) => match snap.lead(id)? {
+                        (Some(id), _) => match snap.lead(id)? {
                             // As the import would: a row may not touch a lead its importer
                             // cannot see.
                             Some(lead) if !p.can_see_lead(&lead) => {
@@ -211,13 +210,6 @@ impl Service {
                                     "row",
                                     super::capture::ROW_OF_SOMEONE_ELSE,
                                 )])
-                            }
-                            Some(_) if !merges => {
-                                if new_note(id)? {
-                                    RowOutcome::Merged(id)
-                                } else {
-                                    RowOutcome::Unchanged(id)
-                                }
                             }
                             Some(mut lead) => {
                                 let before = lead.clone();

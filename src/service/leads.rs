@@ -111,8 +111,20 @@ fn check_given_capacity(
 pub(crate) fn apply_create(
     tx: &mut Tx<'_>,
     p: &Principal,
+    new: NewLead,
+    quiet: bool,
+) -> Result<ServiceResult<CreateOutcome>, StoreError> {
+    apply_create_or_merge(tx, p, new, quiet, None)
+}
+
+/// [`apply_create`], or with `known` (a lead the caller sees, and why it is this person: an
+/// import row's exported `id` or its content) a merge into that lead, by the same rules.
+pub(crate) fn apply_create_or_merge(
+    tx: &mut Tx<'_>,
+    p: &Principal,
     mut new: NewLead,
     quiet: bool,
+    known: Option<(Uuid, &'static str)>,
 ) -> Result<ServiceResult<CreateOutcome>, StoreError> {
     if let Err(e) = check_owner_right(p, new.owner_id) {
         return Ok(Err(e));
@@ -136,15 +148,20 @@ pub(crate) fn apply_create(
         // is routed like any other.
         new.pool_id = None;
     }
-    let by_email = match &new.email {
-        Some(e) => tx.lead_id_by_email(e)?,
-        None => None,
+    let (by_email, by_phone) = match known {
+        Some(_) => (None, None),
+        None => (
+            match &new.email {
+                Some(e) => tx.lead_id_by_email(e)?,
+                None => None,
+            },
+            match &new.phone {
+                Some(ph) => tx.lead_id_by_phone(ph)?,
+                None => None,
+            },
+        ),
     };
-    let by_phone = match &new.phone {
-        Some(ph) => tx.lead_id_by_phone(ph)?,
-        None => None,
-    };
-    let Some(existing_id) = by_email.or(by_phone) else {
+    let Some(existing_id) = known.map(|(id, _)| id).or(by_email).or(by_phone) else {
         if let Err(e) = check_given_capacity(tx, p, new.owner_id, quiet)? {
             return Ok(Err(e));
         }
@@ -226,7 +243,11 @@ pub(crate) fn apply_create(
         "merged",
         p.actor(),
         json!({
-            "reason": if by_email == Some(existing_id) { "email" } else { "phone" },
+            "reason": match known {
+                Some((_, reason)) => reason,
+                None if by_email == Some(existing_id) => "email",
+                None => "phone",
+            },
             "filled": report.filled,
             "conflicts": report.conflicts,
             "not_applied": moved_aside,

@@ -349,7 +349,10 @@ async fn leads_without_email_or_phone_re_import_from_their_export_by_id() {
         .create_lead(&other, json!({"name": "Walk-in", "company": "Kiosk"}))
         .await;
     let mine = app
-        .create_lead(&rep, json!({"name": "Booth visitor", "company": "Expo"}))
+        .create_lead(
+            &rep,
+            json!({"name": "Booth visitor", "company": "Expo", "title": "Visitor"}),
+        )
         .await;
     // Edited after the export, so its content no longer matches what was exported.
     let export = app
@@ -366,15 +369,46 @@ async fn leads_without_email_or_phone_re_import_from_their_export_by_id() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
-    for query in ["?dry_run=true", ""] {
+    // The exported title differs from today's: recorded once, as for a match by email, and
+    // nothing overwritten.
+    for (query, merged) in [("?dry_run=true", 1), ("", 1), ("", 0), ("?dry_run=true", 0)] {
         let r = expect_json(
             import(&app, &app.admin, &export, query, "text/csv").await,
             StatusCode::OK,
         )
         .await;
-        assert_fields(&r, json!({"rows": 2, "created": 0, "unchanged": 2}));
+        assert_fields(
+            &r,
+            json!({"rows": 2, "created": 0, "merged": merged, "unchanged": 2 - merged}),
+        );
     }
     assert_eq!(all_leads(&app, &app.admin).await.len(), 2);
+    let mine_id = mine["id"].as_str().unwrap();
+    let now = expect_json(
+        app.get(&format!("/v1/leads/{mine_id}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(now["title"], "Buyer");
+    let timeline = expect_json(
+        app.get(&format!("/v1/leads/{mine_id}/timeline"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let merged: Vec<&Value> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "merged")
+        .collect();
+    assert_eq!(merged.len(), 1, "{timeline}");
+    assert_eq!(merged[0]["data"]["reason"], "id", "{}", merged[0]);
+    assert_eq!(
+        merged[0]["data"]["conflicts"][0]["field"], "title",
+        "{}",
+        merged[0]
+    );
     // A rep re-importing a row that is another rep's lead is told so, in the dry run too, and
     // changes nothing.
     for query in ["?dry_run=true", ""] {
