@@ -60,6 +60,12 @@ fn is_merge_patch(headers: &HeaderMap) -> bool {
 /// Parses JSON bytes into `T`, turning serde's error into a 400 (not JSON) or a 422 naming
 /// the field.
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object: serde would read an array into a struct by position, which
+    // slips past the field names (unknown, read-only and repeated members alike).
+    let first = raw.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok() {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(raw);
     match serde_path_to_error::deserialize::<_, T>(&mut *de) {
         // Anything after the value (a second document, stray text) makes the body malformed.
@@ -667,6 +673,14 @@ mod tests {
             "b.d"
         );
         assert_eq!(field_of(parse_json(br#"{}"#)), "a");
+        for not_an_object in [&b"[1, null]"[..], b" []", b"\"a\"", b"1", b"null"] {
+            assert_eq!(field_of(parse_json(not_an_object)), "body");
+        }
+        assert!(matches!(
+            parse_json::<T>(b"[1,"),
+            Err(ApiError::Malformed(_))
+        ));
+        assert!(matches!(parse_json::<T>(b""), Err(ApiError::Malformed(_))));
         let whole = br#"{"a":1,"b":{"c":"x"}}"#;
         assert!(parse_json::<T>(whole).is_ok());
         assert!(parse_json::<T>(&[&whole[..], b" \n"].concat()).is_ok());

@@ -116,9 +116,11 @@ async fn search(
         visible_owners: p.visible_owners(),
         count_limit: usize::try_from(state.config.search.count_limit).ok(),
         limit: q.limit_or(20, MAX_LIMIT)?,
-        offset: q
-            .cursor()?
-            .map_or(0, |(offset, _)| usize::try_from(offset).unwrap_or(0)),
+        offset: match q.cursor()? {
+            None => 0,
+            Some((offset, _)) => usize::try_from(offset)
+                .map_err(|_| ApiError::field("cursor", "is not a cursor issued by this server"))?,
+        },
         q: text,
     };
     let tag = q.finish()?;

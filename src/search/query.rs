@@ -652,7 +652,8 @@ impl TopK {
     fn new(k: usize) -> TopK {
         TopK {
             k,
-            worst_first: BinaryHeap::with_capacity(k + 1),
+            // Grown as candidates come: `k` is as deep as a cursor asks, not what matches.
+            worst_first: BinaryHeap::with_capacity(k.min(1024) + 1),
         }
     }
 
@@ -1070,7 +1071,9 @@ impl SearchIndex {
     pub fn search(&self, r: &SearchRequest) -> SearchResult<SearchPage> {
         let searcher = self.reader.searcher();
         let filters = Filters::of(r);
-        let k = r.offset + r.limit;
+        // No page lies past the last document, however deep a (forged) cursor points.
+        let docs = usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX);
+        let k = r.offset.saturating_add(r.limit).min(docs);
         let none = HashSet::new();
         if r.q.trim().is_empty() {
             let found = self.find(&searcher, None, &filters, k, usize::MAX, &none)?;

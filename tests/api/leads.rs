@@ -583,6 +583,27 @@ async fn a_key_given_twice_is_422_naming_it() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_an_object_is_422() {
+    let app = spawn_app().await;
+    let id = create_id(&app, json!({"name": "Keep"})).await;
+    let path = lead_path(&id);
+    // An array would otherwise be read field by field in declaration order.
+    for (method, path, body) in [
+        (Method::PATCH, path.as_str(), r#"["Renamed"]"#),
+        (Method::POST, "/v1/leads", r#"["New"]"#),
+        (Method::POST, "/v1/users", r#"["u", null, "admin"]"#),
+        (Method::POST, "/v1/leads", "\"text\""),
+    ] {
+        let res = send_raw(&app, method, path, "application/json", body.to_owned()).await;
+        assert_invalid(res, "body").await;
+    }
+    let lead = expect_json(app.get(&path, &app.admin).await, StatusCode::OK).await;
+    assert_eq!(lead["name"], "Keep");
+    assert_eq!(lead["version"], 1);
+    assert_eq!(all_ids(&app).await.len(), 1);
+}
+
+#[tokio::test]
 async fn unsupported_methods_are_405() {
     let app = spawn_app().await;
     let lead = lead_path(&create_id(&app, json!({"name": "N"})).await);

@@ -252,6 +252,33 @@ async fn filters_facets_and_pages() {
     .await;
     assert_eq!(second["items"].as_array().unwrap().len(), 2);
     assert_eq!(second["next_cursor"], Value::Null);
+    // A cursor altered to point far past the end (or before the start) is no page, not a
+    // crash: the offset is only a position in the list.
+    {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut raw = b64.decode(&cursor).unwrap();
+        for (offset, status) in [
+            (10_000_000_000_000_i64, StatusCode::OK),
+            (i64::MAX, StatusCode::OK),
+            (-1, StatusCode::UNPROCESSABLE_ENTITY),
+        ] {
+            raw[..8].copy_from_slice(&offset.to_be_bytes());
+            let forged = b64.encode(&raw);
+            let res = app
+                .get(
+                    &format!("/v1/search?{}&limit=2&cursor={forged}", q("acme")),
+                    &app.admin,
+                )
+                .await;
+            assert_eq!(res.status(), status, "{offset}");
+            if status == StatusCode::OK {
+                let page: Value = res.json().await.unwrap();
+                assert_eq!(page["items"], json!([]), "{page}");
+                assert_eq!(page["next_cursor"], Value::Null);
+            }
+        }
+    }
     // The cursor is a position in this search only: with another query it is a 422.
     assert_invalid(
         app.get(
