@@ -10,6 +10,7 @@ use crate::domain::activity::Activity;
 use crate::domain::channel::channel_for;
 use crate::domain::form::valid_visitor_id;
 use crate::domain::lead::{Lead, LeadInput, NewLead, NormalizeRules};
+use crate::domain::sequence::EnrollmentStatus;
 use crate::domain::user::Principal;
 use crate::domain::visitor::{MAX_VIEWS_PER_VISITOR, PageView, Visitor, VisitorView};
 use crate::script::Plugins;
@@ -558,6 +559,21 @@ impl Service {
                 let before = lead.clone();
                 let moved = tx.move_activities(other, survivor)?;
                 tx.move_alt_keys(other, survivor)?;
+                // A merge is not an erasure: the person's tasks, notifications, sequences and
+                // mail (whose unsubscribe links must keep working) go to the survivor. Where
+                // both are in one sequence, the survivor's enrollment goes on alone.
+                for e in tx.enrollments_of(other)? {
+                    if e.status.is_open() && tx.open_enrollment(survivor, &e.sequence)?.is_some() {
+                        super::nurture::finish(
+                            tx,
+                            e,
+                            EnrollmentStatus::Exited,
+                            Some("merged into another lead"),
+                        )?;
+                    }
+                }
+                let (enrollments, mails) = tx.move_lead_nurture(other, survivor)?;
+                let tasks = tx.move_lead_work(other, survivor)?;
                 tx.erase_lead(&gone)?;
                 let report = lead.absorb(NewLead::from_lead(&gone));
                 // Keys the survivor could not take over still find it.
@@ -582,6 +598,15 @@ impl Service {
                 tx.put_lead(Some(&before), &lead)?;
                 tx.change(Entity::Lead, other, Op::Merge, Some(&gone))?;
                 tx.change(Entity::Lead, survivor, Op::Update, Some(&lead))?;
+                for id in &enrollments {
+                    tx.change(Entity::Enrollment, *id, Op::Update, Some(&lead))?;
+                }
+                for id in &mails {
+                    tx.change(Entity::Mail, *id, Op::Update, Some(&lead))?;
+                }
+                for t in &tasks {
+                    super::tasks::log_task(tx, t, Op::Update)?;
+                }
                 tx.event(
                     survivor,
                     "merged",
@@ -591,6 +616,9 @@ impl Service {
                         "merged_id": other,
                         "survivor_id": survivor,
                         "activities_moved": moved,
+                        "tasks_moved": tasks.len(),
+                        "enrollments_moved": enrollments.len(),
+                        "emails_moved": mails.len(),
                         "filled": report.filled,
                         "conflicts": report.conflicts,
                     }),

@@ -112,6 +112,53 @@ impl Tx<'_> {
         Ok(self.mail_queue.first()?.map(|(k, _)| k.value().0))
     }
 
+    /// Moves the enrollments and mail of a lead merged away to the lead it merged into, so
+    /// its sequences go on there and the links in mail already sent keep working. An open
+    /// enrollment in a sequence `into` is already in must have been ended first. Returns the
+    /// ids of the moved enrollments and mail.
+    pub fn move_lead_nurture(
+        &mut self,
+        from: Uuid,
+        into: Uuid,
+    ) -> StoreResult<(Vec<Uuid>, Vec<Uuid>)> {
+        let f = from.as_u128();
+        let mut enrollments = Vec::new();
+        for old in self.enrollments_of(from)? {
+            let id = old.id.as_u128();
+            self.enrollment_by_lead.remove((f, id))?;
+            if self
+                .open_enrollment
+                .get((f, old.sequence.as_str()))?
+                .map(|v| v.value())
+                == Some(id)
+            {
+                self.open_enrollment.remove((f, old.sequence.as_str()))?;
+            }
+            let mut e = old;
+            e.lead_id = into;
+            e.version += 1;
+            e.updated_at = self.now;
+            self.put_enrollment(&e)?;
+            enrollments.push(e.id);
+        }
+        let ids: Vec<u128> = self
+            .mail_by_lead
+            .range((f, 0)..=(f, u128::MAX))?
+            .map(|r| r.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        let mut mails = Vec::with_capacity(ids.len());
+        for id in ids {
+            self.mail_by_lead.remove((f, id))?;
+            if let Some(mut m) = get_record::<OutMail, _>(&self.mails, id)? {
+                m.lead_id = into;
+                self.mails.insert(id, encode(&m).as_slice())?;
+                self.mail_by_lead.insert((into.as_u128(), id), ())?;
+                mails.push(m.id);
+            }
+        }
+        Ok((enrollments, mails))
+    }
+
     /// Forgets a lead's enrollments and mail (erasure).
     pub(super) fn erase_lead_nurture(&mut self, lead: &Lead) -> StoreResult<()> {
         let l = lead.id.as_u128();

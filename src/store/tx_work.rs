@@ -315,6 +315,35 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Moves the tasks and notifications of a lead merged away to the lead it merged into;
+    /// returns the tasks as they are now (a new version each).
+    pub fn move_lead_work(&mut self, from: Uuid, into: Uuid) -> StoreResult<Vec<Task>> {
+        let mut moved = Vec::new();
+        for old in self.tasks_of_lead(from)? {
+            let mut t = old.clone();
+            t.lead_id = Some(into);
+            t.version += 1;
+            t.updated_at = self.now;
+            self.put_task(Some(&old), &t)?;
+            moved.push(t);
+        }
+        let f = from.as_u128();
+        let notes: Vec<u128> = self
+            .notification_by_lead
+            .range((f, 0)..=(f, u128::MAX))?
+            .map(|r| r.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        for n in notes {
+            self.notification_by_lead.remove((f, n))?;
+            if let Some(mut note) = get_record::<Notification, _>(&self.notifications, n)? {
+                note.lead_id = Some(into);
+                self.put_notification(&note)?;
+                self.notification_by_lead.insert((into.as_u128(), n), ())?;
+            }
+        }
+        Ok(moved)
+    }
+
     /// Removes everything the sales floor holds about an erased lead.
     pub(super) fn erase_lead_work(&mut self, lead: &Lead) -> StoreResult<()> {
         let id = lead.id.as_u128();

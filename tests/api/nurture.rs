@@ -828,3 +828,112 @@ async fn the_owner_taking_over_ends_nurture_with_or_without_an_sla() {
         assert_eq!(e[0]["reason"], "owner_took_over", "{id}: {e:?}");
     }
 }
+
+#[tokio::test]
+async fn a_merge_moves_sequences_mail_and_tasks_to_the_survivor() {
+    let clock = Arc::new(ManualClock::new(START));
+    let smtp = SmtpSink::start().await;
+    let app = nurture_app(clock.clone(), Some(&smtp)).await;
+    let gone = lead(&app, json!({"name": "Wang", "email": "wang@acme-corp.cn"})).await;
+    let keep = lead(
+        &app,
+        json!({"name": "Wang Wei", "email": "wei@acme-corp.cn"}),
+    )
+    .await;
+    let sent = smtp.wait_for("wang@acme-corp.cn", 1).await;
+    let token = link_token(&sent[0].header("List-Unsubscribe").expect("header"), "/u/");
+    let mail = stored(&app, &sent[0]).await;
+    let task = expect_json(
+        app.post(
+            "/v1/tasks",
+            &app.admin,
+            &json!({"title": "call Wang back", "lead_id": gone}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let mut since = 0;
+    loop {
+        let page = expect_json(
+            app.get(&format!("/v1/changes?since={since}"), &app.admin)
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        if page["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        since = page["next"].as_u64().unwrap();
+    }
+    expect_json(
+        app.post(
+            &format!("/v1/leads/{keep}/merge"),
+            &app.admin,
+            &json!({"other_id": gone}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+
+    // The task and the mail are the survivor's now, and say so in the feed.
+    let task_now = expect_json(
+        app.get(
+            &format!("/v1/tasks/{}", task["id"].as_str().unwrap()),
+            &app.admin,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(task_now["lead_id"], keep.as_str());
+    let mail_now = expect_json(
+        app.get(
+            &format!("/v1/emails/{}", mail["id"].as_str().unwrap()),
+            &app.admin,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(mail_now["lead_id"], keep.as_str());
+    let changes = expect_json(
+        app.get(&format!("/v1/changes?since={since}"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    for (entity, id) in [("task", &task["id"]), ("mail", &mail["id"])] {
+        assert!(
+            changes["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["entity"] == entity && c["id"] == *id && c["op"] == "update"),
+            "{entity} in {changes}"
+        );
+    }
+    // Both were in the welcome sequence: the survivor's goes on, the other ended.
+    let e = enrollments(&app, &keep).await;
+    assert_eq!(e.len(), 2, "{e:?}");
+    let ended: Vec<&Value> = e.iter().filter(|e| e["status"] == "exited").collect();
+    assert_eq!(ended.len(), 1, "{e:?}");
+    assert_eq!(ended[0]["reason"], "merged into another lead");
+    // The unsubscribe link of mail already sent still works, for the person it reached.
+    let res = app
+        .client
+        .post(app.url(&format!("/u/{token}")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let survivor = expect_json(
+        app.get(&format!("/v1/leads/{keep}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(survivor["flags"]["do_not_contact"], true);
+}
