@@ -636,3 +636,50 @@ async fn an_owner_without_an_sla_does_not_inherit_the_last_owners_clock() {
     settled(&app, &id).await;
     assert_eq!(get_lead(&app, &id).await["owner_id"], b);
 }
+
+#[tokio::test]
+async fn a_rep_changes_a_pooled_lead_only_after_claiming_it_even_by_a_duplicate() {
+    let app = spawn_app().await;
+    let pool = default_pool(&app).await;
+    let pooled = app
+        .create_lead(
+            &app.admin,
+            json!({"name": "P", "email": "p@corp.cn", "pool_id": pool}),
+        )
+        .await;
+    let id = pooled["id"].as_str().unwrap();
+    let (_, rep) = app.rep("r", None).await;
+    let dup = json!({"email": "p@corp.cn", "title": "CEO", "tags": ["hot"]});
+    let p = assert_problem(
+        app.post("/v1/leads", &rep, &dup).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(p["detail"].as_str().unwrap().contains("claim"), "{p}");
+    // An import row is refused the same way, in the dry run too.
+    for query in ["?dry_run=true", ""] {
+        let res = app
+            .client
+            .post(app.url(&format!("/v1/leads/import{query}")))
+            .bearer_auth(&rep)
+            .header("content-type", "text/csv")
+            .body("email,title\np@corp.cn,CEO\n")
+            .send()
+            .await
+            .unwrap();
+        let r = expect_json(res, StatusCode::OK).await;
+        assert_eq!(r["rejected"], 1, "{query}: {r}");
+    }
+    let now = get_lead(&app, id).await;
+    assert_eq!(now["title"], Value::Null);
+    assert_eq!(now["version"], pooled["version"]);
+    expect_json(
+        app.post(&format!("/v1/leads/{id}/claim"), &rep, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let merged = expect_json(app.post("/v1/leads", &rep, &dup).await, StatusCode::OK).await;
+    assert_eq!(merged["merged"], true);
+    assert_eq!(merged["title"], "CEO");
+}
