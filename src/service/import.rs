@@ -158,82 +158,78 @@ impl Service {
         let mut out = Vec::with_capacity(rows.len());
         for mut row in rows {
             let item = std::mem::replace(&mut row.item, Err(Vec::new()));
-            let outcome =
-                match item {
-                    Err(errors) => RowOutcome::Rejected(errors),
-                    Ok((new, cap)) => {
-                        let content = (new.email.is_none() && new.phone.is_none())
-                            .then(|| super::capture::row_key(&new));
-                        let exported = match (&content, cap.exported_id) {
-                            (Some(_), Some(id)) => Some(format!("i:{id}")),
-                            _ => None,
-                        };
-                        let keys: Vec<String> = new
-                            .email
-                            .iter()
-                            .map(|e| format!("e:{e}"))
-                            .chain(new.phone.iter().map(|p| format!("p:{p}")))
-                            .chain(exported)
-                            .chain(content)
-                            .collect();
-                        // The lead a key finds: by email, phone, exported id or content.
-                        let mut existing: Option<Uuid> = None;
-                        for k in &keys {
-                            if existing.is_some() {
-                                break;
-                            }
-                            let (kind, value) = k.split_at(2);
-                            existing = match kind {
-                                "e:" => snap.lead_id_by_email(value)?,
-                                "p:" => snap.lead_id_by_phone(value)?,
-                                "i:" => match Uuid::parse_str(value) {
-                                    Ok(id) if snap.lead(id)?.is_some() => Some(id),
-                                    Ok(id) => snap.alt_key(&format!("m:{id}"))?,
-                                    Err(_) => None,
-                                },
-                                _ => snap.alt_key(k)?,
-                            };
+            let outcome = match item {
+                Err(errors) => RowOutcome::Rejected(errors),
+                Ok((new, cap)) => {
+                    let content = (new.email.is_none() && new.phone.is_none())
+                        .then(|| super::capture::row_key(&new));
+                    let exported = match (&content, cap.exported_id) {
+                        (Some(_), Some(id)) => Some(format!("i:{id}")),
+                        _ => None,
+                    };
+                    let keys: Vec<String> = new
+                        .email
+                        .iter()
+                        .map(|e| format!("e:{e}"))
+                        .chain(new.phone.iter().map(|p| format!("p:{p}")))
+                        .chain(exported)
+                        .chain(content)
+                        .collect();
+                    // The lead a key finds: by email, phone, exported id or content.
+                    let mut existing: Option<Uuid> = None;
+                    for k in &keys {
+                        if existing.is_some() {
+                            break;
                         }
-                        let new_note = |id: Uuid| match &cap.text {
-                            Some(t) => snap
-                                .has_activity_text(id, &cap.activity_kind, t)
-                                .map(|there| !there),
-                            None => Ok(false),
-                        };
-                        let earlier = keys.iter().any(|k| seen.contains(k));
-                        seen.extend(keys);
-                        match (existing, earlier) {
-                            (Some(id), _) => match snap.lead(id)? {
-                                // As the import would: a row may not touch a lead its importer
-                                // cannot see, nor one it may not change.
-                                Some(lead) if !p.can_see_lead(&lead) => {
-                                    RowOutcome::Rejected(vec![FieldError::new(
-                                        "row",
-                                        super::capture::ROW_OF_SOMEONE_ELSE,
-                                    )])
-                                }
-                                Some(lead) if !p.can_change_lead(&lead) => RowOutcome::Rejected(
-                                    vec![FieldError::new("row", super::leads::IN_A_POOL)],
-                                ),
-                                Some(mut lead) => {
-                                    let before = lead.clone();
-                                    let report = lead.absorb(new);
-                                    let key = super::capture::conflicts_key(id, &report.conflicts);
-                                    let new_conflicts = !report.conflicts.is_empty()
-                                        && snap.alt_key(&key)?.is_none();
-                                    if lead == before && !new_note(id)? && !new_conflicts {
-                                        RowOutcome::Unchanged(id)
-                                    } else {
-                                        RowOutcome::Merged(id)
-                                    }
-                                }
-                                None => RowOutcome::Created(Uuid::nil()),
+                        let (kind, value) = k.split_at(2);
+                        existing = match kind {
+                            "e:" => snap.lead_id_by_email(value)?,
+                            "p:" => snap.lead_id_by_phone(value)?,
+                            "i:" => match Uuid::parse_str(value) {
+                                Ok(id) if snap.lead(id)?.is_some() => Some(id),
+                                Ok(id) => snap.alt_key(&format!("m:{id}"))?,
+                                Err(_) => None,
                             },
-                            (None, true) => RowOutcome::Merged(Uuid::nil()),
-                            (None, false) => RowOutcome::Created(Uuid::nil()),
-                        }
+                            _ => snap.alt_key(k)?,
+                        };
                     }
-                };
+                    let new_note = |id: Uuid| match &cap.text {
+                        Some(t) => snap
+                            .has_activity_text(id, &cap.activity_kind, t)
+                            .map(|there| !there),
+                        None => Ok(false),
+                    };
+                    let earlier = keys.iter().any(|k| seen.contains(k));
+                    seen.extend(keys);
+                    match (existing, earlier) {
+                        (Some(id), _) => match snap.lead(id)? {
+                            // As the import would: a row may not touch a lead its importer
+                            // cannot see.
+                            Some(lead) if !p.can_see_lead(&lead) => {
+                                RowOutcome::Rejected(vec![FieldError::new(
+                                    "row",
+                                    super::capture::ROW_OF_SOMEONE_ELSE,
+                                )])
+                            }
+                            Some(mut lead) => {
+                                let before = lead.clone();
+                                let report = lead.absorb(new);
+                                let key = super::capture::conflicts_key(id, &report.conflicts);
+                                let new_conflicts =
+                                    !report.conflicts.is_empty() && snap.alt_key(&key)?.is_none();
+                                if lead == before && !new_note(id)? && !new_conflicts {
+                                    RowOutcome::Unchanged(id)
+                                } else {
+                                    RowOutcome::Merged(id)
+                                }
+                            }
+                            None => RowOutcome::Created(Uuid::nil()),
+                        },
+                        (None, true) => RowOutcome::Merged(Uuid::nil()),
+                        (None, false) => RowOutcome::Created(Uuid::nil()),
+                    }
+                }
+            };
             out.push((row, outcome));
         }
         Ok(out)

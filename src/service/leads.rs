@@ -106,10 +106,6 @@ fn check_given_capacity(
     }
 }
 
-/// Why a rep's create (or import row) that matches a pooled lead changes nothing.
-pub(crate) const IN_A_POOL: &str =
-    "this lead already exists and is waiting in a pool; claim it first, then change it";
-
 /// Creates `new` or merges it into the lead with the same email or phone. Runs in the writer.
 /// `quiet`: a duplicate that changes nothing leaves no trace (an import run again).
 pub(crate) fn apply_create(
@@ -191,11 +187,6 @@ pub(crate) fn apply_create_or_merge(
              ask its owner or a manager"
                 .into(),
         )));
-    }
-    // Merging fills fields and adds tags and flags: a change, which a rep makes only to
-    // their own leads (a pooled one after claiming it), as with PATCH.
-    if !p.can_change_lead(&lead) {
-        return Ok(Err(ServiceError::Conflict(IN_A_POOL.into())));
     }
     let mut moved_aside = Vec::new();
     // A phone (or email) that belongs to a third lead must not be copied onto this one.
