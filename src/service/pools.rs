@@ -146,9 +146,13 @@ impl Service {
                 let p = &principal;
                 // A lead claimed a moment ago is no longer visible to the loser of the race,
                 // who still learns it was claimed (they saw it in the pool), not that it vanished.
+                // Any other lead the caller cannot see does not exist for them.
                 let Some(before) = tx.lead(id)? else {
                     return Ok(Err(ServiceError::NotFound("lead")));
                 };
+                if !p.can_see_lead(&before) && tx.claim_of(id)?.is_none() {
+                    return Ok(Err(ServiceError::NotFound("lead")));
+                }
                 if before.owner_id == Some(p.id()) {
                     return Ok(Ok(before));
                 }

@@ -228,7 +228,26 @@ async fn two_reps_claiming_one_lead_at_once_one_wins_and_release_keeps_the_reaso
         let owner = get_lead(&app, id).await["owner_id"].clone();
         assert!(owner == a || owner == b);
         assert_eq!(get_lead(&app, id).await["pool_id"], Value::Null);
+        // The loser, who saw it in the pool, still hears it was claimed.
+        let loser = if owner == a { &b_tok } else { &a_tok };
+        assert_problem(
+            app.post(&path, loser, &json!({})).await,
+            StatusCode::CONFLICT,
+        )
+        .await;
     }
+    // A lead that was never in a pool is as unknown to another rep as any invisible lead.
+    let theirs = app
+        .create_lead(&app.admin, json!({"name": "T", "owner_id": a}))
+        .await;
+    let res = app
+        .post(
+            &format!("/v1/leads/{}/claim", theirs["id"].as_str().unwrap()),
+            &b_tok,
+            &json!({}),
+        )
+        .await;
+    assert_problem(res, StatusCode::NOT_FOUND).await;
     // Release with a reason: back to the pool, the reason on the timeline.
     let id = pooled[0]["id"].as_str().unwrap();
     let owner_tok = if get_lead(&app, id).await["owner_id"] == a {
