@@ -206,6 +206,13 @@ impl Service {
                             .into(),
                     )));
                 }
+                if tx.has_open_tasks(id)? {
+                    return Ok(Err(ServiceError::Conflict(
+                        "this user still has open tasks; reassign or finish them, or set \
+                         active=false instead"
+                            .into(),
+                    )));
+                }
                 tx.delete_user(&user)?;
                 tx.change(Entity::User, id, Op::Delete, None)?;
                 Ok(Ok(()))

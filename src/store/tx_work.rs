@@ -265,6 +265,21 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Whether `user` has a task still to do (their tasks are listed by owner, so a deleted
+    /// owner's would be listed for nobody).
+    pub fn has_open_tasks(&self, user: Uuid) -> StoreResult<bool> {
+        let u = user.as_u128();
+        for row in self
+            .task_by_owner
+            .range((u, i64::MIN, 0)..=(u, i64::MAX, u128::MAX))?
+        {
+            if !row?.1.value() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub fn tasks_of_lead(&self, lead: Uuid) -> StoreResult<Vec<Task>> {
         let l = lead.as_u128();
         let ids: Vec<u128> = self

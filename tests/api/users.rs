@@ -262,6 +262,27 @@ async fn deleting_a_lead_owner_or_yourself_conflicts() {
         .patch(&lead_path, &app.admin, &json!({"owner_id": null}))
         .await;
     assert_eq!(res.status(), StatusCode::OK);
+    // An open task of theirs would be listed for nobody: finish or reassign it first.
+    let task = expect_json(
+        app.post(
+            "/v1/tasks",
+            &app.admin,
+            &json!({"title": "call", "owner_id": id}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let p = assert_problem(app.delete(&path, &app.admin).await, StatusCode::CONFLICT).await;
+    assert!(p["detail"].as_str().unwrap().contains("task"), "{p}");
+    let res = app
+        .patch(
+            &format!("/v1/tasks/{}", task["id"].as_str().unwrap()),
+            &app.admin,
+            &json!({"done": true}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         app.delete(&path, &app.admin).await.status(),
         StatusCode::NO_CONTENT
