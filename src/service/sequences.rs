@@ -66,6 +66,10 @@ impl Service {
             let Some(l) = tx.lead(lead)?.filter(|l| principal.can_see_lead(l)) else {
                 return Ok(Err(ServiceError::NotFound("lead")));
             };
+            // Enrolling mails the person and writes on the lead: a change, as a PATCH is.
+            if !principal.can_change_lead(&l) {
+                return Ok(Err(super::leads::not_yours()));
+            }
             enroll(tx, &plugins, &l, &sequence, principal.actor())
         })
         .await
@@ -84,6 +88,12 @@ impl Service {
                 let Some(e) = visible_enrollment(tx, &principal, id)? else {
                     return Ok(Err(ServiceError::NotFound("enrollment")));
                 };
+                if !tx
+                    .lead(e.lead_id)?
+                    .is_some_and(|l| principal.can_change_lead(&l))
+                {
+                    return Ok(Err(super::leads::not_yours()));
+                }
                 let done = match (change, e.status) {
                     (_, EnrollmentStatus::Completed | EnrollmentStatus::Exited) => {
                         return Ok(Err(ServiceError::Conflict(format!(

@@ -937,3 +937,71 @@ async fn a_merge_moves_sequences_mail_and_tasks_to_the_survivor() {
     .await;
     assert_eq!(survivor["flags"]["do_not_contact"], true);
 }
+
+#[tokio::test]
+async fn a_rep_enrolls_and_changes_enrollments_only_of_their_own_leads() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = nurture_app(clock.clone(), None).await;
+    let pools = expect_json(app.get("/v1/pools", &app.admin).await, StatusCode::OK).await;
+    let pool = pools["items"][0]["id"].as_str().unwrap().to_owned();
+    let id = lead(&app, json!({"email": "pooled@example.cn", "pool_id": pool})).await;
+    let e = expect_json(
+        app.post(
+            &format!("/v1/leads/{id}/enrollments"),
+            &app.admin,
+            &json!({"sequence": "long_term"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let eid = e["id"].as_str().unwrap();
+    // A rep sees the pooled lead's enrollments, but enrolling it or changing one is a change
+    // of the lead: theirs to make once they have claimed it.
+    let (_, rep) = app.rep("r", None).await;
+    expect_json(
+        app.get(&format!("/v1/leads/{id}/enrollments"), &rep).await,
+        StatusCode::OK,
+    )
+    .await;
+    let res = app
+        .post(
+            &format!("/v1/leads/{id}/enrollments"),
+            &rep,
+            &json!({"sequence": "pricing_roi"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    for (method, path) in [
+        (
+            reqwest::Method::POST,
+            format!("/v1/enrollments/{eid}/pause"),
+        ),
+        (reqwest::Method::DELETE, format!("/v1/enrollments/{eid}")),
+    ] {
+        let res = app
+            .req(method, &path, &rep)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, StatusCode::FORBIDDEN).await;
+    }
+    let now = enrollments(&app, &id).await;
+    assert!(
+        now.iter().all(|e| e["sequence"] != "pricing_roi"),
+        "{now:?}"
+    );
+    let mine = now.iter().find(|e| e["id"] == eid).unwrap();
+    assert_eq!(mine["status"], "active");
+    expect_json(
+        app.post(&format!("/v1/leads/{id}/claim"), &rep, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let res = app
+        .post(&format!("/v1/enrollments/{eid}/pause"), &rep, &json!({}))
+        .await;
+    assert_eq!(expect_json(res, StatusCode::OK).await["status"], "paused");
+}
