@@ -332,10 +332,7 @@ fn run_case(
         }
         None => StatsInput::default(),
     };
-    // The lead is as old as its newest activity, so "days since last activity" is what the
-    // case says whether or not it has any activity.
-    let last = now - (stats.days_since_last_activity.max(0.0) * DAY_MS as f64) as i64;
-    let lead = new.into_lead(Uuid::nil(), last);
+    let lead = stats.lead_of(new, now);
     let stats = stats.into_stats(now);
     let out = plugins.dry_run(Hook::Score, &lead, &stats, Vec::new(), now);
     let mut diffs = Vec::new();

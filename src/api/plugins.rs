@@ -142,9 +142,8 @@ async fn dry_run(
                 .map_err(ApiError::validation)?;
             // The channel the built-in rules give it, as a capture would.
             state.service.built_in_channel(&mut new, &cap);
-            let lead = new.into_lead(Uuid::nil(), now);
-            let stats = req.stats.unwrap_or_default().into_stats(now);
-            (lead, stats)
+            let stats = req.stats.unwrap_or_default();
+            (stats.lead_of(new, now), stats.into_stats(now))
         }
     };
     let plugins = state.service.plugins().clone();

@@ -298,8 +298,19 @@ pub struct StatsInput {
 }
 
 impl StatsInput {
+    /// When the newest of the activities happened.
+    fn last_activity_at(&self, now: Millis) -> Millis {
+        now.saturating_sub((self.days_since_last_activity.max(0.0) * DAY_MS as f64) as i64)
+    }
+
+    /// `new` as the lead of a dry run or test case: as old as its newest activity, so "days
+    /// since last activity" is what the input says whether or not it lists any activity.
+    pub fn lead_of(&self, new: crate::domain::lead::NewLead, now: Millis) -> Lead {
+        new.into_lead(uuid::Uuid::nil(), self.last_activity_at(now))
+    }
+
     pub fn into_stats(self, now: Millis) -> ActivityStats {
-        let last = now - (self.days_since_last_activity.max(0.0) * DAY_MS as f64) as i64;
+        let last = self.last_activity_at(now);
         ActivityStats::from_counts(
             self.kinds.iter().map(|(k, n)| (k.as_str(), *n)),
             self.pages.iter().map(|(k, n)| (k.as_str(), *n)),

@@ -575,6 +575,26 @@ async fn dry_run_shows_what_a_hook_answers_without_storing() {
     assert!(d["error"].is_null());
     let list = expect_json(app.get("/v1/leads", &app.admin).await, StatusCode::OK).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0, "nothing stored");
+    // The same lead gone quiet for 120 days: the decay rule fires, as `plugins test` has it.
+    let d = expect_json(
+        app.post(
+            "/v1/admin/plugins/dry-run",
+            &app.admin,
+            &json!({"hook": "score", "lead": {"email": "x@acme.com", "title": "CTO"},
+                    "stats": {"kinds": {"demo_request": 1}, "pages": {"/pricing": 2},
+                              "days_since_last_activity": 120}}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(d["result"]["total"], 45, "{d}");
+    assert!(
+        d["result"]["reasons"]
+            .to_string()
+            .contains("more than 90 days"),
+        "{d}"
+    );
 
     // A stored lead, with its own activity.
     let l = app
