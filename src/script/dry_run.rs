@@ -88,12 +88,23 @@ impl Plugins {
                 self.raw(&mut out, &loaded, hook, (obj,), now, |d| {
                     super::apply_enrichment(&mut new, d.clone()).map(|_| ())
                 });
+                // The built-in rule changes nothing.
+                if out.error.is_some() || out.result.is_null() {
+                    out.result = serde_json::json!({});
+                }
             }
             Hook::Sla => {
                 let obj = LeadObj(Arc::new(lead.clone()));
+                let mut policy = Some(crate::domain::sla::SlaPolicy::default());
                 self.raw(&mut out, &loaded, hook, (obj,), now, |d| {
-                    super::routing::sla_policy(d.clone()).map(|_| ())
+                    policy = super::routing::sla_policy(d.clone())?;
+                    Ok(())
                 });
+                // The policy in force, defaults filled in (`false`: no SLA for this lead).
+                out.result = match policy {
+                    Some(p) => serde_json::to_value(p).unwrap_or_default(),
+                    None => serde_json::Value::Bool(false),
+                };
             }
             Hook::Route => {
                 let (roster, trigger, pools) = match route_args(&args, lead.owner_id) {
@@ -133,6 +144,11 @@ impl Plugins {
                 }
                 dyn_args.resize(hook.arity(), Dynamic::UNIT);
                 self.raw(&mut out, &loaded, hook, dyn_args, now, |_| Ok(()));
+                // The built-in `on_event` takes no action. (No built-in `stage_gate` answers
+                // yet: this build does not call it.)
+                if hook == Hook::OnEvent && (out.error.is_some() || out.result.is_null()) {
+                    out.result = serde_json::json!([]);
+                }
             }
         }
         if out.error.is_some() {

@@ -660,6 +660,46 @@ async fn dry_run_shows_what_a_hook_answers_without_storing() {
 }
 
 #[tokio::test]
+async fn a_dry_run_that_falls_back_shows_the_built_in_answer() {
+    let app = spawn_app_with(with_plugin(
+        "bad.rhai",
+        r#"
+        fn sla(lead) { #{ first_touch_minutes: "soon" } }
+        fn enrich(lead) { 42 }
+        fn on_event(event, lead) { throw "no" }
+        "#,
+    ))
+    .await;
+    let app = &app;
+    let dry = |hook: &str, args: Value| {
+        let body = json!({"hook": hook, "lead": {"email": "a@acme.com"}, "args": args});
+        async move {
+            expect_json(
+                app.post("/v1/admin/plugins/dry-run", &app.admin, &body)
+                    .await,
+                StatusCode::OK,
+            )
+            .await
+        }
+    };
+    for (hook, args, built_in) in [
+        (
+            "sla",
+            json!([]),
+            json!({"first_touch_minutes": 120, "remind_minutes": 120, "escalate_minutes": 240,
+                   "reclaim_minutes": 480, "follow_up_minutes": 4320}),
+        ),
+        ("enrich", json!([]), json!({})),
+        ("on_event", json!([{"kind": "lead.created"}]), json!([])),
+    ] {
+        let d = dry(hook, args).await;
+        assert_eq!(d["answered_by"], "built-in", "{d}");
+        assert!(d["error"].is_object(), "{d}");
+        assert_eq!(d["result"], built_in, "{hook}: {d}");
+    }
+}
+
+#[tokio::test]
 async fn rescore_reports_first_then_applies_an_edited_rule() {
     let app = shipped_app_without_watcher().await;
     let mut ids = Vec::new();
