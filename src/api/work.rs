@@ -459,15 +459,17 @@ async fn move_clock(
 ) -> ApiResult<Json<ClockView>> {
     let clock = test_clock(&state, &p)?;
     let now = state.service.now();
-    let to = match (body.value.advance_seconds, body.value.set.as_deref()) {
-        (Some(s), None) if (0..=MAX_ADVANCE_SECONDS).contains(&s) => now + s * 1000,
+    let (field, to) = match (body.value.advance_seconds, body.value.set.as_deref()) {
+        (Some(s), None) if (0..=MAX_ADVANCE_SECONDS).contains(&s) => {
+            ("advance_seconds", now + s * 1000)
+        }
         (Some(_), None) => {
             return Err(ApiError::field(
                 "advance_seconds",
                 format!("must be from 0 to {MAX_ADVANCE_SECONDS} (100 years)"),
             ));
         }
-        (None, Some(t)) => parse_rfc3339(t).map_err(|m| ApiError::field("set", m))?,
+        (None, Some(t)) => ("set", parse_rfc3339(t).map_err(|m| ApiError::field("set", m))?),
         _ => {
             return Err(ApiError::field(
                 "advance_seconds",
@@ -476,15 +478,18 @@ async fn move_clock(
         }
     };
     // Timers, ids and the changelog assume time does not run backwards, and a time past year
-    // 9999 has no RFC 3339 form.
+    // 9999 has no RFC 3339 form. One move fires at most 100 years of timers.
     if to < now {
-        return Err(ApiError::field("set", "the clock only moves forward"));
+        return Err(ApiError::field(field, "the clock only moves forward"));
+    }
+    if to - now > MAX_ADVANCE_SECONDS * 1000 {
+        return Err(ApiError::field(
+            field,
+            "would move the clock more than 100 years at once",
+        ));
     }
     if to > LAST_RFC3339_MS {
-        return Err(ApiError::field(
-            "advance_seconds",
-            "would move the clock past year 9999",
-        ));
+        return Err(ApiError::field(field, "would move the clock past year 9999"));
     }
     clock.set(to);
     Ok(Json(ClockView {
