@@ -212,21 +212,27 @@ impl From<&Enrollment> for EnrollmentView {
 #[derive(Serialize, ToSchema)]
 pub struct EnrollmentList {
     pub items: Vec<EnrollmentView>,
+    pub next_cursor: Option<String>,
 }
 
 /// A lead's enrollments, oldest first.
-#[utoipa::path(get, path = "/v1/leads/{id}/enrollments", tag = "nurture", params(("id" = Uuid, Path)),
-    responses((status = 200, body = EnrollmentList), (status = 404, body = Problem)),
+#[utoipa::path(get, path = "/v1/leads/{id}/enrollments", tag = "nurture",
+    params(("id" = Uuid, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = EnrollmentList), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list_enrollments(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
+    mut q: Params,
 ) -> ApiResult<Json<EnrollmentList>> {
     let id = path_id(&id, "lead")?;
     let items = state.service.enrollments(&p, id)?;
+    let (items, next_cursor) = page_of(items, |e| e.id.as_u128(), &mut q)?;
+    q.finish()?;
     Ok(Json(EnrollmentList {
         items: items.iter().map(EnrollmentView::from).collect(),
+        next_cursor,
     }))
 }
 

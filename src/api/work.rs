@@ -469,7 +469,10 @@ async fn move_clock(
                 format!("must be from 0 to {MAX_ADVANCE_SECONDS} (100 years)"),
             ));
         }
-        (None, Some(t)) => ("set", parse_rfc3339(t).map_err(|m| ApiError::field("set", m))?),
+        (None, Some(t)) => (
+            "set",
+            parse_rfc3339(t).map_err(|m| ApiError::field("set", m))?,
+        ),
         _ => {
             return Err(ApiError::field(
                 "advance_seconds",
@@ -489,7 +492,10 @@ async fn move_clock(
         ));
     }
     if to > LAST_RFC3339_MS {
-        return Err(ApiError::field(field, "would move the clock past year 9999"));
+        return Err(ApiError::field(
+            field,
+            "would move the clock past year 9999",
+        ));
     }
     clock.set(to);
     Ok(Json(ClockView {

@@ -992,6 +992,23 @@ async fn a_rep_enrolls_and_changes_enrollments_only_of_their_own_leads() {
         now.iter().all(|e| e["sequence"] != "pricing_roi"),
         "{now:?}"
     );
+    // A list like every other: pages, and unknown parameters refused.
+    let path = format!("/v1/leads/{id}/enrollments");
+    let first = expect_json(
+        app.get(&format!("{path}?limit=1"), &rep).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let second = expect_json(
+        app.get(&format!("{path}?limit=1&cursor={cursor}"), &rep)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(second["items"][0]["id"], now[1]["id"]);
+    assert_invalid(app.get(&format!("{path}?bogus=1"), &rep).await, "bogus").await;
     let mine = now.iter().find(|e| e["id"] == eid).unwrap();
     assert_eq!(mine["status"], "active");
     expect_json(
