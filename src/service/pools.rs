@@ -278,7 +278,11 @@ impl Service {
         let snap = self.store.read()?;
         match snap.lead(id)? {
             Some(l) if p.can_see_lead(&l) => {
-                let state = snap.sla_state(id)?;
+                // A clock runs for the lead's current owner only; a pooled or reassigned
+                // lead's earlier clock stopped when it left that owner.
+                let state = snap
+                    .sla_state(id)?
+                    .filter(|s| Some(s.owner_id) == l.owner_id);
                 let steps = match &state {
                     Some(s) => {
                         let team = snap.user(s.owner_id)?.and_then(|u| u.team);

@@ -275,6 +275,15 @@ async fn two_reps_claiming_one_lead_at_once_one_wins_and_release_keeps_the_reaso
     .await;
     assert_eq!(released["owner_id"], Value::Null);
     assert_eq!(released["pool_id"], default_pool(&app).await);
+    // The released owner's clock stopped: a pooled lead has none running.
+    let sla = expect_json(
+        app.get(&format!("/v1/leads/{id}/sla"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(sla["state"], Value::Null, "{sla}");
+    assert_eq!(sla["steps"], json!([]), "{sla}");
+    assert_eq!(sla["timers"], json!([]), "{sla}");
     let events = timeline_kinds(&app, id).await;
     assert!(
         events
