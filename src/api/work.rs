@@ -27,6 +27,7 @@ use uuid::Uuid;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_pools, create_pool))
+        .routes(routes!(get_pool))
         .routes(routes!(pool_leads))
         .routes(routes!(assign))
         .routes(routes!(claim))
@@ -80,6 +81,24 @@ async fn list_pools(
         items: pools.iter().map(PoolView::from).collect(),
         next_cursor,
     }))
+}
+
+/// One pool (every role: reps claim from it).
+#[utoipa::path(get, path = "/v1/pools/{id}", tag = "work", params(("id" = Uuid, Path)),
+    responses((status = 200, body = PoolView), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn get_pool(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let pool = state.service.pool(path_id(&id, "pool")?)?;
+    Ok(json_with(
+        StatusCode::OK,
+        &PoolView::from(&pool),
+        Some(pool.version),
+        None,
+    ))
 }
 
 /// Create a pool (admins).

@@ -34,6 +34,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/changes", "get"),
     ("/v1/pools", "get"),
     ("/v1/pools", "post"),
+    ("/v1/pools/{id}", "get"),
     ("/v1/pools/{id}/leads", "get"),
     ("/v1/leads/{id}/assign", "post"),
     ("/v1/leads/{id}/claim", "post"),

@@ -325,6 +325,17 @@ async fn a_pools_claim_limit_holds() {
         .await;
     assert_problem(dup, StatusCode::CONFLICT).await;
     let pid = pool["id"].as_str().unwrap();
+    // Where the create said it is, for every role.
+    let (_, reader) = app.rep("reader", None).await;
+    let res = app.get(&format!("/v1/pools/{pid}"), &reader).await;
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    assert_eq!(expect_json(res, StatusCode::OK).await, pool);
+    assert_problem(
+        app.get("/v1/pools/01900000-0000-7000-8000-000000000000", &reader)
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     let mut ids = Vec::new();
     for i in 0..2 {
         let l = app
