@@ -333,7 +333,8 @@ impl Service {
                     if let Err(e) = check_owner_exists(tx, lead.owner_id)? {
                         return Ok(Err(e));
                     }
-                    if let Some(o) = lead.owner_id
+                    // As on a create: taking a lead oneself is not giving it to someone full.
+                    if let Some(o) = lead.owner_id.filter(|o| *o != p.id())
                         && let Err(e) = super::pools::check_capacity(tx, o)?
                     {
                         return Ok(Err(e));
