@@ -4,7 +4,7 @@
 //! answer like a success so bots learn nothing.
 
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, IfMatch, JsonBody, Params, etag, path_id};
+use super::extract::{AdminAuth, Auth, IfMatch, JsonBody, Params, etag, path_id};
 use super::form_page::{FieldKind, FieldView, FormPage, UiText, render_form, render_thank_you};
 use super::leads::json_with;
 use super::{AppState, CaptureGuards};
@@ -84,7 +84,7 @@ async fn list_forms(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<R
     security(("bearer" = [])))]
 async fn create_form(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    AdminAuth(p): AdminAuth,
     body: JsonBody<FormInput>,
 ) -> ApiResult<Response> {
     let form = state.service.create_form(&p, body.value).await?;
@@ -112,7 +112,7 @@ async fn get_form(
     security(("bearer" = [])))]
 async fn patch_form(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    AdminAuth(p): AdminAuth,
     Path(id): Path<String>,
     IfMatch(pre): IfMatch,
     body: JsonBody<FormInput>,

@@ -510,6 +510,25 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// The caller, who must be an admin. Checked before the body is read, so a caller without
+/// the right hears 403 whatever they sent, not what was wrong with it.
+pub struct AdminAuth(pub Principal);
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Auth(p) = Auth::from_request_parts(parts, state).await?;
+        if !p.is_admin() {
+            return Err(ApiError::Forbidden("this is for admins only".into()));
+        }
+        Ok(AdminAuth(p))
+    }
+}
+
 /// The `If-Match` precondition.
 pub struct IfMatch(pub Precondition);
 

@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, JsonBody, Params, path_id};
+use super::extract::{AdminAuth, Auth, JsonBody, Params, path_id};
 use crate::domain::lead::LeadInput;
 use crate::domain::user::Principal;
 use crate::script::{DryRun, Hook, PluginsReport, ReloadReport, StatsInput};
@@ -107,10 +107,9 @@ pub struct DryRunRequest {
     security(("bearer" = [])))]
 async fn dry_run(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    AdminAuth(p): AdminAuth,
     body: JsonBody<DryRunRequest>,
 ) -> ApiResult<Json<DryRun>> {
-    admin_only(&p)?;
     let req = body.value;
     let hook = Hook::parse(&req.hook).ok_or_else(|| {
         ApiError::field(

@@ -1,7 +1,9 @@
 //! `/v1/users`, `/v1/me`, `/v1/auth/login` and `/v1/auth/logout`.
 
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, IfMatch, JsonBody, Params, etag, idempotency, page_of, path_id};
+use super::extract::{
+    AdminAuth, Auth, IfMatch, JsonBody, Params, etag, idempotency, page_of, path_id,
+};
 use super::leads::json_with;
 use super::{AppState, replay};
 use crate::domain::time::to_rfc3339;
@@ -65,14 +67,11 @@ async fn list_users(
     security(("bearer" = [])))]
 async fn create_user(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    AdminAuth(p): AdminAuth,
     method: Method,
     headers: HeaderMap,
     body: JsonBody<UserInput>,
 ) -> ApiResult<Response> {
-    if !p.is_admin() {
-        return Err(ApiError::Forbidden("only an admin may create users".into()));
-    }
     let idem = idempotency(&headers, &method, "/v1/users", &body.raw)?;
     let new = body.value.validate().map_err(ApiError::validation)?;
     let idem = idem.map(|i| {

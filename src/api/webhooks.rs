@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, IfMatch, JsonBody, Params, idempotency, page_of, path_id};
+use super::extract::{AdminAuth, Auth, IfMatch, JsonBody, Params, idempotency, page_of, path_id};
 use super::leads::json_with;
 use super::{created_once, replay};
 use crate::domain::time::{opt_rfc3339, to_rfc3339};
@@ -159,7 +159,7 @@ async fn list_webhooks(
     security(("bearer" = [])))]
 async fn create_webhook(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    AdminAuth(p): AdminAuth,
     method: Method,
     headers: HeaderMap,
     body: JsonBody<WebhookInput>,
@@ -207,7 +207,7 @@ async fn get_webhook(
     security(("bearer" = [])))]
 async fn patch_webhook(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    AdminAuth(p): AdminAuth,
     Path(id): Path<String>,
     IfMatch(pre): IfMatch,
     body: JsonBody<WebhookPatch>,

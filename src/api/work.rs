@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, JsonBody, Params, idempotency, page_of, path_id};
+use super::extract::{AdminAuth, Auth, JsonBody, Params, idempotency, page_of, path_id};
 use super::leads::{LeadPage, json_with};
 use super::{created_once, replay};
 use crate::domain::lead::LeadView;
@@ -108,7 +108,7 @@ async fn get_pool(
     security(("bearer" = [])))]
 async fn create_pool(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    AdminAuth(p): AdminAuth,
     method: Method,
     headers: HeaderMap,
     body: JsonBody<PoolInput>,

@@ -791,3 +791,29 @@ async fn re_submitting_a_pooled_lead_does_not_claim_it() {
     let (_, b) = app.rep("bob", None).await;
     assert_eq!(listed(&app, &b, "").await, vec![id]);
 }
+
+#[tokio::test]
+async fn admin_only_creates_are_403_for_others_whatever_the_body() {
+    let app = spawn_app().await;
+    let (_, rep) = app.rep("r", None).await;
+    let (_, manager) = app
+        .create_user(json!({"name": "m", "role": "manager"}))
+        .await;
+    for token in [&rep, &manager] {
+        for path in [
+            "/v1/users",
+            "/v1/forms",
+            "/v1/webhooks",
+            "/v1/pools",
+            "/v1/admin/plugins/dry-run",
+        ] {
+            // Incomplete, with an unknown field: a 422 for an admin, a 403 for anyone else.
+            let res = app.post(path, token, &json!({"bogus": 1})).await;
+            assert_problem(res, StatusCode::FORBIDDEN).await;
+        }
+    }
+    let res = app
+        .post("/v1/users", &app.admin, &json!({"bogus": 1}))
+        .await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+}
