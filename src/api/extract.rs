@@ -539,10 +539,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         let Some(v) = parts.headers.get(header::IF_MATCH) else {
             return Ok(IfMatch(Precondition::None));
         };
-        let v = v
-            .to_str()
-            .map_err(|_| ApiError::field("If-Match", "must be ASCII"))?
-            .trim();
+        // A tag that is not even ASCII is no version of ours either: it never matches.
+        let Ok(v) = v.to_str().map(str::trim) else {
+            return Ok(IfMatch(Precondition::Versions(Vec::new())));
+        };
         if v == "*" {
             return Ok(IfMatch(Precondition::Any));
         }

@@ -206,8 +206,13 @@ async fn create_user_token(
 #[utoipa::path(get, path = "/v1/me", tag = "users",
     responses((status = 200, body = UserView), (status = 401, body = Problem)),
     security(("bearer" = [])))]
-async fn me(Auth(p): Auth) -> Json<UserView> {
-    Json(UserView::from(&p.user))
+async fn me(Auth(p): Auth) -> Response {
+    json_with(
+        StatusCode::OK,
+        &UserView::from(&p.user),
+        Some(p.user.version),
+        None,
+    )
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -1951,6 +1951,18 @@ async fn patch_with_current_if_match_succeeds_and_stale_is_412() {
         let res = patch_if_match(&app, &id, stale, &json!({"title": "B"})).await;
         assert_problem(res, StatusCode::PRECONDITION_FAILED).await;
     }
+    // nor does one that is not ASCII (RFC 9110: a tag that cannot be read never matches)
+    let res = app
+        .req(Method::PATCH, &lead_path(&id), &app.admin)
+        .header(
+            "if-match",
+            reqwest::header::HeaderValue::from_bytes("\"é\"".as_bytes()).unwrap(),
+        )
+        .json(&json!({"title": "B"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, StatusCode::PRECONDITION_FAILED).await;
     assert_fields(
         &read_lead(&app, &id).await,
         json!({"title": "A", "version": 2}),

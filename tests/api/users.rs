@@ -288,7 +288,11 @@ async fn deleting_a_lead_owner_or_yourself_conflicts() {
         StatusCode::NO_CONTENT
     );
 
-    let admin = body(app.get("/v1/me", &app.admin).await).await;
+    // `/v1/me` is the caller's own record, with its ETag like `/v1/users/{id}`.
+    let me_res = app.get("/v1/me", &app.admin).await;
+    let tag = me_res.headers()["etag"].to_str().unwrap().to_owned();
+    let admin = body(me_res).await;
+    assert_eq!(tag, format!("\"{}\"", admin["version"]));
     let me = format!("/v1/users/{}", admin["id"].as_str().unwrap());
     assert_problem(app.delete(&me, &app.admin).await, StatusCode::CONFLICT).await;
     for demote in [json!({"role": "rep"}), json!({"active": false})] {
