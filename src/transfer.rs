@@ -728,6 +728,34 @@ struct Prepared<R> {
     started: bool,
     last: Option<u8>,
     eof: bool,
+    /// Bytes handed to the parser so far.
+    emitted: u64,
+    /// Where the bytes handed out leave CSV quoting, so a quote still open at the end of the
+    /// input is known (the record it opens then swallows the final line break).
+    quoting: Quoting,
+}
+
+/// CSV quoting as the `csv` reader applies it (`,` between cells, `\n` ending records, `""` a
+/// quote inside a quoted cell, a quote in the middle of a bare cell taken literally).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    CellStart,
+    Bare,
+    Quoted,
+    QuoteInQuoted,
+}
+
+impl Quoting {
+    fn after(self, b: u8) -> Quoting {
+        match (self, b) {
+            (Quoting::CellStart, b'"') => Quoting::Quoted,
+            (Quoting::Quoted, b'"') => Quoting::QuoteInQuoted,
+            (Quoting::Quoted, _) => Quoting::Quoted,
+            (Quoting::QuoteInQuoted, b'"') => Quoting::Quoted,
+            (_, b',' | b'\n') => Quoting::CellStart,
+            _ => Quoting::Bare,
+        }
+    }
 }
 
 impl<R> Prepared<R> {
@@ -740,7 +768,21 @@ impl<R> Prepared<R> {
             started: false,
             last: None,
             eof: false,
+            emitted: 0,
+            quoting: Quoting::CellStart,
         }
+    }
+
+    fn hand_out(&mut self, bytes: &[u8]) -> usize {
+        self.last = bytes.last().copied().or(self.last);
+        self.emitted += bytes.len() as u64;
+        self.quoting = bytes.iter().fold(self.quoting, |q, &b| q.after(b));
+        bytes.len()
+    }
+
+    /// Whether the whole input has been handed out and ended inside a quoted cell.
+    fn ended_in_open_quote(&self) -> bool {
+        self.eof && self.quoting == Quoting::Quoted
     }
 }
 
@@ -767,8 +809,7 @@ impl<R: Read> Read for Prepared<R> {
             let k = buf.len().min(self.head_len - self.head_pos);
             buf[..k].copy_from_slice(&self.head[self.head_pos..self.head_pos + k]);
             self.head_pos += k;
-            self.last = Some(buf[k - 1]);
-            return Ok(k);
+            return Ok(self.hand_out(&buf[..k]));
         }
         if self.eof {
             return Ok(0);
@@ -778,12 +819,11 @@ impl<R: Read> Read for Prepared<R> {
             self.eof = true;
             if self.last.is_some_and(|b| b != b'\n') {
                 buf[0] = b'\n';
-                return Ok(1);
+                return Ok(self.hand_out(&buf[..1]));
             }
             return Ok(0);
         }
-        self.last = Some(buf[n - 1]);
-        Ok(n)
+        Ok(self.hand_out(&buf[..n]))
     }
 }
 
@@ -961,10 +1001,13 @@ impl<R: Read> CsvSource<R> {
                 .filter(|&&b| b == b'\n')
                 .count() as u64;
             // A quote left open runs to the end of the input and takes the last line break in
-            // with it; where the record started (which may be before skipped blank lines) is
-            // then the better answer.
-            let started = self.record.position().map_or(1, csv::Position::line);
-            let line = after.saturating_sub(1 + inside).max(started).max(1);
+            // with it, so no line break after the record ended it.
+            let source = self.reader.get_ref();
+            let open_to_the_end =
+                source.ended_in_open_quote() && self.reader.position().byte() == source.emitted;
+            let line = after
+                .saturating_sub(u64::from(!open_to_the_end) + inside)
+                .max(1);
             if self.record.as_slice().len() > MAX_LINE_BYTES {
                 // Kept whole, it would be stored twice (note and raw row) and echoed back.
                 return Some(Ok(row_error(
@@ -1450,12 +1493,31 @@ mod tests {
         for text in [
             "name,company\nA,Acme\n\"B,Globex\nC,Initech\n",
             "name,company\nA,Acme\n\"B,Globex\nC,Initech",
+            "name,company\r\nA,Acme\r\n\"B,Globex\r\nC,Initech\r\n",
+            "\u{feff}name,company\nA,Acme\n\"B,Globex\nC,Initech\n",
+            // Quotes that close, or sit inside a bare cell, open nothing.
+            "name,company\nA,\"Ac\"\"me\"\n\"B,Globex\nC,Initech",
+            "name,company\nA,Ac\"me\n\"B,Globex\nC,Initech",
         ] {
             let rows = csv(text);
             assert_eq!(rows.len(), 2, "{text:?}");
             assert_eq!(rows[0].line, 2);
             assert_eq!(rows[1].line, 3, "{text:?}");
         }
+        // After skipped blank lines, too.
+        for text in [
+            "name,company\nA,Acme\n\n\n\"B,Globex\nC,Initech\n",
+            "name,company\nA,Acme\n\n\n\"B,Globex\nC,Initech",
+        ] {
+            let rows = csv(text);
+            assert_eq!(rows.len(), 2, "{text:?}");
+            assert_eq!(rows[1].line, 5, "{text:?}");
+        }
+        // A closed quoted cell that ends the file with a line break inside is no open quote.
+        let rows = csv("name,notes\nA,\"two\nlines\n\"\nB,x\n");
+        assert_eq!((rows[0].line, rows[1].line), (2, 5));
+        let rows = csv("name,notes\nA,x\n\n\"B,\"\"line\n\"\n");
+        assert_eq!(rows[1].line, 4);
     }
 
     #[test]
