@@ -574,7 +574,7 @@ impl Service {
                 }
                 let (enrollments, mails) = tx.move_lead_nurture(other, survivor)?;
                 let tasks = tx.move_lead_work(other, survivor)?;
-                tx.erase_lead(&gone)?;
+                tx.retire_merged_lead(&gone, survivor)?;
                 let report = lead.absorb(NewLead::from_lead(&gone));
                 // Keys the survivor could not take over still find it.
                 if let Some(e) = &gone.email
@@ -596,6 +596,9 @@ impl Service {
                 lead.version += 1;
                 lead.updated_at = tx.now;
                 tx.put_lead(Some(&before), &lead)?;
+                // What the other lead brings may end sequences, as an edit would: a
+                // do-not-contact flag stops marketing mail at once.
+                super::nurture::after_patch(tx, &plugins, &before, &lead)?;
                 tx.change(Entity::Lead, other, Op::Merge, Some(&gone))?;
                 tx.change(Entity::Lead, survivor, Op::Update, Some(&lead))?;
                 for id in &enrollments {

@@ -419,8 +419,13 @@ impl Service {
                 if let Err(e) = pre.check(lead.version) {
                     return Ok(Err(e));
                 }
+                // Tasks reach their owners' feeds, not the lead's: say they went.
+                let tasks = tx.tasks_of_lead(id)?;
                 tx.erase_lead(&lead)?;
                 tx.change(Entity::Lead, id, Op::Delete, Some(&lead))?;
+                for t in &tasks {
+                    super::tasks::log_task(tx, t, Op::Delete)?;
+                }
                 Ok(Ok(()))
             })
             .await?

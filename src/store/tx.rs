@@ -369,6 +369,28 @@ impl<'t> Tx<'t> {
     /// Erases a lead and everything held about it: index rows, activities (form payloads
     /// included), events, alt keys, its visitors and their page views, and stored idempotent
     /// responses that contain it.
+    /// Removes a lead merged into `into` once its activities, events, keys, visitors, work
+    /// and nurture have moved there. Unlike an erasure, what was said about the person keeps
+    /// going: webhook deliveries of its changes, and stored idempotent replies (a retried
+    /// create answers as it first did, not as a new create).
+    pub fn retire_merged_lead(&mut self, gone: &Lead, into: Uuid) -> StoreResult<()> {
+        self.move_lead_deliveries(gone.id, into)?;
+        let (f, i) = (gone.id.as_u128(), into.as_u128());
+        let idem_keys: Vec<(u128, String)> = self
+            .idempotency_by_lead
+            .range((f, 0, "")..=(f, u128::MAX, "\u{10FFFF}"))?
+            .map(|r| r.map(|(k, _)| (k.value().1, k.value().2.to_owned())))
+            .collect::<Result<_, _>>()?;
+        for (caller, key) in idem_keys {
+            self.idempotency_by_lead.remove((f, caller, key.as_str()))?;
+            self.idempotency_by_lead
+                .insert((i, caller, key.as_str()), ())?;
+        }
+        // Events written since the move (an enrollment ended by the merge) go along too.
+        self.move_activities(gone.id, into)?;
+        self.erase_lead(gone)
+    }
+
     pub fn erase_lead(&mut self, lead: &Lead) -> StoreResult<()> {
         self.flush_leads()?;
         let id = lead.id.as_u128();

@@ -197,6 +197,27 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Files the deliveries about a lead merged away under the lead it merged into, so they
+    /// still go out (and an erasure of that person forgets them too).
+    pub(super) fn move_lead_deliveries(&mut self, from: Uuid, into: Uuid) -> StoreResult<()> {
+        let f = from.as_u128();
+        let ids: Vec<u128> = self
+            .outbox
+            .by_lead
+            .range((f, 0)..=(f, u128::MAX))?
+            .map(|r| r.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            self.outbox.by_lead.remove((f, id))?;
+            if let Some(mut d) = get_record::<Delivery, _>(&self.outbox.deliveries, id)? {
+                d.lead_id = Some(into);
+                self.outbox.deliveries.insert(id, encode(&d).as_slice())?;
+                self.outbox.by_lead.insert((into.as_u128(), id), ())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets every delivery about a lead (its erasure): pending ones are not sent, and the
     /// log keeps nothing about it.
     pub(super) fn erase_lead_deliveries(&mut self, lead: Uuid) -> StoreResult<()> {

@@ -833,8 +833,36 @@ async fn the_owner_taking_over_ends_nurture_with_or_without_an_sla() {
 async fn a_merge_moves_sequences_mail_and_tasks_to_the_survivor() {
     let clock = Arc::new(ManualClock::new(START));
     let smtp = SmtpSink::start().await;
-    let app = nurture_app(clock.clone(), Some(&smtp)).await;
-    let gone = lead(&app, json!({"name": "Wang", "email": "wang@acme-corp.cn"})).await;
+    let port = smtp.port;
+    let app = spawn_app_with_clock(clock.clone(), move |c| {
+        shipped_plugins(c);
+        c.plugins.watch = false;
+        c.email.smtp_host = "127.0.0.1".into();
+        c.email.smtp_port = port;
+        c.email.security = "none".into();
+        c.email.from = "Acme <sales@acme.example>".into();
+        c.webhooks.allow_private_destinations = true;
+    })
+    .await;
+    // A receiver that is down: every delivery stays pending, so the log shows them all.
+    let hook = expect_json(
+        app.post(
+            "/v1/webhooks",
+            &app.admin,
+            &json!({"url": "http://127.0.0.1:9/hook", "events": ["*"], "secret": "s3cret-s3cret-s3cret"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let create_gone = || {
+        app.req(reqwest::Method::POST, "/v1/leads", &app.admin)
+            .header("idempotency-key", "wang-1")
+            .json(&json!({"name": "Wang", "email": "wang@acme-corp.cn"}))
+            .send()
+    };
+    let first = expect_json(create_gone().await.unwrap(), StatusCode::CREATED).await;
+    let gone = first["id"].as_str().unwrap().to_owned();
     let keep = lead(
         &app,
         json!({"name": "Wang Wei", "email": "wei@acme-corp.cn"}),
@@ -920,6 +948,57 @@ async fn a_merge_moves_sequences_mail_and_tasks_to_the_survivor() {
     let ended: Vec<&Value> = e.iter().filter(|e| e["status"] == "exited").collect();
     assert_eq!(ended.len(), 1, "{e:?}");
     assert_eq!(ended[0]["reason"], "merged into another lead");
+    let timeline = expect_json(
+        app.get(&format!("/v1/leads/{keep}/timeline?limit=500"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(
+        timeline["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "sequence_exited"),
+        "{timeline}"
+    );
+    // A merge is not an erasure: a retried create still gets its first answer, and webhook
+    // deliveries about the other lead (its create, the merge's own changes) still go out.
+    let retry = create_gone().await.unwrap();
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(expect_json(retry, StatusCode::CREATED).await, first);
+    let log = expect_json(
+        app.get(
+            &format!(
+                "/v1/webhooks/{}/deliveries?limit=500",
+                hook["id"].as_str().unwrap()
+            ),
+            &app.admin,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let events: Vec<(String, String)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["event"].as_str().unwrap().to_owned(),
+                d["entity_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("lead.created".to_owned(), gone.clone()),
+        (
+            "mail.updated".to_owned(),
+            mail["id"].as_str().unwrap().to_owned(),
+        ),
+    ] {
+        assert!(events.contains(&want), "{want:?} in {events:?}");
+    }
     // The unsubscribe link of mail already sent still works, for the person it reached.
     let res = app
         .client
@@ -1021,4 +1100,45 @@ async fn a_rep_enrolls_and_changes_enrollments_only_of_their_own_leads() {
         .post(&format!("/v1/enrollments/{eid}/pause"), &rep, &json!({}))
         .await;
     assert_eq!(expect_json(res, StatusCode::OK).await["status"], "paused");
+}
+
+#[tokio::test]
+async fn merging_in_a_do_not_contact_lead_stops_the_survivors_marketing_mail() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = nurture_app(clock.clone(), None).await;
+    let keep = lead(&app, json!({"email": "keep@example.cn"})).await;
+    let unsent = eventually("the welcome email in the outbox", async || {
+        emails(&app, &keep).await.first().cloned()
+    })
+    .await;
+    assert_eq!(unsent["status"], "unsent");
+    let quiet = lead(
+        &app,
+        json!({"email": "quiet@example.cn", "flags": {"do_not_contact": true}}),
+    )
+    .await;
+    expect_json(
+        app.post(
+            &format!("/v1/leads/{keep}/merge"),
+            &app.admin,
+            &json!({"other_id": quiet}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let e = enrollments(&app, &keep).await;
+    let welcome = e.iter().find(|e| e["sequence"] == "welcome").unwrap();
+    assert_eq!(welcome["status"], "exited", "{e:?}");
+    assert_eq!(welcome["reason"], "unsubscribed");
+    let mail = expect_json(
+        app.get(
+            &format!("/v1/emails/{}", unsent["id"].as_str().unwrap()),
+            &app.admin,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(mail["status"], "suppressed", "{mail}");
 }

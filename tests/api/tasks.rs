@@ -516,3 +516,29 @@ async fn the_reminder_comes_an_hour_before_and_not_for_done_tasks() {
         .await
         .expect("an immediate reminder");
 }
+
+#[tokio::test]
+async fn erasing_a_lead_erases_its_tasks_and_their_owners_feed_says_so() {
+    let app = spawn_app().await;
+    let (_, rep) = app.rep("r", None).await;
+    let lead = app.create_lead(&rep, json!({"name": "Gone"})).await;
+    let lead_id = lead["id"].as_str().unwrap();
+    let task = create_task(&app, &rep, json!({"title": "call", "lead_id": lead_id})).await;
+    let task_id = task["id"].as_str().unwrap();
+    let res = app.delete(&format!("/v1/leads/{lead_id}"), &rep).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_problem(
+        app.get(&format!("/v1/tasks/{task_id}"), &rep).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let feed = expect_json(app.get("/v1/changes?since=0", &rep).await, StatusCode::OK).await;
+    assert!(
+        feed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["entity"] == "task" && c["id"] == task_id && c["op"] == "delete"),
+        "{feed}"
+    );
+}
