@@ -296,8 +296,13 @@ pub(crate) fn load(args: &ConfigArgs, extra: Overrides) -> anyhow::Result<Config
 }
 
 fn init_logging(format: LogFormat) {
+    init_logging_at(format, "info");
+}
+
+fn init_logging_at(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LEADLINE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("LEADLINE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -312,6 +317,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // The tools say what went wrong (a plugin that did not compile) without the server's
+    // running commentary; `LEADLINE_LOG` shows more.
+    if matches!(
+        cli.command,
+        Command::Token(_)
+            | Command::User(_)
+            | Command::Import(_)
+            | Command::Export(_)
+            | Command::Reindex { .. }
+            | Command::Plugins(_)
+            | Command::Rescore(_)
+    ) {
+        init_logging_at(LogFormat::Pretty, "warn");
+    }
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
@@ -448,6 +467,40 @@ async fn token_create(
     let token = service.issue_token(user_id).await?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to go on with a data directory that holds no store: opening one creates it, so a
+/// mistyped `--data-dir` would quietly work on an empty store and leave it behind.
+pub(crate) fn require_store(config: &Config, what: &str) -> anyhow::Result<()> {
+    let file = config.data_dir.join(crate::store::DATA_FILE);
+    if !file.exists() {
+        bail!(
+            "there is no store at {}: nothing to {what} (check --data-dir)",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to run the rules when a script did not compile: the built-in rule would stand in
+/// for it, and an import or rescore would write scores and owners by rules nobody chose.
+pub(crate) fn require_plugins(service: &crate::service::Service) -> anyhow::Result<()> {
+    let report = service.plugins().report();
+    if report.not_loaded.is_empty() {
+        return Ok(());
+    }
+    let errors: Vec<String> = report
+        .not_loaded
+        .iter()
+        .map(|f| match f.line {
+            Some(line) => format!("{} line {line}: {}", f.file, f.message),
+            None => format!("{}: {}", f.file, f.message),
+        })
+        .collect();
+    bail!(
+        "not running with plugins that did not load (fix them, see `leadline plugins check`):\n  {}",
+        errors.join("\n  ")
+    )
 }
 
 /// The user a create without an idempotency key made.

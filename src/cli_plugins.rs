@@ -392,7 +392,9 @@ fn run_case(
 /// stopped; while it runs, use `POST /v1/admin/rescore`).
 pub async fn rescore(args: RescoreArgs) -> anyhow::Result<ExitCode> {
     let config = config(&args.plugins)?;
+    crate::cli::require_store(&config, "rescore")?;
     let service = open_service(&config, Arc::new(SystemClock))?;
+    crate::cli::require_plugins(&service)?;
     let bar = crate::cli_transfer::leads_bar();
     let progress = bar.clone();
     let report = service

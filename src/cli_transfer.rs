@@ -3,7 +3,7 @@
 
 use crate::api::extract::Params;
 use crate::api::leads::filter_and_sort;
-use crate::cli::{ConfigArgs, ExportArgs, ImportArgs, load};
+use crate::cli::{ConfigArgs, ExportArgs, ImportArgs, load, require_plugins, require_store};
 use crate::clock::SystemClock;
 use crate::config::{Config, Overrides};
 use crate::domain::user::Principal;
@@ -34,53 +34,73 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Rejected rows as CSV: line, the problems, and the row as it was.
+/// Rejected rows as CSV: line, the problems, and the row as it was. Opened before the import
+/// starts, so a path that cannot be written stops it before any row is committed; removed at
+/// the end if no row was rejected, so no stale file from an earlier run is left to mislead.
 struct RejectFile {
     path: PathBuf,
-    out: Option<csv::Writer<File>>,
+    out: csv::Writer<File>,
+    rows: u64,
     failed: Option<String>,
 }
 
 impl RejectFile {
+    fn create(path: PathBuf, input: &Path) -> anyhow::Result<RejectFile> {
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same(&path, input) {
+            bail!(
+                "the reject file {} is the file being imported; pass another --rejects",
+                path.display()
+            );
+        }
+        let mut out = csv::Writer::from_path(&path)
+            .with_context(|| format!("creating the reject file {}", path.display()))?;
+        out.write_record(["line", "errors", "row"])?;
+        Ok(RejectFile {
+            path,
+            out,
+            rows: 0,
+            failed: None,
+        })
+    }
+
     fn add(&mut self, r: &Rejection) {
         if self.failed.is_some() {
             return;
         }
-        let result = (|| -> anyhow::Result<()> {
-            if self.out.is_none() {
-                let mut w = csv::Writer::from_path(&self.path)
-                    .with_context(|| format!("creating {}", self.path.display()))?;
-                w.write_record(["line", "errors", "row"])?;
-                self.out = Some(w);
-            }
-            if let Some(w) = self.out.as_mut() {
-                let errors = r
-                    .errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let raw = serde_json::Value::Object(r.raw.clone()).to_string();
-                w.write_record([r.line.to_string(), errors, raw])?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            self.failed = Some(e.to_string());
+        let errors = r
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let raw = serde_json::Value::Object(r.raw.clone()).to_string();
+        match self.out.write_record([r.line.to_string(), errors, raw]) {
+            Ok(()) => self.rows += 1,
+            Err(e) => self.failed = Some(format!("{e:#}")),
         }
     }
 
     fn finish(mut self) -> anyhow::Result<Option<PathBuf>> {
         if let Some(e) = self.failed {
-            return Err(anyhow!("writing the reject file: {e}"));
+            return Err(anyhow!(
+                "writing the reject file {}: {e}",
+                self.path.display()
+            ));
         }
-        match self.out.take() {
-            Some(mut w) => {
-                w.flush()?;
-                Ok(Some(self.path))
-            }
-            None => Ok(None),
+        self.out
+            .flush()
+            .with_context(|| format!("writing the reject file {}", self.path.display()))?;
+        if self.rows == 0 {
+            drop(self.out);
+            std::fs::remove_file(&self.path)
+                .with_context(|| format!("removing the empty {}", self.path.display()))?;
+            return Ok(None);
         }
+        Ok(Some(self.path))
     }
 }
 
@@ -119,11 +139,7 @@ pub(crate) async fn run_import(
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut reject_file = RejectFile {
-        path: rejects,
-        out: None,
-        failed: None,
-    };
+    let mut reject_file = RejectFile::create(rejects, file)?;
     let result = service
         .import(
             &Principal::system(),
@@ -157,6 +173,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let mapping = Mapping::from_pairs(&args.map).map_err(|m| anyhow!("--map: {m}"))?;
     let config = load(&args.config, Overrides::default())?;
     let service = open_service(&config, Arc::new(SystemClock))?;
+    require_plugins(&service)?;
     let rejects = args
         .rejects
         .clone()
@@ -206,6 +223,7 @@ pub(crate) fn leads_bar() -> ProgressBar {
 
 pub async fn reindex(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = load(&args, Overrides::default())?;
+    require_store(&config, "reindex")?;
     let service = open_service(&config, Arc::new(SystemClock))?;
     let bar = leads_bar();
     let started = Instant::now();
@@ -244,15 +262,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         filter_and_sort(&mut params).map_err(|e| anyhow!("--filter: {e}"))?;
     params.finish().map_err(|e| anyhow!("--filter: {e}"))?;
     let config = load(&args.config, Overrides::default())?;
-    // Opening a store creates it: a mistyped directory would export nothing and leave an
-    // empty store behind.
-    let file = config.data_dir.join(crate::store::DATA_FILE);
-    if !file.exists() {
-        bail!(
-            "there is no store at {}: nothing to export (check --data-dir)",
-            file.display()
-        );
-    }
+    require_store(&config, "export")?;
     let service = open_service(&config, Arc::new(SystemClock))?;
     let out: Box<dyn Write + Send> = match &args.out {
         Some(path) => Box::new(BufWriter::new(

@@ -327,6 +327,63 @@ fn import_reports_rejects_by_line_and_a_second_run_creates_nothing() {
     );
     assert!(!ok && err.contains("no store"), "{err}");
     assert!(!missing.exists(), "an export creates no store");
+    for cmd in [&["reindex"][..], &["rescore", "--dry-run"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--data-dir", missing.to_str().unwrap()]);
+        let (ok, _, err) = run(&args, dir.path());
+        assert!(!ok && err.contains("no store"), "{cmd:?}: {err}");
+        assert!(!missing.exists(), "{cmd:?} creates no store");
+    }
+
+    // The reject file may not be the file imported, and a path that cannot be written stops
+    // the import before any row is written.
+    let (ok, _, err) = run(&["import", path, "--rejects", path], dir.path());
+    assert!(!ok && err.contains("is the file being imported"), "{err}");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("Bad Row"));
+    let elsewhere_dir = dir.path().join("elsewhere");
+    let elsewhere = elsewhere_dir.to_str().unwrap();
+    let other = dir.path().join("more.csv");
+    std::fs::write(
+        &other,
+        "name,email,employees
+New,new@acme.com,
+Bad,b@acme.com,lots
+",
+    )
+    .unwrap();
+    let nowhere = dir.path().join("no-such-dir/r.csv");
+    let (ok, _, err) = run(
+        &[
+            "import",
+            other.to_str().unwrap(),
+            "--rejects",
+            nowhere.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(!ok && err.contains("No such file"), "{err}");
+    // Fixed and imported again: no stale reject file is left behind.
+    let (ok, _, err) = run(
+        &["import", other.to_str().unwrap(), "--data-dir", elsewhere],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let stale = dir.path().join("more.csv.rejects.csv");
+    assert!(stale.exists());
+    std::fs::write(
+        &other,
+        "name,email,employees
+New,new@acme.com,
+Bad,b@acme.com,5
+",
+    )
+    .unwrap();
+    let (ok, _, err) = run(
+        &["import", other.to_str().unwrap(), "--data-dir", elsewhere],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    assert!(!stale.exists(), "the old reject file is gone");
 
     let (ok, out, err) = run(&["export", "--format", "ndjson"], dir.path());
     assert!(ok, "{err}");
@@ -395,6 +452,19 @@ fn import_reports_rejects_by_line_and_a_second_run_creates_nothing() {
     let _ = server.kill();
     let _ = server.wait();
     assert!(found.contains("\"total\":1"), "{found}");
+
+    // A script that does not compile stops the tools that run the rules, naming it: the
+    // built-in rules would otherwise write scores nobody chose.
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::write(
+        dir.path().join("plugins/broken.rhai"),
+        "fn score(lead, stats) {",
+    )
+    .unwrap();
+    for cmd in [&["rescore"][..], &["import", path]] {
+        let (ok, _, err) = run(cmd, dir.path());
+        assert!(!ok && err.contains("broken.rhai"), "{cmd:?}: {err}");
+    }
 }
 
 #[test]
