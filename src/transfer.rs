@@ -1035,7 +1035,17 @@ impl<R: Read> CsvSource<R> {
             if cells.iter().all(|c| c.trim().is_empty()) {
                 continue; // a blank line, or a row of empty cells
             }
-            return Some(Ok(self.row(line, cells, utf8)));
+            let mut row = self.row(line, cells, utf8);
+            if open_to_the_end {
+                // Every line after it was read into this row's last cell: say so, rather
+                // than import those rows as one lead's text.
+                row.input = Err(vec![FieldError::new(
+                    "row",
+                    "a quote opened on this line is never closed, so the rest of the file \
+                     was read as part of this row; close the quote and import again",
+                )]);
+            }
+            return Some(Ok(row));
         }
     }
 
@@ -1513,9 +1523,15 @@ mod tests {
             assert_eq!(rows.len(), 2, "{text:?}");
             assert_eq!(rows[1].line, 5, "{text:?}");
         }
+        // The open row is rejected for it, not imported with the rest of the file as its text.
+        let rows = csv("name,email,notes\nA,a@example.com,\"unclosed\nB,b@example.com,x\n");
+        assert_eq!(rows.len(), 1);
+        let errors = rows[0].input.as_ref().unwrap_err();
+        assert!(errors[0].message.contains("never closed"), "{errors:?}");
         // A closed quoted cell that ends the file with a line break inside is no open quote.
         let rows = csv("name,notes\nA,\"two\nlines\n\"\nB,x\n");
         assert_eq!((rows[0].line, rows[1].line), (2, 5));
+        assert!(rows.iter().all(|r| r.input.is_ok()));
         let rows = csv("name,notes\nA,x\n\n\"B,\"\"line\n\"\n");
         assert_eq!(rows[1].line, 4);
     }
