@@ -9,7 +9,9 @@
 //! Per-row problems (a bad cell, a bad JSON line) are [`Row::input`] errors and reading goes on;
 //! [`TransferError`] is only for what stops reading (I/O, a CSV without a header row).
 
-use crate::domain::lead::{FlagsInput, Lead, LeadInput, LeadView, Stage, Status, Utm};
+use crate::domain::lead::{
+    FlagsInput, Lead, LeadInput, LeadView, Stage, Status, TAG_SEPARATORS, Utm,
+};
 use crate::domain::time::{opt_rfc3339, to_rfc3339};
 use crate::domain::{FieldError, Problems};
 use serde_json::{Map, Value};
@@ -385,7 +387,6 @@ pub struct Row {
 
 const STAGE_VALUES: &str = "lead, mql, sql, opportunity, customer, disqualified";
 const STATUS_VALUES: &str = "new, attempting, connected, nurturing, unqualified, converted";
-const TAG_SEPARATORS: [char; 5] = [';', ',', '，', '；', '|'];
 
 /// Builds one [`LeadInput`] from (target, value) pairs. Where two columns feed the same
 /// field, the first non-empty value wins (tags from all columns are kept, notes are joined).

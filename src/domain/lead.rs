@@ -295,6 +295,10 @@ fn clean_channel(p: &mut Problems, raw: Option<String>) -> Option<String> {
     }
 }
 
+/// What separates tags in one CSV cell; a tag may not contain them, or an export would not
+/// import back as the same tags.
+pub const TAG_SEPARATORS: [char; 5] = [';', ',', '，', '；', '|'];
+
 fn clean_tags(p: &mut Problems, raw: Vec<String>) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for (i, t) in raw.into_iter().enumerate() {
@@ -306,6 +310,13 @@ fn clean_tags(p: &mut Problems, raw: Vec<String>) -> Vec<String> {
             p.push(
                 format!("tags[{i}]"),
                 format!("must be 1 to {MAX_TAG_CHARS} printable characters"),
+            );
+            continue;
+        }
+        if t.contains(TAG_SEPARATORS) {
+            p.push(
+                format!("tags[{i}]"),
+                "may not contain ; , | ， or ； (they separate tags in a CSV file)",
             );
             continue;
         }

@@ -2160,6 +2160,9 @@ async fn patch_with_invalid_values_is_422_naming_the_field() {
         (json!({"utm": {"bogus": "x"}}), "utm.bogus"),
         (json!({"utm": {"source": 5}}), "utm.source"),
         (json!({"tags": ["ok", "x".repeat(65)]}), "tags[1]"),
+        // A separator would split the tag when an export is imported again.
+        (json!({"tags": ["ok", "north;south"]}), "tags[1]"),
+        (json!({"tags": ["a，b"]}), "tags[0]"),
         (json!({"name": "n".repeat(501)}), "name"),
         (json!({"email": null}), "email"),
     ];
