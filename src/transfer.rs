@@ -351,6 +351,14 @@ impl Mapping {
         Ok(Mapping { overrides })
     }
 
+    /// The first mapped column that none of `headers` is.
+    fn unmatched(&self, headers: &[String]) -> Option<&str> {
+        self.overrides
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .find(|c| !headers.iter().any(|h| h.trim().to_lowercase() == *c))
+    }
+
     fn target(&self, column: &str) -> Target {
         let wanted = column.trim().to_lowercase();
         self.overrides
@@ -974,6 +982,18 @@ impl<R: Read> CsvSource<R> {
             } else {
                 keys.push(h.clone());
             }
+        }
+        // A `--map` (or `?map=`) column the file does not have is a typo, and its data would
+        // otherwise land somewhere nobody asked for.
+        if let Some(column) = mapping.unmatched(&headers) {
+            return Err(TransferError::Csv(format!(
+                "map: the file has no column `{column}`; its columns are {}",
+                headers
+                    .iter()
+                    .map(|h| format!("`{}`", h.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
         let targets = headers.iter().map(|h| mapping.target(h)).collect();
         Ok(CsvSource {
@@ -1737,6 +1757,20 @@ mod tests {
         .collect();
         assert_eq!(err_fields(&rows[0]), vec!["row"]);
         assert_eq!(rows[0].raw["company"], Value::from("ok"));
+    }
+
+    #[test]
+    fn a_mapped_column_the_csv_lacks_is_fatal() {
+        let typo = Mapping::from_pairs(&["Mail Adr=email".into()]).unwrap();
+        let text = &b"Full Name,Mail Addr
+Amy,amy@example.com
+"[..];
+        match RowReader::new(text, Format::Csv, typo).err() {
+            Some(TransferError::Csv(m)) => assert!(m.contains("`mail adr`"), "{m}"),
+            other => panic!("expected a CSV error, got {other:?}"),
+        }
+        let right = Mapping::from_pairs(&[" mail addr =email".into()]).unwrap();
+        assert!(RowReader::new(text, Format::Csv, right).is_ok());
     }
 
     /// An endless CSV: reading must hand out rows without reaching the end.
