@@ -441,6 +441,8 @@ async fn token_create(
     user: String,
     role: Option<Role>,
 ) -> anyhow::Result<ExitCode> {
+    // Names are stored trimmed, as `user create` and the API store them.
+    let user = user.trim().to_owned();
     let config = load(&args, Overrides::default())?;
     let service = open_service(&config, Arc::new(SystemClock))?;
     let user_id = match service.find_user_by_name(&user)? {
@@ -460,7 +462,8 @@ async fn token_create(
             let Some(role) = role else {
                 bail!("there is no user `{user}`; pass --role to create one");
             };
-            let new = new_user(user.clone(), role, None, None, None);
+            let new = validated_user(user.clone(), role, None, None, None)
+                .map_err(|e| anyhow::anyhow!("--user: {e}"))?;
             created(service.create_user(None, new, None).await?)?.id
         }
     };
@@ -511,26 +514,36 @@ fn created(w: Written<User>) -> anyhow::Result<User> {
     }
 }
 
-fn new_user(
+/// A new user from the command line, checked as `POST /v1/users` checks one.
+fn validated_user(
     name: String,
     role: Role,
     email: Option<String>,
     team: Option<String>,
     password: Option<String>,
-) -> NewUser {
-    NewUser {
+) -> anyhow::Result<NewUser> {
+    let input = crate::domain::user::UserInput {
         name,
         email,
         role,
         team,
         manager_id: None,
-        territories: vec![],
-        product_lines: vec![],
-        capacity: 50,
-        active: true,
-        senior: false,
+        territories: None,
+        product_lines: None,
+        capacity: None,
+        active: None,
+        senior: None,
         password,
-    }
+    };
+    input.validate().map_err(|errs| {
+        anyhow::anyhow!(
+            "{}",
+            errs.iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
 }
 
 async fn user_create(
@@ -550,28 +563,7 @@ async fn user_create(
     } else {
         None
     };
-    let input = crate::domain::user::UserInput {
-        name,
-        email,
-        role,
-        team,
-        manager_id: None,
-        territories: None,
-        product_lines: None,
-        capacity: None,
-        active: None,
-        senior: None,
-        password,
-    };
-    let new = input.validate().map_err(|errs| {
-        anyhow::anyhow!(
-            "{}",
-            errs.iter()
-                .map(|e| format!("{}: {}", e.field, e.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let new = validated_user(name, role, email, team, password)?;
     let config = load(&args, Overrides::default())?;
     let service = open_service(&config, Arc::new(SystemClock))?;
     let user = created(service.create_user(None, new, None).await?)?;

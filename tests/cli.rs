@@ -124,6 +124,29 @@ fn token_and_user_create_work_on_the_data_directory() {
     assert!(ok, "{err}");
     let token = token.trim().to_owned();
     assert!(token.starts_with("ll_"));
+    // A name is checked as the API checks it, and found trimmed as it is stored.
+    let long = "x".repeat(101);
+    for bad in ["", "   ", long.as_str()] {
+        let (ok, _, err) = run(
+            &[
+                "token",
+                "create",
+                "--user",
+                bad,
+                "--role",
+                "rep",
+                "--data-dir",
+                data_s,
+            ],
+            dir.path(),
+        );
+        assert!(!ok && err.contains("--user: name"), "{bad:?}: {err}");
+    }
+    let (ok, _, err) = run(
+        &["token", "create", "--user", "  bob ", "--data-dir", data_s],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
     let (ok, _, err) = run(
         &[
             "token",
