@@ -46,10 +46,6 @@ impl Application {
         let mailer = crate::service::Mailer::from_config(&config.email, &config.public_base_url())
             .map_err(|m| anyhow::anyhow!("email: {m}"))?;
         let service = open_service(&config, clock)?;
-        let admin_token = service
-            .bootstrap_admin()
-            .await
-            .context("creating the first admin user")?;
         service
             .ensure_default_pool()
             .await
@@ -68,6 +64,12 @@ impl Application {
             std::time::Duration::from_secs(config.search.compact_after_idle_secs),
         )
         .context("opening the search index")?;
+        // Last: its one-time token is printed once the server is built, so a start that
+        // fails before that must not have created the admin already.
+        let admin_token = service
+            .bootstrap_admin()
+            .await
+            .context("creating the first admin user")?;
         Ok(Application {
             listener,
             addr,

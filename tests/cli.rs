@@ -267,6 +267,14 @@ fn misspelled_env_var_is_reported() {
 #[test]
 fn starts_with_no_configuration_and_stops_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
+    // A first start that fails (the search index's directory is a file) creates no admin,
+    // so the start after the fix still prints its one-time token.
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/search"), "not a directory").unwrap();
+    let (ok, out, err) = run(&["serve", "--listen", "127.0.0.1:0"], dir.path());
+    assert!(!ok && err.contains("search index"), "{err}");
+    assert!(!out.contains("LEADLINE_ADMIN_TOKEN"), "{out}");
+    std::fs::remove_file(dir.path().join("data/search")).unwrap();
     // Everything defaulted except the port, so parallel test runs do not collide on 8080.
     let port = free_port();
     let mut server = leadline()
