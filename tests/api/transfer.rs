@@ -529,4 +529,25 @@ async fn exports_stream_with_filters_and_re_import_cleanly() {
         "stage",
     )
     .await;
+
+    // Wang now has an owner who does not exist on a third server: the row is imported and
+    // routed there (to its default pool), not rejected.
+    let owned = app
+        .get("/v1/leads/export", &app.admin)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(owned.contains(other_rep.as_str()), "{owned}");
+    let third = spawn_app().await;
+    let r = expect_json(
+        import(&third, &third.admin, &owned, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(&r, json!({"rows": 5, "created": 5, "rejected": 0}));
+    let third_leads = all_leads(&third, &third.admin).await;
+    let moved = by_email(&third_leads, "wang@example-corp.cn");
+    assert_eq!(moved["owner_id"], Value::Null, "{moved}");
+    assert!(moved["pool_id"].is_string(), "{moved}");
 }
