@@ -301,15 +301,48 @@ fn init_logging(format: LogFormat) {
 
 fn init_logging_at(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("LEADLINE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = match std::env::var("LEADLINE_LOG") {
+        Err(_) => EnvFilter::new(default),
+        Ok(spec) => {
+            for warning in log_spec_warnings(&spec) {
+                eprintln!("warning: LEADLINE_LOG: {warning}");
+            }
+            EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+                eprintln!(
+                    "warning: LEADLINE_LOG `{spec}` is not a filter ({e}); logging at {default}"
+                );
+                EnvFilter::new(default)
+            })
+        }
+    };
+    // Colour only for a person at a terminal, not in a file or the journal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+}
+
+/// What in a `LEADLINE_LOG` value is likely a mistake though it parses: a bare word that is
+/// no level is taken for a module name, which silences everything else (`degub`).
+fn log_spec_warnings(spec: &str) -> Vec<String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    spec.split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains("::"))
+        .filter(|d| !LEVELS.contains(&d.to_ascii_lowercase().as_str()))
+        .filter(|d| !d.starts_with("leadline"))
+        .map(|d| {
+            format!(
+                "`{d}` is not a level ({}); as a module name it shows only that module's logs",
+                LEVELS.join(", ")
+            )
+        })
+        .collect()
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -642,4 +675,25 @@ async fn bench_ingest(
     let _ = stop_tx.send(());
     server.await.context("server task")??;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_spec_warnings;
+
+    #[test]
+    fn a_log_level_typo_is_warned_about() {
+        assert_eq!(log_spec_warnings("degub").len(), 1);
+        assert!(log_spec_warnings("degub")[0].contains("`degub`"));
+        for fine in [
+            "debug",
+            "WARN",
+            "leadline=debug,tower_http=info",
+            "leadline::store::writer=trace",
+            "leadline",
+            "",
+        ] {
+            assert!(log_spec_warnings(fine).is_empty(), "{fine}");
+        }
+    }
 }

@@ -365,7 +365,8 @@ pub enum ConfigError {
 }
 
 /// Environment variables read outside the config table.
-const OTHER_ENV: &[&str] = &["LEADLINE_CONFIG", "LEADLINE_LOG"];
+/// (`LEADLINE_ADMIN_TOKEN` is the shell variable `serve` suggests for the first admin token.)
+const OTHER_ENV: &[&str] = &["LEADLINE_CONFIG", "LEADLINE_LOG", "LEADLINE_ADMIN_TOKEN"];
 
 /// The outcome of loading: the config and what the operator should be told.
 #[derive(Debug)]
@@ -425,7 +426,11 @@ impl Config {
             let key = rest.to_lowercase();
             let Some((path, default)) = leaves.iter().find(|(p, _)| p.replace('.', "_") == key)
             else {
-                let hint = closest(&key, leaves.keys())
+                let others: Vec<String> = OTHER_ENV
+                    .iter()
+                    .map(|v| v.trim_start_matches("LEADLINE_").to_lowercase())
+                    .collect();
+                let hint = closest(&key, leaves.keys().chain(others.iter()))
                     .map(|k| {
                         format!(
                             " (did you mean LEADLINE_{}?)",
@@ -443,6 +448,11 @@ impl Config {
                 message,
             })?;
             set_path(&mut merged, path, value);
+            // Checked one variable at a time, so a bad value is reported under its own name.
+            Config::deserialize(merged.clone()).map_err(|e| ConfigError::Env {
+                var: var.clone(),
+                message: e.to_string(),
+            })?;
         }
 
         let mut config = Config::deserialize(merged).map_err(|e| ConfigError::Invalid {
@@ -811,6 +821,31 @@ mod tests {
             "{}",
             l.warnings[0]
         );
+        // Variables read outside the table are known, and near misses of them hinted.
+        let l = Config::load(
+            &Overrides::default(),
+            &env(&[("LEADLINE_ADMIN_TOKEN", "ll_x"), ("LEADLINE_LOGG", "debug")]),
+        )
+        .unwrap();
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(
+            l.warnings[0].contains("did you mean LEADLINE_LOG?"),
+            "{:?}",
+            l.warnings
+        );
+    }
+
+    #[test]
+    fn a_bad_env_value_names_its_variable() {
+        for (var, value) in [
+            ("LEADLINE_LOG_FORMAT", "xml"),
+            ("LEADLINE_HTTP_MAX_BODY_BYTES", "-5"),
+        ] {
+            let err = Config::load(&Overrides::default(), &env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var), "{err}");
+        }
     }
 
     #[test]
