@@ -178,6 +178,22 @@ pub fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Se
     for failure in &report.not_loaded {
         tracing::error!(file = %failure.file, line = failure.line, error = %failure.message, "plugin not loaded");
     }
+    // A script's settings under a name no script has are a typo its script never sees.
+    let files: Vec<&str> = report
+        .scripts
+        .iter()
+        .map(|s| s.file.as_str())
+        .chain(report.not_loaded.iter().map(|f| f.file.as_str()))
+        .collect();
+    for name in config.plugins.config.keys() {
+        let file = format!("{name}.rhai");
+        if !files.contains(&file.as_str()) {
+            tracing::warn!(
+                "[plugins.config.{name}] names no script: there is no {file} in {}",
+                config.plugins_dir.display()
+            );
+        }
+    }
     tracing::info!(dir = %config.plugins_dir.display(), scripts = report.scripts.len(), hooks = ?report.hooks, "plugins");
     Ok(Service::new(
         store,

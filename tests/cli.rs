@@ -540,3 +540,28 @@ fn plugins_check_and_test_pass_on_the_shipped_rules_and_show_a_diff_after_an_edi
     assert!(!ok, "{out}");
     assert!(out.contains("FAIL broken.rhai: does not compile"), "{out}");
 }
+
+#[test]
+fn settings_for_a_script_that_does_not_exist_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::write(
+        dir.path().join("plugins/scoring.rhai"),
+        include_str!("../plugins/scoring.rhai"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("leadline.toml"),
+        "[plugins.config.scorng]\ntarget_industries = [\"SaaS\"]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(
+        &["token", "create", "--user", "a", "--role", "rep"],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("[plugins.config.scorng] names no script"),
+        "{err}"
+    );
+}
