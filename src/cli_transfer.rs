@@ -264,22 +264,60 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let config = load(&args.config, Overrides::default())?;
     require_store(&config, "export")?;
     let service = open_service(&config, Arc::new(SystemClock))?;
+    let reader_gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let out: Box<dyn Write + Send> = match &args.out {
         Some(path) => Box::new(BufWriter::new(
             File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
-        None => Box::new(BufWriter::new(std::io::stdout())),
+        None => Box::new(BufWriter::new(PipeEnd {
+            inner: std::io::stdout(),
+            closed: reader_gone.clone(),
+        })),
     };
-    let n = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
         let mut w = ExportWriter::new(out, format)?;
         let n = service.export_leads(&Principal::system(), filter, sort, descending, &mut w)?;
         w.finish()?.flush()?;
         Ok(n)
     })
     .await
-    .context("export task")??;
-    eprintln!("exported {n} leads");
+    .context("export task")?;
+    match result {
+        Ok(n) => eprintln!("exported {n} leads"),
+        // `leadline export | head`: the reader had what it wanted; nothing failed.
+        Err(_) if reader_gone.load(Ordering::Relaxed) => {}
+        Err(e) => return Err(e),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Standard output that notes when whoever reads it has gone (a closed pipe).
+struct PipeEnd<W> {
+    inner: W,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<W: Write> PipeEnd<W> {
+    fn noting<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for PipeEnd<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.noting(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.noting(r)
+    }
 }
 
 const SURNAMES: &[&str] = &["王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴"];
