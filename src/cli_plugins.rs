@@ -116,6 +116,13 @@ fn sample_args(hook: Hook) -> Vec<Value> {
 /// Compiles every script and runs each hook it defines on sample leads.
 pub fn check(args: PluginArgs) -> anyhow::Result<ExitCode> {
     let config = config(&args)?;
+    // Checking a directory that is not there would pass, which says nothing.
+    if !config.plugins_dir.is_dir() {
+        anyhow::bail!(
+            "there is no plugins directory {} (check --plugins-dir)",
+            config.plugins_dir.display()
+        );
+    }
     let now = now();
     let plugins = Plugins::load(config.plugin_settings(), now);
     let report = plugins.report();
