@@ -564,4 +564,10 @@ fn settings_for_a_script_that_does_not_exist_are_warned_about() {
         err.contains("[plugins.config.scorng] names no script"),
         "{err}"
     );
+    // Nor does checking a plugins directory that is not there pass.
+    let (ok, _, err) = run(
+        &["plugins", "check", "--plugins-dir", "plugnis"],
+        dir.path(),
+    );
+    assert!(!ok && err.contains("no plugins directory"), "{err}");
 }
