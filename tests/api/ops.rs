@@ -364,9 +364,10 @@ async fn changes_are_seq_ordered_and_page_without_gaps() {
     let s = |v: &str| v.to_owned();
     // With no rep to route them to, the leads wait in the default pool: no notifications.
     let want: Vec<(String, String, String)> = vec![
-        (s("user"), s("create"), admin_id.clone()),
-        // made on the first start, so it is listed before any lead needs it
+        // both made on the first start, before any lead needs them; the admin last, once
+        // nothing else on the way up can fail (its token is shown only once)
         (s("pool"), s("create"), default_pool.clone()),
+        (s("user"), s("create"), admin_id.clone()),
         (s("lead"), s("create"), ids[0].clone()),
         (s("lead"), s("create"), ids[1].clone()),
         (s("lead"), s("create"), ids[2].clone()),
