@@ -327,16 +327,21 @@ fn init_logging_at(format: LogFormat, default: &str) {
     };
 }
 
-/// What in a `LEADLINE_LOG` value is likely a mistake though it parses: a bare word that is
-/// no level is taken for a module name, which silences everything else (`degub`).
+/// What in a `LEADLINE_LOG` value is likely a mistake though it parses: a bare word close to
+/// a level but not one is taken for a module name, which silences everything else (`degub`).
 fn log_spec_warnings(spec: &str) -> Vec<String> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     spec.split(',')
         .map(str::trim)
         .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains("::"))
-        .filter(|d| !LEVELS.contains(&d.to_ascii_lowercase().as_str()))
-        .filter(|d| !d.starts_with("leadline"))
-        .map(|d| {
+        .map(|d| (d, d.to_ascii_lowercase()))
+        .filter(|(_, l)| !LEVELS.contains(&l.as_str()))
+        .filter(|(_, l)| {
+            LEVELS
+                .iter()
+                .any(|level| crate::config::edit_distance(l, level) <= 2)
+        })
+        .map(|(d, _)| {
             format!(
                 "`{d}` is not a level ({}); as a module name it shows only that module's logs",
                 LEVELS.join(", ")
@@ -684,6 +689,7 @@ mod tests {
     #[test]
     fn a_log_level_typo_is_warned_about() {
         assert_eq!(log_spec_warnings("degub").len(), 1);
+        assert_eq!(log_spec_warnings("wran,leadline=debug").len(), 1);
         assert!(log_spec_warnings("degub")[0].contains("`degub`"));
         for fine in [
             "debug",
@@ -691,6 +697,8 @@ mod tests {
             "leadline=debug,tower_http=info",
             "leadline::store::writer=trace",
             "leadline",
+            "hyper",
+            "tower_http",
             "",
         ] {
             assert!(log_spec_warnings(fine).is_empty(), "{fine}");

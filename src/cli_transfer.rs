@@ -156,8 +156,11 @@ pub(crate) async fn run_import(
         )
         .await;
     bar.finish_and_clear();
+    // The rows rejected before a failure are kept (the rows written before it stay too); an
+    // empty reject file is not.
+    let rejects = reject_file.finish();
     let summary = result.map_err(|e| anyhow!("import stopped: {e}"))?;
-    Ok((summary, reject_file.finish()?))
+    Ok((summary, rejects?))
 }
 
 pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {

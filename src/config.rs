@@ -737,7 +737,7 @@ fn closest<'a>(wrong: &str, known: impl Iterator<Item = &'a String>) -> Option<S
         .map(|(_, k)| k.clone())
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -975,6 +975,14 @@ impl<R: Read> CsvSource<R> {
                 "the first line of the CSV file must be a header row naming the columns".into(),
             ));
         }
+        let source = reader.get_ref();
+        if source.ended_in_open_quote() && reader.position().byte() == source.emitted {
+            return Err(TransferError::Csv(
+                "a quote opened in the header row is never closed, so the whole file was read \
+                 as the header; close the quote and import again"
+                    .into(),
+            ));
+        }
         let mut keys: Vec<String> = Vec::with_capacity(headers.len());
         for (i, h) in headers.iter().enumerate() {
             if keys.contains(h) {
@@ -1757,6 +1765,17 @@ mod tests {
         .collect();
         assert_eq!(err_fields(&rows[0]), vec!["row"]);
         assert_eq!(rows[0].raw["company"], Value::from("ok"));
+    }
+
+    #[test]
+    fn a_quote_left_open_in_the_header_is_fatal() {
+        let text = &b"name,\"notes\nA,x\nB,y\n"[..];
+        match RowReader::new(text, Format::Csv, Mapping::default()).err() {
+            Some(TransferError::Csv(m)) => assert!(m.contains("header"), "{m}"),
+            other => panic!("expected a CSV error, got {other:?}"),
+        }
+        let closed = &b"name,\"no\ntes\"\nA,x\n"[..];
+        assert!(RowReader::new(closed, Format::Csv, Mapping::default()).is_ok());
     }
 
     #[test]

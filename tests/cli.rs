@@ -389,16 +389,20 @@ Bad,b@acme.com,lots
             other.to_str().unwrap(),
             "--rejects",
             nowhere.to_str().unwrap(),
+            "--data-dir",
+            elsewhere,
         ],
         dir.path(),
     );
     assert!(!ok && err.contains("No such file"), "{err}");
-    // Fixed and imported again: no stale reject file is left behind.
-    let (ok, _, err) = run(
+    // Nothing was written: the same file now creates its good row.
+    let (ok, out, err) = run(
         &["import", other.to_str().unwrap(), "--data-dir", elsewhere],
         dir.path(),
     );
     assert!(ok, "{err}");
+    assert!(out.contains("1 were created"), "{out}");
+    // Fixed and imported again: no stale reject file is left behind.
     let stale = dir.path().join("more.csv.rejects.csv");
     assert!(stale.exists());
     std::fs::write(

@@ -181,7 +181,7 @@ impl NormalizeRules {
 }
 
 const MAX_TEXT: usize = 500;
-const MAX_TAGS: usize = 50;
+pub const MAX_TAGS: usize = 50;
 const MAX_TAG_CHARS: usize = 64;
 const MAX_FIELDS_BYTES: usize = 16 * 1024;
 
@@ -299,6 +299,17 @@ fn clean_channel(p: &mut Problems, raw: Option<String>) -> Option<String> {
 /// import back as the same tags.
 pub const TAG_SEPARATORS: [char; 5] = [';', ',', '，', '；', '|'];
 
+/// What is wrong with a (trimmed, lowercased, non-empty) tag, if anything.
+pub fn tag_problem(t: &str) -> Option<String> {
+    if t.chars().count() > MAX_TAG_CHARS || t.chars().any(char::is_control) {
+        return Some(format!("must be 1 to {MAX_TAG_CHARS} printable characters"));
+    }
+    if t.contains(TAG_SEPARATORS) {
+        return Some("may not contain ; , | ， or ； (they separate tags in a CSV file)".into());
+    }
+    None
+}
+
 fn clean_tags(p: &mut Problems, raw: Vec<String>) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for (i, t) in raw.into_iter().enumerate() {
@@ -306,18 +317,8 @@ fn clean_tags(p: &mut Problems, raw: Vec<String>) -> Vec<String> {
         if t.is_empty() {
             continue;
         }
-        if t.chars().count() > MAX_TAG_CHARS || t.chars().any(char::is_control) {
-            p.push(
-                format!("tags[{i}]"),
-                format!("must be 1 to {MAX_TAG_CHARS} printable characters"),
-            );
-            continue;
-        }
-        if t.contains(TAG_SEPARATORS) {
-            p.push(
-                format!("tags[{i}]"),
-                "may not contain ; , | ， or ； (they separate tags in a CSV file)",
-            );
+        if let Some(problem) = tag_problem(&t) {
+            p.push(format!("tags[{i}]"), problem);
             continue;
         }
         if !tags.contains(&t) {

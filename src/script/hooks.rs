@@ -317,7 +317,21 @@ pub fn apply_enrichment(new: &mut NewLead, d: Dynamic) -> Result<Vec<String>, St
                 }
                 let mut tags = Vec::new();
                 for t in v.cast::<Array>() {
-                    tags.push(text(t).map_err(|e| format!("a tag {e}"))?);
+                    let tag = text(t).map_err(|e| format!("a tag {e}"))?;
+                    // Held to the rules of a tag given over the API.
+                    let tag = tag.trim().to_lowercase();
+                    if tag.is_empty() {
+                        continue;
+                    }
+                    if let Some(problem) = crate::domain::lead::tag_problem(&tag) {
+                        return Err(format!("tag {tag:?} {problem}"));
+                    }
+                    if !tags.contains(&tag) {
+                        tags.push(tag);
+                    }
+                }
+                if tags.len() > crate::domain::lead::MAX_TAGS {
+                    return Err(format!("at most {} tags", crate::domain::lead::MAX_TAGS));
                 }
                 new.tags = tags;
                 set.push(key.to_owned());

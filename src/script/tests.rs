@@ -293,6 +293,20 @@ fn classify_and_enrich_apply_when_defined() {
     assert_eq!(n.company.as_deref(), Some("Acme"));
 }
 
+#[test]
+fn enriched_tags_are_held_to_the_rules_of_tags() {
+    let engine = rhai::Engine::new();
+    let answer = |src: &str| -> Result<NewLead, String> {
+        let d: rhai::Dynamic = engine.eval(src).map_err(|e| e.to_string())?;
+        let mut n = NewLead::default();
+        crate::script::apply_enrichment(&mut n, d)?;
+        Ok(n)
+    };
+    let n = answer(r#"#{ tags: [" VIP ", "vip", "expo"] }"#).unwrap();
+    assert_eq!(n.tags, vec!["vip", "expo"]);
+    assert!(answer(r#"#{ tags: ["north;south"] }"#).is_err());
+}
+
 mod routing {
     use super::*;
     use crate::domain::routing::{Decision, Rep, Roster, RouteTrigger, default_route};

@@ -574,6 +574,9 @@ impl Service {
                 }
                 let (enrollments, mails) = tx.move_lead_nurture(other, survivor)?;
                 let tasks = tx.move_lead_work(other, survivor)?;
+                // The merge's own row about the other lead first: its deliveries are filed
+                // under the survivor with the rest.
+                tx.change(Entity::Lead, other, Op::Merge, Some(&gone))?;
                 tx.retire_merged_lead(&gone, survivor)?;
                 let report = lead.absorb(NewLead::from_lead(&gone));
                 // Keys the survivor could not take over still find it.
@@ -596,10 +599,9 @@ impl Service {
                 lead.version += 1;
                 lead.updated_at = tx.now;
                 tx.put_lead(Some(&before), &lead)?;
-                // What the other lead brings may end sequences, as an edit would: a
-                // do-not-contact flag stops marketing mail at once.
-                super::nurture::after_patch(tx, &plugins, &before, &lead)?;
-                tx.change(Entity::Lead, other, Op::Merge, Some(&gone))?;
+                // The survivor's state may bar sequences (its own, or those moved here): a
+                // do-not-contact flag, whichever lead brought it, stops marketing mail at once.
+                super::nurture::end_what_the_lead_bars(tx, &plugins, &lead)?;
                 tx.change(Entity::Lead, survivor, Op::Update, Some(&lead))?;
                 for id in &enrollments {
                     tx.change(Entity::Enrollment, *id, Op::Update, Some(&lead))?;

@@ -160,7 +160,27 @@ impl Service {
             let item = std::mem::replace(&mut row.item, Err(Vec::new()));
             let outcome = match item {
                 Err(errors) => RowOutcome::Rejected(errors),
-                Ok((new, cap)) => {
+                Ok((mut new, cap)) => {
+                    // Owners and pools as the import takes them: one that is not here is
+                    // dropped, and naming someone the importer may not assign is refused.
+                    if let Some(o) = new.owner_id
+                        && !snap.user(o)?.is_some_and(|u| u.active)
+                    {
+                        new.owner_id = None;
+                    }
+                    if let Some(pool) = new.pool_id
+                        && snap.pool(pool)?.is_none()
+                    {
+                        new.pool_id = None;
+                    }
+                    if let Err(e) = super::leads::check_owner_right(p, new.owner_id) {
+                        out.push((
+                            row,
+                            RowOutcome::Rejected(vec![FieldError::new("row", e.to_string())]),
+                        ));
+                        continue;
+                    }
+                    let owner_defaulted = super::leads::owner_is_defaulted(p, &new);
                     let content = (new.email.is_none() && new.phone.is_none())
                         .then(|| super::capture::row_key(&new));
                     let exported = match (&content, cap.exported_id) {
@@ -213,6 +233,7 @@ impl Service {
                             }
                             Some(mut lead) => {
                                 let before = lead.clone();
+                                super::leads::keep_placement(p, &lead, &mut new, owner_defaulted);
                                 let report = lead.absorb(new);
                                 let key = super::capture::conflicts_key(id, &report.conflicts);
                                 let new_conflicts =

@@ -74,6 +74,32 @@ pub(crate) fn not_yours() -> ServiceError {
     )
 }
 
+/// Whether a create by `p` without owner or pool becomes `p`'s own lead: what a rep or manager
+/// creates is theirs, or they could not see it afterwards.
+pub(crate) fn owner_is_defaulted(p: &Principal, new: &NewLead) -> bool {
+    new.owner_id.is_none() && new.pool_id.is_none() && p.role() != Role::Admin
+}
+
+/// Drops from a duplicate what would move the lead it merges into: the creator's default
+/// ownership does not move an existing lead, a rep takes a pooled lead only by claiming it,
+/// and a lead has an owner or a pool, never both.
+pub(crate) fn keep_placement(p: &Principal, lead: &Lead, new: &mut NewLead, owner_defaulted: bool) {
+    if lead.owner_id.is_some() || owner_defaulted || p.role() == Role::Rep {
+        new.owner_id = None;
+    }
+    if lead.owner_id.is_some() || lead.pool_id.is_some() {
+        new.pool_id = None;
+    }
+    if lead.pool_id.is_some() {
+        new.owner_id = None;
+    }
+    // A follow-up date is an owner's: a lead left without one takes none (a release cleared
+    // it, and an old export would bring it back).
+    if lead.owner_id.is_none() && new.owner_id.is_none() {
+        new.next_follow_up_at = None;
+    }
+}
+
 /// Checks, inside the transaction, that an owner exists and is active.
 pub(crate) fn check_owner_exists(
     tx: &Tx<'_>,
@@ -126,22 +152,13 @@ pub(crate) fn apply_create_or_merge(
     quiet: bool,
     known: Option<(Uuid, &'static str)>,
 ) -> Result<ServiceResult<CreateOutcome>, StoreError> {
+    if quiet && check_owner_exists(tx, new.owner_id)?.is_err() {
+        // An export of another server (or of this one, before its owner left) names users
+        // who cannot take leads here: the row is placed like one naming nobody, as for pools.
+        new.owner_id = None;
+    }
     if let Err(e) = check_owner_right(p, new.owner_id) {
         return Ok(Err(e));
-    }
-    let owner_defaulted =
-        new.owner_id.is_none() && new.pool_id.is_none() && p.role() != Role::Admin;
-    if owner_defaulted {
-        // What a rep or manager creates is theirs, or they could not see it afterwards.
-        new.owner_id = Some(p.id());
-    }
-    if let Err(e) = check_owner_exists(tx, new.owner_id)? {
-        if !quiet {
-            return Ok(Err(e));
-        }
-        // An export of another server (or of this one, before its owner left) names users
-        // who cannot take leads here: the lead is routed like any other, as for pools.
-        new.owner_id = None;
     }
     if let Some(pool) = new.pool_id
         && tx.pool(pool)?.is_none()
@@ -152,6 +169,14 @@ pub(crate) fn apply_create_or_merge(
         // An export of another server re-imports here: its pools are not ours, so the lead
         // is routed like any other.
         new.pool_id = None;
+    }
+    let owner_defaulted = owner_is_defaulted(p, &new);
+    if owner_defaulted {
+        // What a rep or manager creates is theirs, or they could not see it afterwards.
+        new.owner_id = Some(p.id());
+    }
+    if let Err(e) = check_owner_exists(tx, new.owner_id)? {
+        return Ok(Err(e));
     }
     let (by_email, by_phone) = match known {
         Some(_) => (None, None),
@@ -202,18 +227,7 @@ pub(crate) fn apply_create_or_merge(
         moved_aside.push(json!({"field": "phone", "value": ph, "belongs_to": by_phone}));
     }
     let before = lead.clone();
-    // The creator's default ownership does not move an existing lead, and a rep takes a
-    // pooled lead only by claiming it.
-    if lead.owner_id.is_some() || owner_defaulted || p.role() == Role::Rep {
-        new.owner_id = None;
-    }
-    // A lead has an owner or a pool, never both: a duplicate does not move where it is.
-    if lead.owner_id.is_some() || lead.pool_id.is_some() {
-        new.pool_id = None;
-    }
-    if lead.pool_id.is_some() {
-        new.owner_id = None;
-    }
+    keep_placement(p, &lead, &mut new, owner_defaulted);
     if let Err(e) = check_given_capacity(tx, p, new.owner_id, quiet)? {
         return Ok(Err(e));
     }

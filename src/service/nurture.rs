@@ -605,6 +605,24 @@ pub(crate) fn after_patch(tx: &mut Tx<'_>, plugins: &Plugins, before: &Lead, lea
     Ok(())
 }
 
+/// Ends every open enrollment the lead's present state bars (SQL or later, converted, do not
+/// contact), whenever it came to be so: after a merge, enrollments moved from the other lead
+/// meet the survivor's state, which no transition announces.
+pub(crate) fn end_what_the_lead_bars(tx: &mut Tx<'_>, plugins: &Plugins, lead: &Lead) -> R<()> {
+    if lead.stage == Stage::Sql {
+        exit_on(tx, plugins, lead.id, ExitCondition::Sql)?;
+    } else if matches!(lead.stage, Stage::Opportunity | Stage::Customer)
+        || lead.status == Status::Converted
+    {
+        exit_on(tx, plugins, lead.id, ExitCondition::Converted)?;
+    }
+    if lead.flags.do_not_contact {
+        exit_on(tx, plugins, lead.id, ExitCondition::Unsubscribed)?;
+        suppress_unsent(tx, lead)?;
+    }
+    Ok(())
+}
+
 /// Marks a lead's unsent marketing mail suppressed.
 pub(crate) fn suppress_unsent(tx: &mut Tx<'_>, lead: &Lead) -> R<()> {
     for m in tx.unsent_mail_of(lead.id)? {

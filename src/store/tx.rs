@@ -366,9 +366,6 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    /// Erases a lead and everything held about it: index rows, activities (form payloads
-    /// included), events, alt keys, its visitors and their page views, and stored idempotent
-    /// responses that contain it.
     /// Removes a lead merged into `into` once its activities, events, keys, visitors, work
     /// and nurture have moved there. Unlike an erasure, what was said about the person keeps
     /// going: webhook deliveries of its changes, and stored idempotent replies (a retried
@@ -391,6 +388,9 @@ impl<'t> Tx<'t> {
         self.erase_lead(gone)
     }
 
+    /// Erases a lead and everything held about it: index rows, activities (form payloads
+    /// included), events, alt keys, its visitors and their page views, and stored idempotent
+    /// responses that contain it.
     pub fn erase_lead(&mut self, lead: &Lead) -> StoreResult<()> {
         self.flush_leads()?;
         let id = lead.id.as_u128();

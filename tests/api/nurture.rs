@@ -992,6 +992,7 @@ async fn a_merge_moves_sequences_mail_and_tasks_to_the_survivor() {
         .collect();
     for want in [
         ("lead.created".to_owned(), gone.clone()),
+        ("lead.merged".to_owned(), gone.clone()),
         (
             "mail.updated".to_owned(),
             mail["id"].as_str().unwrap().to_owned(),
@@ -1015,6 +1016,31 @@ async fn a_merge_moves_sequences_mail_and_tasks_to_the_survivor() {
     )
     .await;
     assert_eq!(survivor["flags"]["do_not_contact"], true);
+    // Erasing the person forgets every delivery about either lead, the ones filed under the
+    // survivor by the merge included; only the erasure's own rows are left to go out.
+    let res = app.delete(&format!("/v1/leads/{keep}"), &app.admin).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let log = expect_json(
+        app.get(
+            &format!(
+                "/v1/webhooks/{}/deliveries?limit=500",
+                hook["id"].as_str().unwrap()
+            ),
+            &app.admin,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let about: Vec<&Value> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["lead_id"] == gone.as_str() || d["lead_id"] == keep.as_str())
+        .collect();
+    let mut left: Vec<&str> = about.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    left.sort();
+    assert_eq!(left, ["lead.deleted", "task.deleted"], "{about:?}");
 }
 
 #[tokio::test]

@@ -421,6 +421,36 @@ async fn leads_without_email_or_phone_re_import_from_their_export_by_id() {
     }
     assert_eq!(all_leads(&app, &app.admin).await.len(), 2);
     assert_eq!(all_leads(&app, &other).await[0]["id"], theirs["id"]);
+    // Released to a pool since the export, which named its owner and follow-up date: the
+    // dry run, like the import, hands the pooled lead back to nobody.
+    let res = app
+        .post(
+            &format!("/v1/leads/{mine_id}/release"),
+            &rep,
+            &json!({"reason": "not mine"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let counts =
+        |r: &Value| ["created", "merged", "unchanged", "rejected"].map(|k| r[k].as_u64().unwrap());
+    let dry = expect_json(
+        import(&app, &app.admin, &export, "?dry_run=true", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    let real = expect_json(
+        import(&app, &app.admin, &export, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(counts(&dry), counts(&real), "{dry} / {real}");
+    assert_eq!(counts(&real), [0, 0, 2, 0], "{real}");
+    let now = expect_json(
+        app.get(&format!("/v1/leads/{mine_id}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(now["owner_id"], Value::Null, "{now}");
     // An id that is not this server's, or not a UUID, does not stop the row.
     let foreign = "id,name,company\n01900000-0000-7000-8000-000000000000,New,Co\n42,Other,Co\n";
     let r = expect_json(
@@ -550,4 +580,21 @@ async fn exports_stream_with_filters_and_re_import_cleanly() {
     let moved = by_email(&third_leads, "wang@example-corp.cn");
     assert_eq!(moved["owner_id"], Value::Null, "{moved}");
     assert!(moved["pool_id"].is_string(), "{moved}");
+    // A manager's import of it as well: the unknown owner is dropped before any right is
+    // checked, so the lead is the manager's own, as a row naming nobody would be.
+    let fourth = spawn_app().await;
+    let (boss_id, boss) = fourth
+        .create_user(json!({"name": "boss", "role": "manager", "team": "east"}))
+        .await;
+    for (query, created) in [("?dry_run=true", 5), ("", 5)] {
+        let r = expect_json(
+            import(&fourth, &boss, &owned, query, "text/csv").await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_fields(&r, json!({"created": created, "rejected": 0}));
+    }
+    let theirs = all_leads(&fourth, &boss).await;
+    assert_eq!(theirs.len(), 5);
+    assert!(theirs.iter().all(|l| l["owner_id"] == boss_id.as_str()));
 }
