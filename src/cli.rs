@@ -525,8 +525,10 @@ pub(crate) fn require_store(config: &Config, what: &str) -> anyhow::Result<()> {
 
 /// Refuses to run the rules when a script did not compile: the built-in rule would stand in
 /// for it, and an import or rescore would write scores and owners by rules nobody chose.
-pub(crate) fn require_plugins(service: &crate::service::Service) -> anyhow::Result<()> {
-    let report = service.plugins().report();
+/// Checked before the store is opened, so a refused run leaves no new store behind.
+pub(crate) fn require_plugins(config: &Config) -> anyhow::Result<()> {
+    let now = crate::clock::Clock::now_ms(&SystemClock);
+    let report = crate::script::Plugins::load(config.plugin_settings(), now).report();
     if report.not_loaded.is_empty() {
         return Ok(());
     }

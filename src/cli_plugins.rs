@@ -400,8 +400,8 @@ fn run_case(
 pub async fn rescore(args: RescoreArgs) -> anyhow::Result<ExitCode> {
     let config = config(&args.plugins)?;
     crate::cli::require_store(&config, "rescore")?;
+    crate::cli::require_plugins(&config)?;
     let service = open_service(&config, Arc::new(SystemClock))?;
-    crate::cli::require_plugins(&service)?;
     let bar = crate::cli_transfer::leads_bar();
     let progress = bar.clone();
     let report = service

@@ -175,8 +175,8 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     };
     let mapping = Mapping::from_pairs(&args.map).map_err(|m| anyhow!("--map: {m}"))?;
     let config = load(&args.config, Overrides::default())?;
+    require_plugins(&config)?;
     let service = open_service(&config, Arc::new(SystemClock))?;
-    require_plugins(&service)?;
     let rejects = args
         .rejects
         .clone()
