@@ -283,16 +283,26 @@ fn env_map() -> BTreeMap<String, String> {
 }
 
 pub(crate) fn load(args: &ConfigArgs, extra: Overrides) -> anyhow::Result<Config> {
+    let (config, warnings) = load_with_warnings(args, extra)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(config)
+}
+
+/// The config, and what the operator should be told about it once logging is set up (so a
+/// server logging JSON says it in JSON).
+fn load_with_warnings(
+    args: &ConfigArgs,
+    extra: Overrides,
+) -> anyhow::Result<(Config, Vec<String>)> {
     let overrides = Overrides {
         config: args.config.clone(),
         data_dir: args.data_dir.clone(),
         ..extra
     };
     let loaded = Config::load(&overrides, &env_map())?;
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
-    }
-    Ok(loaded.config)
+    Ok((loaded.config, loaded.warnings))
 }
 
 fn init_logging(format: LogFormat) {
@@ -440,7 +450,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = load(
+    let (config, warnings) = load_with_warnings(
         &args.config,
         Overrides {
             listen: args.listen,
@@ -450,6 +460,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     init_logging(config.log_format);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let app = match &args.test_clock {
         None => Application::build(config.clone(), Arc::new(SystemClock)).await?,
         Some(start) => {
