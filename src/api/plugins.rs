@@ -6,7 +6,6 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{AdminAuth, Auth, JsonBody, Params, path_id};
 use crate::domain::lead::LeadInput;
-use crate::domain::user::Principal;
 use crate::script::{DryRun, Hook, PluginsReport, ReloadReport, StatsInput};
 use crate::service::{RescoreReport, ScoreView};
 use axum::Json;
@@ -30,16 +29,6 @@ pub fn bulk_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(rescore))
 }
 
-fn admin_only(p: &Principal) -> ApiResult<()> {
-    if p.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "only an admin may manage plugins and scores".into(),
-        ))
-    }
-}
-
 /// A lead's score: total, parts, the rules that fired and the recent history.
 #[utoipa::path(get, path = "/v1/leads/{id}/score", tag = "leads",
     params(("id" = String, Path)),
@@ -61,9 +50,8 @@ async fn lead_score(
     security(("bearer" = [])))]
 async fn plugins_report(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    AdminAuth(_p): AdminAuth,
 ) -> ApiResult<Json<PluginsReport>> {
-    admin_only(&p)?;
     Ok(Json(state.service.plugins().report()))
 }
 
@@ -72,8 +60,10 @@ async fn plugins_report(
 #[utoipa::path(post, path = "/v1/admin/plugins/reload", tag = "admin",
     responses((status = 200, body = ReloadReport), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-async fn reload(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<Json<ReloadReport>> {
-    admin_only(&p)?;
+async fn reload(
+    State(state): State<AppState>,
+    AdminAuth(_p): AdminAuth,
+) -> ApiResult<Json<ReloadReport>> {
     let plugins = state.service.plugins().clone();
     let now = state.service.now();
     let report = tokio::task::spawn_blocking(move || plugins.reload(now))
@@ -162,10 +152,9 @@ async fn dry_run(
     security(("bearer" = [])))]
 async fn rescore(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    AdminAuth(_p): AdminAuth,
     mut q: Params,
 ) -> ApiResult<Json<RescoreReport>> {
-    admin_only(&p)?;
     let dry_run = q.flag("dry_run")?;
     q.finish()?;
     let report = state.service.rescore(dry_run, |_, _| {}).await?;

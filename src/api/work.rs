@@ -479,15 +479,10 @@ async fn move_clock(
     let clock = test_clock(&state, &p)?;
     let now = state.service.now();
     let (field, to) = match (body.value.advance_seconds, body.value.set.as_deref()) {
-        (Some(s), None) if (0..=MAX_ADVANCE_SECONDS).contains(&s) => {
-            ("advance_seconds", now + s * 1000)
-        }
-        (Some(_), None) => {
-            return Err(ApiError::field(
-                "advance_seconds",
-                format!("must be from 0 to {MAX_ADVANCE_SECONDS} (100 years)"),
-            ));
-        }
+        (Some(s), None) => (
+            "advance_seconds",
+            now.saturating_add(s.saturating_mul(1000)),
+        ),
         (None, Some(t)) => (
             "set",
             parse_rfc3339(t).map_err(|m| ApiError::field("set", m))?,
