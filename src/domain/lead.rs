@@ -181,7 +181,7 @@ impl NormalizeRules {
 }
 
 const MAX_TEXT: usize = 500;
-pub const MAX_TAGS: usize = 50;
+const MAX_TAGS: usize = 50;
 const MAX_TAG_CHARS: usize = 64;
 const MAX_FIELDS_BYTES: usize = 16 * 1024;
 
@@ -300,7 +300,7 @@ fn clean_channel(p: &mut Problems, raw: Option<String>) -> Option<String> {
 pub const TAG_SEPARATORS: [char; 5] = [';', ',', '，', '；', '|'];
 
 /// What is wrong with a (trimmed, lowercased, non-empty) tag, if anything.
-pub fn tag_problem(t: &str) -> Option<String> {
+fn tag_problem(t: &str) -> Option<String> {
     if t.chars().count() > MAX_TAG_CHARS || t.chars().any(char::is_control) {
         return Some(format!("must be 1 to {MAX_TAG_CHARS} printable characters"));
     }
@@ -310,7 +310,9 @@ pub fn tag_problem(t: &str) -> Option<String> {
     None
 }
 
-fn clean_tags(p: &mut Problems, raw: Vec<String>) -> Vec<String> {
+/// Tags as stored: trimmed, lowercased, blanks dropped, each once, at most [`MAX_TAGS`]; what
+/// breaks a rule is reported under `tags[i]` (or `tags`, for too many).
+pub fn clean_tags(p: &mut Problems, raw: Vec<String>) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for (i, t) in raw.into_iter().enumerate() {
         let t = t.trim().to_lowercase();

@@ -315,23 +315,15 @@ pub fn apply_enrichment(new: &mut NewLead, d: Dynamic) -> Result<Vec<String>, St
                 if !v.is_array() {
                     return Err("`tags` must be an array of strings".into());
                 }
-                let mut tags = Vec::new();
+                let mut raw = Vec::new();
                 for t in v.cast::<Array>() {
-                    let tag = text(t).map_err(|e| format!("a tag {e}"))?;
-                    // Held to the rules of a tag given over the API.
-                    let tag = tag.trim().to_lowercase();
-                    if tag.is_empty() {
-                        continue;
-                    }
-                    if let Some(problem) = crate::domain::lead::tag_problem(&tag) {
-                        return Err(format!("tag {tag:?} {problem}"));
-                    }
-                    if !tags.contains(&tag) {
-                        tags.push(tag);
-                    }
+                    raw.push(text(t).map_err(|e| format!("a tag {e}"))?);
                 }
-                if tags.len() > crate::domain::lead::MAX_TAGS {
-                    return Err(format!("at most {} tags", crate::domain::lead::MAX_TAGS));
+                // Held to the rules of tags given over the API.
+                let mut problems = crate::domain::Problems::default();
+                let tags = crate::domain::lead::clean_tags(&mut problems, raw);
+                if let Some(e) = problems.0.first() {
+                    return Err(format!("{} {}", e.field, e.message));
                 }
                 new.tags = tags;
                 set.push(key.to_owned());

@@ -590,17 +590,10 @@ pub(crate) fn unsubscribe(tx: &mut Tx<'_>, plugins: &Plugins, lead_id: Uuid, via
 /// `do_not_contact` set, ends the sequences that exit on it (and stops unsent marketing mail).
 pub(crate) fn after_patch(tx: &mut Tx<'_>, plugins: &Plugins, before: &Lead, lead: &Lead) -> R<()> {
     let advanced = |s: Stage| matches!(s, Stage::Sql | Stage::Opportunity | Stage::Customer);
-    if advanced(lead.stage) && !advanced(before.stage) {
-        let why = if lead.stage == Stage::Sql {
-            ExitCondition::Sql
-        } else {
-            ExitCondition::Converted
-        };
-        exit_on(tx, plugins, lead.id, why)?;
-    }
-    if lead.flags.do_not_contact && !before.flags.do_not_contact {
-        exit_on(tx, plugins, lead.id, ExitCondition::Unsubscribed)?;
-        suppress_unsent(tx, lead)?;
+    let newly_barred = (advanced(lead.stage) && !advanced(before.stage))
+        || (lead.flags.do_not_contact && !before.flags.do_not_contact);
+    if newly_barred {
+        end_what_the_lead_bars(tx, plugins, lead)?;
     }
     Ok(())
 }
