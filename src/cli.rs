@@ -536,26 +536,20 @@ pub(crate) fn require_store(config: &Config, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to run the rules when a script did not compile: the built-in rule would stand in
-/// for it, and an import or rescore would write scores and owners by rules nobody chose.
-/// Checked before the store is opened, so a refused run leaves no new store behind.
-pub(crate) fn require_plugins(config: &Config) -> anyhow::Result<()> {
-    let now = crate::clock::Clock::now_ms(&SystemClock);
-    let report = crate::script::Plugins::load(config.plugin_settings(), now).report();
+/// The plugins, refused when a script did not compile: the built-in rule would stand in for
+/// it, and an import or rescore would write scores and owners by rules nobody chose. Loaded
+/// before the store is opened (pass them to [`crate::startup::open_service_with`]), so a
+/// refused run leaves no new store behind.
+pub(crate) fn require_plugins(config: &Config) -> anyhow::Result<crate::script::Plugins> {
+    let plugins = crate::startup::load_plugins(config, crate::clock::Clock::now_ms(&SystemClock));
+    let report = plugins.report();
     if report.not_loaded.is_empty() {
-        return Ok(());
+        return Ok(plugins);
     }
-    let errors: Vec<String> = report
-        .not_loaded
-        .iter()
-        .map(|f| match f.line {
-            Some(line) => format!("{} line {line}: {}", f.file, f.message),
-            None => format!("{}: {}", f.file, f.message),
-        })
-        .collect();
+    let files: Vec<&str> = report.not_loaded.iter().map(|f| f.file.as_str()).collect();
     bail!(
-        "not running with plugins that did not load (fix them, see `leadline plugins check`):\n  {}",
-        errors.join("\n  ")
+        "not running with plugins that did not load: {} (errors above; see `leadline plugins check`)",
+        files.join(", ")
     )
 }
 

@@ -9,7 +9,6 @@ use crate::domain::score::DAY_MS;
 use crate::domain::stats::ActivityStats;
 use crate::domain::time::{Millis, parse_rfc3339};
 use crate::script::{DryRun, HOOKS, Hook, Plugins, StatsInput};
-use crate::startup::open_service;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use serde::Deserialize;
@@ -400,8 +399,8 @@ fn run_case(
 pub async fn rescore(args: RescoreArgs) -> anyhow::Result<ExitCode> {
     let config = config(&args.plugins)?;
     crate::cli::require_store(&config, "rescore")?;
-    crate::cli::require_plugins(&config)?;
-    let service = open_service(&config, Arc::new(SystemClock))?;
+    let plugins = crate::cli::require_plugins(&config)?;
+    let service = crate::startup::open_service_with(&config, Arc::new(SystemClock), plugins)?;
     let bar = crate::cli_transfer::leads_bar();
     let progress = bar.clone();
     let report = service

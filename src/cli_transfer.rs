@@ -8,7 +8,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, Overrides};
 use crate::domain::user::Principal;
 use crate::service::{ImportOptions, ImportSummary, Rejection, Service};
-use crate::startup::open_service;
+use crate::startup::{open_service, open_service_with};
 use crate::transfer::{ExportWriter, Format, Mapping};
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -175,8 +175,8 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     };
     let mapping = Mapping::from_pairs(&args.map).map_err(|m| anyhow!("--map: {m}"))?;
     let config = load(&args.config, Overrides::default())?;
-    require_plugins(&config)?;
-    let service = open_service(&config, Arc::new(SystemClock))?;
+    let plugins = require_plugins(&config)?;
+    let service = open_service_with(&config, Arc::new(SystemClock), plugins)?;
     let rejects = args
         .rejects
         .clone()

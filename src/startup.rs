@@ -165,15 +165,13 @@ impl Application {
 
 /// Opens the store and the service on top of it (also used by CLI commands).
 pub fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Service> {
-    let writer = WriterConfig {
-        max_batch: usize::try_from(config.store.max_batch).unwrap_or(1024),
-        cache_bytes: usize::try_from(config.store.cache_mib.saturating_mul(1024 * 1024))
-            .unwrap_or(usize::MAX),
-        ..WriterConfig::default()
-    };
-    let store = Store::open(&config.data_dir, clock.clone(), writer)
-        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    let plugins = crate::script::Plugins::load(config.plugin_settings(), clock.now_ms());
+    let plugins = load_plugins(config, clock.now_ms());
+    open_service_with(config, clock, plugins)
+}
+
+/// Compiles the plugins directory, logging what did not load and settings no script reads.
+pub fn load_plugins(config: &Config, now: crate::domain::time::Millis) -> crate::script::Plugins {
+    let plugins = crate::script::Plugins::load(config.plugin_settings(), now);
     let report = plugins.report();
     for failure in &report.not_loaded {
         tracing::error!(file = %failure.file, line = failure.line, error = %failure.message, "plugin not loaded");
@@ -195,6 +193,23 @@ pub fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Se
         }
     }
     tracing::info!(dir = %config.plugins_dir.display(), scripts = report.scripts.len(), hooks = ?report.hooks, "plugins");
+    plugins
+}
+
+/// [`open_service`] with plugins already loaded.
+pub fn open_service_with(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    plugins: crate::script::Plugins,
+) -> anyhow::Result<Service> {
+    let writer = WriterConfig {
+        max_batch: usize::try_from(config.store.max_batch).unwrap_or(1024),
+        cache_bytes: usize::try_from(config.store.cache_mib.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
+        ..WriterConfig::default()
+    };
+    let store = Store::open(&config.data_dir, clock.clone(), writer)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     Ok(Service::new(
         store,
         clock,
