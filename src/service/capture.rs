@@ -574,9 +574,6 @@ impl Service {
                 }
                 let (enrollments, mails) = tx.move_lead_nurture(other, survivor)?;
                 let tasks = tx.move_lead_work(other, survivor)?;
-                // The merge's own row about the other lead first: its deliveries are filed
-                // under the survivor with the rest.
-                tx.change(Entity::Lead, other, Op::Merge, Some(&gone))?;
                 tx.retire_merged_lead(&gone, survivor)?;
                 let report = lead.absorb(NewLead::from_lead(&gone));
                 // Keys the survivor could not take over still find it.
@@ -602,6 +599,7 @@ impl Service {
                 // The survivor's state may bar sequences (its own, or those moved here): a
                 // do-not-contact flag, whichever lead brought it, stops marketing mail at once.
                 super::nurture::end_what_the_lead_bars(tx, &plugins, &lead)?;
+                tx.change(Entity::Lead, other, Op::Merge, Some(&gone))?;
                 tx.change(Entity::Lead, survivor, Op::Update, Some(&lead))?;
                 for id in &enrollments {
                     tx.change(Entity::Enrollment, *id, Op::Update, Some(&lead))?;

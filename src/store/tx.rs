@@ -371,7 +371,6 @@ impl<'t> Tx<'t> {
     /// going: webhook deliveries of its changes, and stored idempotent replies (a retried
     /// create answers as it first did, not as a new create).
     pub fn retire_merged_lead(&mut self, gone: &Lead, into: Uuid) -> StoreResult<()> {
-        self.move_lead_deliveries(gone.id, into)?;
         let (f, i) = (gone.id.as_u128(), into.as_u128());
         let idem_keys: Vec<(u128, String)> = self
             .idempotency_by_lead
@@ -385,18 +384,30 @@ impl<'t> Tx<'t> {
         }
         // Events written since the move (an enrollment ended by the merge) go along too.
         self.move_activities(gone.id, into)?;
-        self.erase_lead(gone)
+        // Its webhook deliveries stay filed under its own id; the survivor's `m:` key finds
+        // them when that person is erased.
+        self.remove_lead(gone)
     }
 
     /// Erases a lead and everything held about it: index rows, activities (form payloads
-    /// included), events, alt keys, its visitors and their page views, and stored idempotent
-    /// responses that contain it.
+    /// included), events, alt keys, its visitors and their page views, webhook deliveries
+    /// about it and the leads merged into it, and stored idempotent responses that contain it.
     pub fn erase_lead(&mut self, lead: &Lead) -> StoreResult<()> {
+        self.erase_lead_deliveries(lead.id)?;
+        for key in self.alt_keys_of(lead.id.as_u128())? {
+            if let Some(gone) = key.strip_prefix("m:").and_then(|g| Uuid::parse_str(g).ok()) {
+                self.erase_lead_deliveries(gone)?;
+            }
+        }
+        self.remove_lead(lead)
+    }
+
+    /// Everything of [`Tx::erase_lead`] but the webhook deliveries.
+    fn remove_lead(&mut self, lead: &Lead) -> StoreResult<()> {
         self.flush_leads()?;
         let id = lead.id.as_u128();
         self.erase_lead_work(lead)?;
         self.erase_lead_nurture(lead)?;
-        self.erase_lead_deliveries(lead.id)?;
         self.leads.remove(id)?;
         self.lead_stats.remove(id)?;
         if let Some(details) = self.score_details(lead.id)? {

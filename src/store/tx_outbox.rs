@@ -192,30 +192,8 @@ impl Tx<'_> {
         self.outbox.by_webhook.remove((w, id))?;
         if let Some(lead) = d.lead_id {
             self.outbox.by_lead.remove((lead.as_u128(), id))?;
-            // Filed under the lead it merged into, if it was merged away since.
-            if let Some(into) = self.alt_key(&format!("m:{lead}"))? {
-                self.outbox.by_lead.remove((into.as_u128(), id))?;
-            }
         }
         self.outbox.deliveries.remove(id)?;
-        Ok(())
-    }
-
-    /// Files the deliveries about a lead merged away under the lead it merged into, so they
-    /// still go out and an erasure of that person forgets them too. The deliveries themselves
-    /// are left as they are: a retry sends the same bytes as the first attempt.
-    pub(super) fn move_lead_deliveries(&mut self, from: Uuid, into: Uuid) -> StoreResult<()> {
-        let f = from.as_u128();
-        let ids: Vec<u128> = self
-            .outbox
-            .by_lead
-            .range((f, 0)..=(f, u128::MAX))?
-            .map(|r| r.map(|(k, _)| k.value().1))
-            .collect::<Result<_, _>>()?;
-        for id in ids {
-            self.outbox.by_lead.remove((f, id))?;
-            self.outbox.by_lead.insert((into.as_u128(), id), ())?;
-        }
         Ok(())
     }
 
