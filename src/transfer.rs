@@ -795,6 +795,13 @@ impl<R> Prepared<R> {
     }
 }
 
+/// Whether the record just read is the last one and a quote in it was never closed: it ran to
+/// the end of the input, its final line break included.
+fn ran_open_to_the_end<R: Read>(reader: &csv::Reader<Prepared<R>>) -> bool {
+    let source = reader.get_ref();
+    source.ended_in_open_quote() && reader.position().byte() == source.emitted
+}
+
 impl<R: Read> Read for Prepared<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -975,8 +982,7 @@ impl<R: Read> CsvSource<R> {
                 "the first line of the CSV file must be a header row naming the columns".into(),
             ));
         }
-        let source = reader.get_ref();
-        if source.ended_in_open_quote() && reader.position().byte() == source.emitted {
+        if ran_open_to_the_end(&reader) {
             return Err(TransferError::Csv(
                 "a quote opened in the header row is never closed, so the whole file was read \
                  as the header; close the quote and import again"
@@ -1031,9 +1037,7 @@ impl<R: Read> CsvSource<R> {
                 .count() as u64;
             // A quote left open runs to the end of the input and takes the last line break in
             // with it, so no line break after the record ended it.
-            let source = self.reader.get_ref();
-            let open_to_the_end =
-                source.ended_in_open_quote() && self.reader.position().byte() == source.emitted;
+            let open_to_the_end = ran_open_to_the_end(&self.reader);
             let line = after
                 .saturating_sub(u64::from(!open_to_the_end) + inside)
                 .max(1);
