@@ -67,7 +67,7 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::field("body", "must be a JSON object"));
     }
     let de = &mut serde_json::Deserializer::from_slice(raw);
-    match serde_path_to_error::deserialize::<_, T>(&mut *de) {
+    match serde_path_to_error::deserialize::<_, T>(super::objects_only::ObjectsOnly(&mut *de)) {
         // Anything after the value (a second document, stray text) makes the body malformed.
         Ok(v) => match de.end() {
             Ok(()) => {

@@ -11,6 +11,7 @@ pub mod leads;
 pub mod limits;
 pub mod metrics;
 pub mod nurture;
+mod objects_only;
 pub mod ops;
 pub mod plugins;
 pub mod reports;

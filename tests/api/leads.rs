@@ -597,9 +597,38 @@ async fn a_body_that_is_not_an_object_is_422() {
         let res = send_raw(&app, method, path, "application/json", body.to_owned()).await;
         assert_invalid(res, "body").await;
     }
+    // The same holds inside the body: a nested object given as an array is refused too.
+    for (method, path, body, field) in [
+        (
+            Method::PATCH,
+            path.as_str(),
+            json!({"utm": ["google"]}),
+            "utm",
+        ),
+        (
+            Method::POST,
+            "/v1/leads",
+            json!({"name": "New", "utm": ["google", "cpc"]}),
+            "utm",
+        ),
+        (
+            Method::POST,
+            "/v1/forms",
+            json!({"name": "f", "fields": [["email", "E"]]}),
+            "fields[0]",
+        ),
+    ] {
+        let res = send_raw(&app, method, path, "application/json", body.to_string()).await;
+        let p = assert_invalid(res, field).await;
+        assert!(p.to_string().contains("sequence"), "{p}");
+    }
     let lead = expect_json(app.get(&path, &app.admin).await, StatusCode::OK).await;
     assert_eq!(lead["name"], "Keep");
     assert_eq!(lead["version"], 1);
+    assert!(
+        lead["utm"].is_null() || lead["utm"]["source"].is_null(),
+        "{lead}"
+    );
     assert_eq!(all_ids(&app).await.len(), 1);
 }
 
