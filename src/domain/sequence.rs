@@ -122,7 +122,15 @@ struct StepFile {
     set: Option<BTreeMap<String, serde_json::Value>>,
     #[serde(rename = "if")]
     condition: Option<String>,
-    goto: Option<String>,
+    goto: Option<GotoFile>,
+}
+
+/// `goto = "label"`, `goto = "end"`, or a step number, quoted or not.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum GotoFile {
+    Number(i64),
+    Name(String),
 }
 
 /// Reads "90s", "30m", "24h", "7d", "2w" (or a sum like "1d12h").
@@ -146,13 +154,16 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
             'w' => 7 * DAY_MS,
             _ => return Err(format!("`{s}`: use a number and s, m, h, d or w, like 7d")),
         };
+        if number.is_empty() {
+            return Err(format!("`{s}`: a number must come before `{c}`"));
+        }
         let n: i64 = number
             .parse()
-            .map_err(|_| format!("`{s}`: a number must come before `{c}`"))?;
+            .map_err(|_| format!("`{s}` is longer than a year"))?;
         total = n
             .checked_mul(unit)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("`{s}` is too long"))?;
+            .ok_or_else(|| format!("`{s}` is longer than a year"))?;
         number.clear();
     }
     if !number.is_empty() {
@@ -267,9 +278,12 @@ fn step(s: StepFile, labels: &BTreeMap<String, usize>) -> Result<Step, String> {
     if let Some(w) = s.wait {
         return match w.trim() {
             "next_business_hour" => Ok(Step::WaitBusinessHour),
-            d => Ok(Step::Wait(
-                parse_duration(d).map_err(|e| format!("wait: {e}"))?,
-            )),
+            d => match parse_duration(d).map_err(|e| format!("wait: {e}"))? {
+                // A shorter wait in a loop would run the sequence almost without pause, each
+                // pass written to the timeline, and the no-wait guard would never see it.
+                ms if ms < MINUTE_MS => Err(format!("wait: `{d}` is shorter than a minute")),
+                ms => Ok(Step::Wait(ms)),
+            },
         };
     }
     if let Some(t) = s.email {
@@ -304,8 +318,11 @@ fn step(s: StepFile, labels: &BTreeMap<String, usize>) -> Result<Step, String> {
     if condition.trim().is_empty() {
         return Err("if: the condition is empty".into());
     }
-    let target = s.goto.ok_or("if: say where to go with goto")?;
-    let goto = goto_index(target.trim(), labels)?;
+    let target = match s.goto.ok_or("if: say where to go with goto")? {
+        GotoFile::Number(n) => n.to_string(),
+        GotoFile::Name(name) => name.trim().to_owned(),
+    };
+    let goto = goto_index(&target, labels)?;
     Ok(Step::Branch { condition, goto })
 }
 
@@ -424,6 +441,19 @@ goto = "check"
     }
 
     #[test]
+    fn goto_takes_a_step_number_quoted_or_not() {
+        for goto in ["1", "\"1\""] {
+            let text = format!("[[step]]\nemail = \"a\"\n[[step]]\nif = \"true\"\ngoto = {goto}");
+            let s = Sequence::parse("x", &text).unwrap();
+            let goto_first = Step::Branch {
+                condition: "true".into(),
+                goto: 0,
+            };
+            assert_eq!(s.steps[1], goto_first, "{goto}");
+        }
+    }
+
+    #[test]
     fn mistakes_name_the_step() {
         let cases = [
             ("[[step]]\nwait = \"7 days\"", "step 1: wait"),
@@ -434,6 +464,12 @@ goto = "check"
             ("exit_on = [\"bored\"]\n[[step]]\nemail = \"a\"", "bored"),
             ("", "no [[step]]"),
             ("[[step]]\nmail = \"a\"", "unknown field"),
+            (
+                "[[step]]\nwait = \"0s\"",
+                "step 1: wait: `0s` is shorter than a minute",
+            ),
+            ("[[step]]\nwait = \"59s\"", "shorter than a minute"),
+            ("[[step]]\nif = \"true\"\ngoto = 0", "goto `0`"),
         ];
         for (text, want) in cases {
             let err = Sequence::parse("x", text).unwrap_err();
@@ -449,5 +485,7 @@ goto = "check"
         assert!(parse_duration("12").is_err());
         assert!(parse_duration("d").is_err());
         assert!(parse_duration("400d").is_err());
+        let huge = parse_duration("99999999999999999999d").unwrap_err();
+        assert!(huge.contains("longer than a year"), "{huge}");
     }
 }

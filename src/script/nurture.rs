@@ -10,7 +10,7 @@ use crate::domain::sequence::{Sequence, Step};
 use crate::domain::stats::ActivityStats;
 use crate::domain::time::Millis;
 use rhai::{AST, Array, Dynamic, Engine, Map, Scope};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -90,6 +90,9 @@ pub struct Library {
     pub templates: BTreeMap<String, Arc<TemplateSource>>,
     /// Files that could not be used, and why.
     pub errors: Vec<CompileFailure>,
+    /// Sequences whose file is there but has a mistake, with no good version to run instead
+    /// (the server started with it broken).
+    pub broken: BTreeSet<String>,
 }
 
 /// Something `on_event` asks the server to do.
@@ -280,6 +283,11 @@ impl Loaded {
         self.library.sequences.get(name).cloned()
     }
 
+    /// Whether `name`'s file is there but cannot run until its mistake is mended.
+    pub fn sequence_is_broken(&self, name: &str) -> bool {
+        self.library.broken.contains(name)
+    }
+
     pub fn template(&self, name: &str) -> Option<Arc<TemplateSource>> {
         self.library.templates.get(name).cloned()
     }
@@ -343,8 +351,11 @@ pub(super) fn load_library(
     }
     let fail = |file: String, message: String| CompileFailure {
         file,
+        // TOML's own errors say where: "TOML parse error at line 26, column 1".
+        line: message
+            .strip_prefix("TOML parse error at line ")
+            .and_then(|rest| rest.split(',').next()?.parse().ok()),
         message,
-        line: None,
         at: now,
     };
     // Templates first, so sequences can be checked against them.
@@ -404,8 +415,13 @@ pub(super) fn load_library(
             }
             Err(m) => {
                 lib.errors.push(fail(file, m));
-                if let Some(last_good) = previous.sequences.get(stem) {
-                    lib.sequences.insert(stem.to_owned(), last_good.clone());
+                match previous.sequences.get(stem) {
+                    Some(last_good) => {
+                        lib.sequences.insert(stem.to_owned(), last_good.clone());
+                    }
+                    None => {
+                        lib.broken.insert(stem.to_owned());
+                    }
                 }
             }
         }

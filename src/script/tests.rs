@@ -567,8 +567,21 @@ mod nurture_files {
         let report = p.reload(NOW);
         let failed: Vec<&str> = report.failed.iter().map(|f| f.file.as_str()).collect();
         assert_eq!(failed, ["templates/hi", "sequences/s.toml"]);
+        assert_eq!(report.failed[1].line, Some(2), "{:?}", report.failed[1]);
         let loaded = p.current();
         assert_eq!(loaded.sequence("s").unwrap().def.steps.len(), 1);
+        assert!(!loaded.sequence_is_broken("s"));
+        // Started with the mistake, there is no good version: the sequence is broken, not gone.
+        let fresh = Plugins::load(
+            PluginSettings {
+                dir: dir.path().to_owned(),
+                ..PluginSettings::default()
+            },
+            NOW,
+        );
+        assert!(fresh.current().sequence("s").is_none());
+        assert!(fresh.current().sequence_is_broken("s"));
+        assert!(!fresh.current().sequence_is_broken("other"));
         let t = loaded.template("hi").unwrap();
         let r = nurture::render(&t, &serde_json::json!({"lead": {"name": null}})).unwrap();
         assert_eq!(

@@ -258,6 +258,9 @@ fn exit_reason(
     Ok(None)
 }
 
+/// How long an enrollment in a sequence whose file has a mistake waits before it looks again.
+const BROKEN_RETRY: Millis = 5 * 60 * 1000;
+
 /// Runs an enrollment's due steps up to its next wait (the scheduler's `Sequence` timer).
 pub(crate) fn run(tx: &mut Tx<'_>, plugins: &Plugins, enrollment: Uuid) -> R<()> {
     let Some(mut e) = tx.enrollment(enrollment)? else {
@@ -268,6 +271,17 @@ pub(crate) fn run(tx: &mut Tx<'_>, plugins: &Plugins, enrollment: Uuid) -> R<()>
     }
     let loaded = plugins.current();
     let Some(seq) = loaded.sequence(&e.sequence) else {
+        if loaded.sequence_is_broken(&e.sequence) {
+            // A typo saved before a restart must not end every enrollment in the sequence:
+            // they wait, and go on once the file loads again.
+            tx.add_timer(
+                TimerKind::Sequence,
+                tx.now.saturating_add(BROKEN_RETRY),
+                e.id,
+            )?;
+            tracing::debug!(sequence = %e.sequence, enrollment = %e.id, "the sequence file has a mistake; the enrollment waits for it to load");
+            return Ok(());
+        }
         finish(
             tx,
             e,

@@ -104,6 +104,33 @@ impl TestApp {
         self.server = Some(server);
     }
 
+    /// Stops the server and starts it again on the same data directory and the test's
+    /// clock, after letting the test adjust its configuration.
+    pub async fn restart_with_clock(
+        &mut self,
+        clock: Arc<leadline::clock::ManualClock>,
+        adjust: impl FnOnce(&mut Config),
+    ) {
+        self.stop().await;
+        let mut config = config_for(self.dir.path());
+        adjust(&mut config);
+        let app = Application::build(config, clock.clone())
+            .await
+            .expect("server builds")
+            .with_test_clock(clock);
+        assert!(
+            app.admin_token().is_none(),
+            "a restarted store must not create another admin"
+        );
+        self.addr = app.local_addr();
+        self.base = format!("http://{}", self.addr);
+        let (stop, rx) = oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.server = Some(tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        })));
+    }
+
     pub async fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());

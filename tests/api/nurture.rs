@@ -115,6 +115,77 @@ fn link_token(text: &str, prefix: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_sequence_file_broken_at_start_up_holds_its_enrollments_until_it_is_mended() {
+    let clock = Arc::new(ManualClock::new(START));
+    let mut app = nurture_app(clock.clone(), None).await;
+    let id = lead(&app, json!({"name": "Sue", "email": "sue@example.cn"})).await;
+    eventually("welcome_1 in the outbox", async || {
+        (emails(&app, &id).await.len() == 1).then_some(())
+    })
+    .await;
+    // A typo is saved, then the server restarts: there is no good version to fall back on.
+    let file = app.dir.path().join("plugins/sequences/welcome.toml");
+    let good = std::fs::read_to_string(&file).expect("welcome.toml");
+    std::fs::write(&file, format!("{good}\n[[step]]\nwait = \"7 days\"\n")).expect("write");
+    app.restart_with_clock(clock.clone(), |c| c.plugins.watch = false)
+        .await;
+    let plugins = expect_json(
+        app.get("/v1/admin/plugins", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(
+        plugins.to_string().contains("sequences/welcome.toml"),
+        "{plugins}"
+    );
+    assert_problem(
+        app.get("/v1/sequences/welcome", &app.admin).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    // The week's wait ends while the file is broken: the enrollment waits, it does not end.
+    // A reminder due a minute after the wait shows when the scheduler has got past it.
+    let task = expect_json(
+        app.post(
+            "/v1/tasks",
+            &app.admin,
+            &json!({"title": "marker", "due_at": "2026-11-30T09:01:00Z"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    clock.advance(7 * DAY + 60_000);
+    eventually("the marker's reminder", async || {
+        let notes = expect_json(
+            app.get("/v1/notifications", &app.admin).await,
+            StatusCode::OK,
+        )
+        .await;
+        notes["items"]
+            .as_array()?
+            .iter()
+            .any(|n| n["kind"] == "task.due" && n["task_id"] == task["id"])
+            .then_some(())
+    })
+    .await;
+    let e = enrollments(&app, &id).await;
+    assert_eq!(e[0]["status"], "active", "{e:?}");
+    assert_eq!(emails(&app, &id).await.len(), 1);
+    // Mended and reloaded: within the retry interval it goes on where it stood.
+    std::fs::write(&file, good).expect("write");
+    app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
+        .await;
+    clock.advance(5 * 60 * 1000);
+    eventually("welcome_2 in the outbox", async || {
+        (emails(&app, &id).await.len() == 2).then_some(())
+    })
+    .await;
+    let e = enrollments(&app, &id).await;
+    assert_eq!(e[0]["status"], "active", "{e:?}");
+}
+
+#[tokio::test]
 async fn the_welcome_sequence_sends_four_weekly_emails_and_stops_at_sql() {
     let clock = Arc::new(ManualClock::new(START));
     let smtp = SmtpSink::start().await;
