@@ -67,6 +67,35 @@ pub(super) fn json_with(
     res
 }
 
+/// A 200 JSON response for a resource that keeps no version number (a message in the outbox,
+/// a webhook delivery, a sequence file): its `ETag` is a digest of the body, which changes
+/// whenever the resource does.
+pub(super) fn json_digest_tagged(body: &impl Serialize) -> Response {
+    use sha2::{Digest, Sha256};
+    let bytes = match serde_json::to_vec(body) {
+        Ok(b) => b,
+        Err(e) => {
+            return super::error::ApiError::Internal(format!("cannot write the body: {e}"))
+                .into_response();
+        }
+    };
+    let digest = Sha256::digest(&bytes);
+    let tag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let mut res = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response();
+    if let Ok(h) = HeaderValue::from_str(&format!("\"{tag}\"")) {
+        res.headers_mut().insert(header::ETAG, h);
+    }
+    res
+}
+
 fn created_response(o: &CreateOutcome) -> (StatusCode, LeadCreated) {
     let status = if o.merged {
         StatusCode::OK

@@ -5,14 +5,14 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, JsonBody, Params, idempotency, page_of, parse_uuid, path_id};
-use super::leads::json_with;
+use super::extract::{Auth, IfMatch, JsonBody, Params, idempotency, page_of, parse_uuid, path_id};
+use super::leads::{json_digest_tagged, json_with};
 use super::{created_once, replay};
 use crate::domain::mail::{MailStatus, OutMail};
 use crate::domain::sequence::{Enrollment, EnrollmentStatus, ExitCondition, Step};
 use crate::domain::time::{opt_rfc3339, to_rfc3339};
 use crate::script::nurture::SequenceRt;
-use crate::service::{EnrollmentChange, Tracked, Written};
+use crate::service::{EnrollmentChange, Precondition, Tracked, Written};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_enrollments, create_enrollment))
         .routes(routes!(pause_enrollment))
         .routes(routes!(resume_enrollment))
-        .routes(routes!(delete_enrollment))
+        .routes(routes!(get_enrollment, delete_enrollment))
         .routes(routes!(list_emails))
         .routes(routes!(get_email))
         .routes(routes!(unsubscribe_page, unsubscribe))
@@ -157,14 +157,14 @@ fn name_key(name: &str) -> u128 {
 }
 
 #[utoipa::path(get, path = "/v1/sequences/{name}", tag = "nurture", params(("name" = String, Path)),
-    responses((status = 200, body = SequenceView), (status = 404, body = Problem)),
+    responses((status = 200, body = SequenceView, headers(("ETag" = String))), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 async fn get_sequence(
     State(state): State<AppState>,
     Auth(_p): Auth,
     Path(name): Path<String>,
-) -> ApiResult<Json<SequenceView>> {
-    Ok(Json(SequenceView::from(
+) -> ApiResult<Response> {
+    Ok(json_digest_tagged(&SequenceView::from(
         state.service.sequence(&name)?.as_ref(),
     )))
 }
@@ -189,6 +189,8 @@ pub struct EnrollmentView {
     pub reason: Option<String>,
     /// Who enrolled the lead (null: a rule).
     pub enrolled_by: Option<Uuid>,
+    /// Grows with every change; the `ETag`.
+    pub version: u64,
 }
 
 impl From<&Enrollment> for EnrollmentView {
@@ -205,6 +207,7 @@ impl From<&Enrollment> for EnrollmentView {
             next_at: opt_rfc3339(e.next_at),
             reason: e.reason.clone(),
             enrolled_by: e.enrolled_by,
+            version: e.version,
         }
     }
 }
@@ -287,50 +290,80 @@ async fn change(
     state: AppState,
     p: crate::domain::user::Principal,
     id: String,
+    pre: Precondition,
     what: EnrollmentChange,
-) -> ApiResult<Json<EnrollmentView>> {
+) -> ApiResult<Response> {
     let id = path_id(&id, "enrollment")?;
-    let e = state.service.change_enrollment(&p, id, what).await?;
-    Ok(Json(EnrollmentView::from(&e)))
+    let e = state.service.change_enrollment(&p, id, pre, what).await?;
+    Ok(json_with(
+        StatusCode::OK,
+        &EnrollmentView::from(&e),
+        Some(e.version),
+        None,
+    ))
 }
 
-/// Pause an enrollment: no step runs until it is resumed.
-#[utoipa::path(post, path = "/v1/enrollments/{id}/pause", tag = "nurture", params(("id" = Uuid, Path)),
-    responses((status = 200, body = EnrollmentView), (status = 404, body = Problem),
-        (status = 409, description = "It has ended", body = Problem)),
+/// One enrollment.
+#[utoipa::path(get, path = "/v1/enrollments/{id}", tag = "nurture", params(("id" = Uuid, Path)),
+    responses((status = 200, body = EnrollmentView, headers(("ETag" = String))), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn get_enrollment(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let e = state.service.enrollment(&p, path_id(&id, "enrollment")?)?;
+    Ok(json_with(
+        StatusCode::OK,
+        &EnrollmentView::from(&e),
+        Some(e.version),
+        None,
+    ))
+}
+
+/// Pause an enrollment: no step runs until it is resumed. Honours `If-Match`.
+#[utoipa::path(post, path = "/v1/enrollments/{id}/pause", tag = "nurture",
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = EnrollmentView, headers(("ETag" = String))), (status = 404, body = Problem),
+        (status = 409, description = "It has ended", body = Problem), (status = 412, body = Problem)),
     security(("bearer" = [])))]
 async fn pause_enrollment(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<EnrollmentView>> {
-    change(state, p, id, EnrollmentChange::Pause).await
+    IfMatch(pre): IfMatch,
+) -> ApiResult<Response> {
+    change(state, p, id, pre, EnrollmentChange::Pause).await
 }
 
-/// Resume a paused enrollment: the step it stopped at runs now.
-#[utoipa::path(post, path = "/v1/enrollments/{id}/resume", tag = "nurture", params(("id" = Uuid, Path)),
-    responses((status = 200, body = EnrollmentView), (status = 404, body = Problem),
-        (status = 409, description = "It has ended", body = Problem)),
+/// Resume a paused enrollment: the step it stopped at runs now. Honours `If-Match`.
+#[utoipa::path(post, path = "/v1/enrollments/{id}/resume", tag = "nurture",
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = EnrollmentView, headers(("ETag" = String))), (status = 404, body = Problem),
+        (status = 409, description = "It has ended", body = Problem), (status = 412, body = Problem)),
     security(("bearer" = [])))]
 async fn resume_enrollment(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<EnrollmentView>> {
-    change(state, p, id, EnrollmentChange::Resume).await
+    IfMatch(pre): IfMatch,
+) -> ApiResult<Response> {
+    change(state, p, id, pre, EnrollmentChange::Resume).await
 }
 
-/// Unenroll: the enrollment ends (kept, with reason `unenrolled`).
-#[utoipa::path(delete, path = "/v1/enrollments/{id}", tag = "nurture", params(("id" = Uuid, Path)),
-    responses((status = 200, body = EnrollmentView), (status = 404, body = Problem),
-        (status = 409, description = "It has ended", body = Problem)),
+/// Unenroll: the enrollment ends (kept, with reason `unenrolled`). Honours `If-Match`.
+#[utoipa::path(delete, path = "/v1/enrollments/{id}", tag = "nurture",
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = EnrollmentView, headers(("ETag" = String))), (status = 404, body = Problem),
+        (status = 409, description = "It has ended", body = Problem), (status = 412, body = Problem)),
     security(("bearer" = [])))]
 async fn delete_enrollment(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<EnrollmentView>> {
-    change(state, p, id, EnrollmentChange::Unenroll).await
+    IfMatch(pre): IfMatch,
+) -> ApiResult<Response> {
+    change(state, p, id, pre, EnrollmentChange::Unenroll).await
 }
 
 // ----- the outbox -----
@@ -432,16 +465,16 @@ async fn list_emails(
 }
 
 #[utoipa::path(get, path = "/v1/emails/{id}", tag = "nurture", params(("id" = Uuid, Path)),
-    responses((status = 200, body = EmailView), (status = 404, body = Problem)),
+    responses((status = 200, body = EmailView, headers(("ETag" = String))), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 async fn get_email(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<EmailView>> {
+) -> ApiResult<Response> {
     let id = path_id(&id, "email")?;
     let m = state.service.mail(&p, id)?;
-    Ok(Json(email_view(
+    Ok(json_digest_tagged(&email_view(
         &m,
         !state.config.email.smtp_host.is_empty(),
     )))

@@ -263,20 +263,20 @@ async fn list_deliveries(
 /// One delivery of a webhook.
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries/{delivery_id}", tag = "integration",
     params(("id" = Uuid, Path), ("delivery_id" = Uuid, Path)),
-    responses((status = 200, body = DeliveryView), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = DeliveryView, headers(("ETag" = String))), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 async fn get_delivery(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path((id, delivery)): Path<(String, String)>,
-) -> ApiResult<Json<DeliveryView>> {
+) -> ApiResult<Response> {
     let id = path_id(&id, "webhook")?;
     let delivery = path_id(&delivery, "delivery")?;
     let d = state
         .service
         .delivery(&p, id, delivery)?
         .ok_or(ApiError::NotFound("delivery"))?;
-    Ok(Json(DeliveryView::from(&d)))
+    Ok(super::leads::json_digest_tagged(&DeliveryView::from(&d)))
 }
 
 /// Queue a delivery again, whatever its status (dead and delivered ones too), with a fresh

@@ -4,7 +4,7 @@
 
 use super::nurture::{enroll, finish, set_paused, unsubscribe};
 use super::work::write_lead;
-use super::{Idempotency, Render, Service, ServiceError, ServiceResult, Written};
+use super::{Idempotency, Precondition, Render, Service, ServiceError, ServiceResult, Written};
 use crate::domain::activity::Activity;
 use crate::domain::lead::Lead;
 use crate::domain::mail::{MailStatus, OutMail};
@@ -52,6 +52,15 @@ impl Service {
         }
     }
 
+    /// One enrollment of a visible lead.
+    pub fn enrollment(&self, p: &Principal, id: Uuid) -> ServiceResult<Enrollment> {
+        let snap = self.store.read()?;
+        match snap.enrollment(id)? {
+            Some(e) if snap.lead(e.lead_id)?.is_some_and(|l| p.can_see_lead(&l)) => Ok(e),
+            _ => Err(ServiceError::NotFound("enrollment")),
+        }
+    }
+
     /// Enrolls a visible lead by hand.
     pub async fn enroll_lead(
         &self,
@@ -80,6 +89,7 @@ impl Service {
         &self,
         p: &Principal,
         id: Uuid,
+        pre: Precondition,
         change: EnrollmentChange,
     ) -> ServiceResult<Enrollment> {
         let principal = p.clone();
@@ -93,6 +103,9 @@ impl Service {
                     .is_some_and(|l| principal.can_change_lead(&l))
                 {
                     return Ok(Err(super::leads::not_yours()));
+                }
+                if let Err(stale) = pre.check(e.version) {
+                    return Ok(Err(stale));
                 }
                 let done = match (change, e.status) {
                     (_, EnrollmentStatus::Completed | EnrollmentStatus::Exited) => {

@@ -7,7 +7,7 @@ use crate::helpers::*;
 use crate::smtp_sink::{Received, SmtpSink};
 use leadline::clock::ManualClock;
 use leadline::config::Config;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -96,11 +96,16 @@ async fn lead(app: &TestApp, body: Value) -> String {
 /// The stored message a received one is (by its X-Leadline-Mail-Id header).
 async fn stored(app: &TestApp, m: &Received) -> Value {
     let id = m.header("X-Leadline-Mail-Id").expect("mail id header");
-    expect_json(
-        app.get(&format!("/v1/emails/{id}"), &app.admin).await,
-        StatusCode::OK,
-    )
-    .await
+    let res = app.get(&format!("/v1/emails/{id}"), &app.admin).await;
+    let tag = res.headers().get("etag").cloned();
+    let again = app.get(&format!("/v1/emails/{id}"), &app.admin).await;
+    assert!(tag.is_some(), "a message has an ETag");
+    assert_eq!(
+        again.headers().get("etag"),
+        tag.as_ref(),
+        "the same until it changes"
+    );
+    expect_json(res, StatusCode::OK).await
 }
 
 fn link_token(text: &str, prefix: &str) -> String {
@@ -648,12 +653,50 @@ async fn enrollments_pause_resume_and_end_and_one_is_open_per_sequence() {
         (emails(&app, &id).await.len() == 2).then_some(())
     })
     .await;
-    let ended = expect_json(
-        app.delete(&format!("/v1/enrollments/{eid}"), &app.admin)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    // A single enrollment carries its version as its ETag; a stale If-Match is a 412.
+    let one = app.get(&format!("/v1/enrollments/{eid}"), &app.admin).await;
+    let tag = one.headers()["etag"].to_str().unwrap().to_owned();
+    let one = expect_json(one, StatusCode::OK).await;
+    assert_eq!(tag, format!("\"{}\"", one["version"]));
+    assert_eq!(one["status"], "active");
+    assert!(one["version"].as_u64().unwrap() > resumed["version"].as_u64().unwrap());
+    let stale = format!("\"{}\"", resumed["version"]);
+    for res in [
+        app.req(
+            Method::DELETE,
+            &format!("/v1/enrollments/{eid}"),
+            &app.admin,
+        )
+        .header("if-match", &stale)
+        .send()
+        .await
+        .unwrap(),
+        app.req(
+            Method::POST,
+            &format!("/v1/enrollments/{eid}/pause"),
+            &app.admin,
+        )
+        .header("if-match", &stale)
+        .send()
+        .await
+        .unwrap(),
+    ] {
+        assert_problem(res, StatusCode::PRECONDITION_FAILED).await;
+    }
+    assert_eq!(enrollments(&app, &id).await[0]["status"], "active");
+    let res = app
+        .req(
+            Method::DELETE,
+            &format!("/v1/enrollments/{eid}"),
+            &app.admin,
+        )
+        .header("if-match", &tag)
+        .send()
+        .await
+        .unwrap();
+    let new_tag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let ended = expect_json(res, StatusCode::OK).await;
+    assert_eq!(new_tag, format!("\"{}\"", ended["version"]));
     assert_eq!(ended["status"], "exited");
     assert_eq!(ended["reason"], "unenrolled");
     let res = app

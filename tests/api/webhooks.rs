@@ -459,15 +459,14 @@ async fn failing_deliveries_are_dead_after_a_day_and_can_be_replayed() {
     .await;
     let copies = rx.got().iter().filter(|g| g.delivery == delivery).count();
     assert_eq!(copies, tried + 2, "every failed attempt and both replays");
-    let one = expect_json(
-        app.get(
+    let one = app
+        .get(
             &format!("/v1/webhooks/{id}/deliveries/{delivery}"),
             &app.admin,
         )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+        .await;
+    assert!(one.headers().contains_key("etag"), "a delivery has an ETag");
+    let one = expect_json(one, StatusCode::OK).await;
     assert_eq!(one["status"], "delivered");
     let res = app
         .post(
