@@ -572,6 +572,24 @@ impl Config {
                 ));
             }
         }
+        use crate::script::engine::{MAX_CALL_LEVELS, MAX_EXPR_DEPTH};
+        for (key, value, most) in [
+            (
+                "plugins.max_call_levels",
+                p.max_call_levels,
+                MAX_CALL_LEVELS,
+            ),
+            ("plugins.max_expr_depth", p.max_expr_depth, MAX_EXPR_DEPTH),
+        ] {
+            if value > most as u64 {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must be at most {most}: deeper, a script could overflow the stack of the thread running it, which stops the server"
+                    ),
+                ));
+            }
+        }
         let w = &self.webhooks;
         for (key, value) in [
             ("webhooks.timeout_secs", w.timeout_secs),
@@ -857,6 +875,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("search.compact_after_idle_secs"), "{err}");
+        for (var, key) in [
+            (
+                "LEADLINE_PLUGINS_MAX_CALL_LEVELS",
+                "plugins.max_call_levels",
+            ),
+            ("LEADLINE_PLUGINS_MAX_EXPR_DEPTH", "plugins.max_expr_depth"),
+        ] {
+            let err = Config::load(&Overrides::default(), &env(&[(var, "700")]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains("at most 128"), "{err}");
+            assert!(Config::load(&Overrides::default(), &env(&[(var, "128")])).is_ok());
+        }
         assert!(
             Config::load(
                 &Overrides::default(),

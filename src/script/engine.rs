@@ -30,6 +30,12 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The highest `max_call_levels` and `max_expr_depth` a server accepts. Each level of a
+/// script's recursion or nesting takes the running thread's stack; deeper than this, a script
+/// could overflow a 2 MiB thread stack, which aborts the process instead of failing the call.
+pub const MAX_CALL_LEVELS: usize = 128;
+pub const MAX_EXPR_DEPTH: usize = 128;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -624,3 +624,51 @@ fn a_parameter_named_like_a_constant_is_still_the_parameter() {
     assert_eq!(source, hooks::Source::Script("scoring.rhai".into()));
     assert_eq!(card.score().total, 7);
 }
+
+/// Raised limits must not let a script overflow the stack of the thread running it (2 MiB, as
+/// tokio's blocking threads and the writer have): that aborts the whole process.
+#[test]
+fn the_highest_limits_allowed_cannot_overflow_a_threads_stack() {
+    let limits = Limits {
+        max_call_levels: engine::MAX_CALL_LEVELS,
+        max_expr_depth: engine::MAX_EXPR_DEPTH,
+        max_operations: 100_000_000,
+        timeout: Duration::from_secs(30),
+        ..Limits::default()
+    };
+    let nested = format!(
+        "{}1{}",
+        "(".repeat(engine::MAX_EXPR_DEPTH + 8),
+        ")".repeat(engine::MAX_EXPR_DEPTH + 8)
+    );
+    let scripts = [
+        "fn f(n) { f(n + 1) } fn score(lead, stats) { f(0) }".to_owned(),
+        "fn f(n) { let a = [n, #{x: n}]; if n % 2 == 0 { f(n + 1) + a.len() } else { 1 + f(n + 1) } } fn score(lead, stats) { f(0) }".to_owned(),
+        "fn f(n) { g(n) } fn g(n) { for i in 0..1 { f(n + 1) } } fn score(lead, stats) { f(0) }".to_owned(),
+        format!("fn score(lead, stats) {{ {nested} }}"),
+    ];
+    for src in scripts {
+        let limits = limits.clone();
+        let outcome = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("scoring.rhai"), &src).unwrap();
+                let p = Plugins::load(
+                    PluginSettings {
+                        dir: dir.path().to_owned(),
+                        limits,
+                        ..PluginSettings::default()
+                    },
+                    NOW,
+                );
+                let (_, source) = score_of(&p, &lead(|_| {}), &ActivityStats::default());
+                source
+            })
+            .unwrap()
+            .join()
+            .expect("the call returns instead of overflowing the stack");
+        // A call too deep fails (the built-in rule answers); nesting too deep does not compile.
+        assert!(!matches!(outcome, hooks::Source::Script(_)), "{outcome:?}");
+    }
+}
