@@ -535,6 +535,25 @@ impl Plugins {
         }
     }
 
+    /// Counts and logs, against the script answering `hook`, an answer the server would not
+    /// carry out (such as a runaway of enrollments).
+    pub fn refuse_answer(&self, loaded: &Loaded, hook: Hook, message: String, now: Millis) {
+        match loaded.by_hook.get(&hook) {
+            Some(script) => self.record_failure(
+                script,
+                HookFailure {
+                    hook: hook.name().to_owned(),
+                    message,
+                    line: None,
+                    at: now,
+                },
+            ),
+            None => {
+                tracing::warn!(hook = hook.name(), error = %message, "a built-in rule's answer was not carried out")
+            }
+        }
+    }
+
     pub fn defaults(&self) -> &DefaultRules {
         &self.inner.defaults
     }

@@ -9,12 +9,12 @@ use crate::domain::activity::Activity;
 use crate::domain::lead::{Lead, Stage, Status};
 use crate::domain::mail::{MailStatus, OutMail, track_links};
 use crate::domain::sequence::{
-    Enrollment, EnrollmentStatus, ExitCondition, MAX_STEPS_PER_RUN, Step,
+    DAY_MS, Enrollment, EnrollmentStatus, ExitCondition, MAX_STEPS_PER_RUN, Step,
 };
 use crate::domain::time::Millis;
 use crate::domain::work::{Task, TimerKind};
-use crate::script::Plugins;
 use crate::script::nurture::{Action, LeadEventIn, SequenceRt, render};
+use crate::script::{Hook, Plugins};
 use crate::store::{Entity, Op, StoreError, Tx};
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -31,14 +31,30 @@ pub(crate) fn on_event(
     mut event: LeadEventIn,
 ) -> R<()> {
     let loaded = plugins.current();
-    event.sequences = tx
-        .enrollments_of(lead.id)?
-        .into_iter()
-        .map(|e| e.sequence)
-        .collect();
+    let enrollments = tx.enrollments_of(lead.id)?;
+    event.sequences = enrollments.iter().map(|e| e.sequence.clone()).collect();
     for action in plugins.on_event(&loaded, &event, lead, tx.now) {
         match action {
             Action::Enroll(name) => {
+                // A rule that enrolls a lead again each time the sequence completes loops
+                // without end when the sequence has no wait.
+                let since = tx.now.saturating_sub(DAY_MS);
+                let recent = enrollments
+                    .iter()
+                    .filter(|e| e.sequence == name && e.enrolled_at > since)
+                    .count();
+                if recent >= MAX_RULE_ENROLLMENTS_PER_DAY {
+                    plugins.refuse_answer(
+                        &loaded,
+                        Hook::OnEvent,
+                        format!(
+                            "enroll(\"{name}\") on {}: the lead entered `{name}` {recent} times in the last day, so it is not enrolled again (a loop?)",
+                            event.kind
+                        ),
+                        tx.now,
+                    );
+                    continue;
+                }
                 if let Err(e) = enroll(tx, plugins, lead, &name, None)? {
                     tracing::debug!(lead = %lead.id, sequence = %name, reason = %e, "on_event enrollment not made");
                 }
@@ -54,6 +70,9 @@ pub(crate) fn on_event(
     }
     Ok(())
 }
+
+/// How many times a day rules may put one lead into one sequence.
+const MAX_RULE_ENROLLMENTS_PER_DAY: usize = 5;
 
 /// `on_event` for a new activity on `lead`.
 pub(crate) fn on_activity(

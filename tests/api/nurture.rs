@@ -191,6 +191,71 @@ async fn a_sequence_file_broken_at_start_up_holds_its_enrollments_until_it_is_me
 }
 
 #[tokio::test]
+async fn a_rule_that_re_enrolls_on_completion_is_stopped_and_shown() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = nurture_app(clock.clone(), None).await;
+    let plugins = app.dir.path().join("plugins");
+    std::fs::write(
+        plugins.join("sequences/spin.toml"),
+        "[[step]]\nif = 'true'\ngoto = \"end\"\n",
+    )
+    .expect("spin.toml");
+    std::fs::write(
+        plugins.join("nurture.rhai"),
+        r#"fn on_event(event, lead) {
+            if event.kind == "lead.created" || (event.kind == "sequence.completed" && event.sequence == "spin") {
+                return enroll("spin");
+            }
+            ()
+        }"#,
+    )
+    .expect("nurture.rhai");
+    expect_json(
+        app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let id = lead(&app, json!({"name": "Spin"})).await;
+    let report = eventually("the loop to be refused", async || {
+        let r = expect_json(
+            app.get("/v1/admin/plugins", &app.admin).await,
+            StatusCode::OK,
+        )
+        .await;
+        r.to_string().contains("a loop?").then_some(r)
+    })
+    .await;
+    let script = report["scripts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["file"] == "nurture.rhai")
+        .expect("nurture.rhai");
+    assert!(script["errors"].as_u64().unwrap() >= 1, "{script}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = enrollments(&app, &id).await;
+    assert_eq!(e.len(), 5, "{e:?}");
+    assert!(e.iter().all(|e| e["status"] == "completed"), "{e:?}");
+    // A day later the lead may loop through it again, five more times.
+    clock.advance(DAY + 1);
+    expect_json(
+        app.post(
+            &format!("/v1/leads/{id}/enrollments"),
+            &app.admin,
+            &json!({"sequence": "spin"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    eventually("five more enrollments the next day", async || {
+        (enrollments(&app, &id).await.len() == 10).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_welcome_sequence_sends_four_weekly_emails_and_stops_at_sql() {
     let clock = Arc::new(ManualClock::new(START));
     let smtp = SmtpSink::start().await;
