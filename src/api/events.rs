@@ -127,9 +127,26 @@ async fn events(
         ),
     };
     let service = state.service.clone();
-    let since = match header_since.or(query_since) {
-        Some(s) => s,
-        None => service.head_seq()?,
+    let since = match (header_since, query_since) {
+        (None, None) => service.head_seq()?,
+        (given, _) => {
+            let (since, field) = match given {
+                Some(s) => (s, "Last-Event-ID"),
+                None => (query_since.unwrap_or_default(), "since"),
+            };
+            let newest = service.newest_seq()?;
+            if since > newest {
+                // A seq from before a restore, or from another server: the stream would stay
+                // silent until the changelog caught up with it.
+                return Err(ApiError::field(
+                    field,
+                    format!(
+                        "is past the newest change ({newest}); start again from {newest} or lower"
+                    ),
+                ));
+            }
+            since
+        }
     };
     let token = bearer(&headers)
         .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;

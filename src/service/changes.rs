@@ -1,6 +1,6 @@
 //! The change feed (`GET /v1/changes`): the changelog filtered by what the caller may see.
 
-use super::{Service, ServiceResult};
+use super::{Service, ServiceError, ServiceResult};
 use crate::domain::user::Principal;
 use crate::store::{ChangeEntry, Entity};
 
@@ -15,8 +15,22 @@ pub struct ChangesPage {
 const SCAN: usize = 10_000;
 
 impl Service {
+    /// The newest change's seq: a client's `since` may not be past it.
+    pub fn newest_seq(&self) -> ServiceResult<u64> {
+        Ok(self.store.read()?.last_seq()?)
+    }
+
     pub fn changes(&self, p: &Principal, since: u64, limit: usize) -> ServiceResult<ChangesPage> {
         let snap = self.store.read()?;
+        let head = snap.last_seq()?;
+        if since > head {
+            // A seq from before a restore, or from another server: following it would skip
+            // every change up to it without a word.
+            return Err(ServiceError::invalid(
+                "since",
+                format!("is past the newest change ({head}); start again from {head} or lower"),
+            ));
+        }
         let rows = snap.changes_after(since, SCAN)?;
         let mut items = Vec::new();
         let mut next = since;

@@ -61,15 +61,21 @@ impl Service {
                 "at": to_rfc3339(entry.at),
                 "lead_id": entry.lead_id,
             });
-            let event = if entry.entity == Entity::Notification {
-                let Some(n) = snap.notification_by_id(entry.id)? else {
-                    continue;
-                };
-                data["data"] = notification_data(&n);
-                n.kind
-            } else {
-                data["data"] = json!({"owner_id": entry.owner_id, "pool_id": entry.pool_id});
-                change_event(&entity, &op)
+            let notification = match entry.entity {
+                Entity::Notification => snap.notification_by_id(entry.id)?,
+                _ => None,
+            };
+            let event = match notification {
+                Some(n) => {
+                    data["data"] = notification_data(&n);
+                    n.kind
+                }
+                // Any other change, and a notification gone since (its lead was erased): the
+                // change itself, so a replay holds every seq `/v1/changes` lists.
+                None => {
+                    data["data"] = json!({"owner_id": entry.owner_id, "pool_id": entry.pool_id});
+                    change_event(&entity, &op)
+                }
             };
             data["event"] = json!(event);
             out.push(LiveEvent { seq, event, data });

@@ -196,6 +196,72 @@ async fn resuming_with_last_event_id_gets_exactly_the_missed_events() {
     assert_invalid(res, "Last-Event-ID").await;
     let res = app.client.get(app.url("/v1/events")).send().await.unwrap();
     assert_problem(res, StatusCode::UNAUTHORIZED).await;
+    // A seq past the newest change (from before a restore, say) would hide every change up
+    // to it: a 422, on the feed and on the stream alike.
+    let head = live.last().unwrap().id;
+    let far = head + 100_000;
+    let res = app
+        .get(&format!("/v1/changes?since={far}"), &app.admin)
+        .await;
+    let p = assert_invalid(res, "since").await;
+    assert!(p.to_string().contains("newest change"), "{p}");
+    let res = app
+        .req(reqwest::Method::GET, "/v1/events", &app.admin)
+        .header("last-event-id", far.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_invalid(res, "Last-Event-ID").await;
+    assert_invalid(
+        app.get(&format!("/v1/events?since={far}"), &app.admin)
+            .await,
+        "since",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_replay_holds_every_seq_the_feed_lists_even_for_an_erased_leads_notification() {
+    let app = spawn_app().await;
+    let (r1, _) = app.rep("erase-r1", None).await;
+    let (r2, _) = app.rep("erase-r2", None).await;
+    let lead = app
+        .create_lead(
+            &app.admin,
+            json!({"email": "erased@example.com", "owner_id": r1}),
+        )
+        .await;
+    let id = lead["id"].as_str().unwrap();
+    let before = change_seqs(&app, &app.admin, 0).await;
+    let since = *before.last().unwrap();
+    // Reassigning notifies the new owner; erasing the lead then removes that notification.
+    expect_json(
+        app.post(
+            &format!("/v1/leads/{id}/assign"),
+            &app.admin,
+            &json!({"owner_id": r2}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let res = app.delete(&format!("/v1/leads/{id}"), &app.admin).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    let listed = change_seqs(&app, &app.admin, since).await;
+    let mut s = Stream::open(&app, &app.admin, Some(since)).await;
+    let mut got = Vec::new();
+    for _ in 0..listed.len() {
+        got.push(
+            s.next(Duration::from_secs(10))
+                .await
+                .expect("a replayed event"),
+        );
+    }
+    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), listed);
+    assert!(
+        got.iter().any(|e| e.data["entity"] == "notification"),
+        "{got:#?}"
+    );
 }
 
 #[tokio::test]
