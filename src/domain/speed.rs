@@ -19,7 +19,7 @@ pub const UNKNOWN_CHANNEL: &str = "unknown";
 /// One lead, as the speed-to-lead report sees it.
 #[derive(Debug, Clone)]
 pub struct SpeedSample {
-    /// Who touched it first, else its current owner; `None` = unowned.
+    /// The rep it counts for (see `service::reports`); `None` = unowned.
     pub rep: Option<uuid::Uuid>,
     pub channel: Option<String>,
     pub captured_at: Millis,

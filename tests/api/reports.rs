@@ -127,6 +127,46 @@ async fn speed_to_lead_measures_first_touches_and_sla_compliance() {
 }
 
 #[tokio::test]
+async fn a_breach_counts_against_whoever_held_the_lead_at_its_deadline() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let (ana, ana_t) = app.rep("ana", None).await;
+    let (bob, bob_t) = app.rep("bob", None).await;
+    let missed = lead(&app, &bob_t, "missed@acme.com", Some("event")).await;
+    // Bob never touches it: past the 2-hour deadline, then reclaimed at 8 hours.
+    clock.advance(8 * HOUR + MIN);
+    let path = format!("/v1/leads/{missed}");
+    let mut reclaimed = false;
+    for _ in 0..200 {
+        let l = expect_json(app.get(&path, &app.admin).await, StatusCode::OK).await;
+        if l["owner_id"] != bob.as_str() {
+            reclaimed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(reclaimed, "the SLA reclaims the lead from bob");
+    // Ana gets it now and touches it at once; the breach was still Bob's.
+    expect_json(
+        app.post(
+            &format!("{path}/assign"),
+            &app.admin,
+            &json!({"owner_id": ana}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    touch(&app, &ana_t, &missed).await;
+    let r = report(&app, &app.admin, "").await;
+    assert_fields(
+        &r["by_rep"][&bob],
+        json!({"leads": 1, "touched": 1, "sla.with_sla": 1, "sla.breached": 1, "sla.met": 0}),
+    );
+    assert!(r["by_rep"].get(&ana).is_none(), "{r}");
+}
+
+#[tokio::test]
 async fn speed_to_lead_as_csv() {
     let clock = Arc::new(ManualClock::new(START));
     let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
