@@ -431,10 +431,16 @@ impl Plugins {
         hooks.dedup();
         if hooks.contains(&Hook::Score) {
             let int = |name: &str| -> Result<Option<i64>, CompileFailure> {
+                let whole = |v: &Dynamic| v.as_int().ok().filter(|n| i32::try_from(*n).is_ok());
                 match scope.get(name) {
                     None => Ok(None),
-                    Some(v) => v.as_int().map(Some).map_err(|_| {
-                        fail(format!("{name} must be a whole number of points"), None)
+                    // A score is a 32-bit number: a threshold beyond it could never be met, and
+                    // would silently give way to the default.
+                    Some(v) => whole(v).map(Some).ok_or_else(|| {
+                        fail(
+                            format!("{name} must be a whole number of points, at most 2147483647 either way"),
+                            None,
+                        )
                     }),
                 }
             };

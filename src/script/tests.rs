@@ -672,3 +672,32 @@ fn the_highest_limits_allowed_cannot_overflow_a_threads_stack() {
         assert!(!matches!(outcome, hooks::Source::Script(_)), "{outcome:?}");
     }
 }
+
+#[test]
+fn thresholds_out_of_range_or_crossed_do_not_load() {
+    let ok = "const MQL = 30; const SQL = 70; fn score(lead, stats) { #{ total: 1, reasons: [] } }";
+    let (_dir, p) = with_script(ok);
+    assert_eq!(p.current().thresholds, Thresholds { mql: 30, sql: 70 });
+    for (src, want) in [
+        (
+            "const MQL = 70; const SQL = 3000000000;",
+            "SQL must be a whole number",
+        ),
+        ("const SQL = 99999999999;", "SQL must be a whole number"),
+        ("const MQL = 40.5;", "MQL must be a whole number"),
+        (
+            "const MQL = 70; const SQL = 60;",
+            "MQL must not be above SQL",
+        ),
+    ] {
+        let src = format!("{src} fn score(lead, stats) {{ #{{ total: 1, reasons: [] }} }}");
+        let (_dir, p) = with_script(&src);
+        let report = p.report();
+        let failure = report
+            .not_loaded
+            .first()
+            .unwrap_or_else(|| panic!("{src}: loaded"));
+        assert!(failure.message.contains(want), "{src}: {}", failure.message);
+        assert_eq!(p.current().thresholds, Thresholds::default(), "{src}");
+    }
+}
