@@ -433,5 +433,20 @@ pub async fn rescore(args: RescoreArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         println!("dry run: nothing was written");
     }
+    if report.script_failures > 0 {
+        // The built-in rule stood in: say so, and fail, so a script notices the rule it wrote
+        // did not score everything.
+        eprintln!(
+            "error: the score hook failed on {} leads, so the built-in rule scored them{}; first: {}",
+            report.script_failures,
+            if args.dry_run {
+                ""
+            } else {
+                " (and those scores were written)"
+            },
+            report.first_failure.as_deref().unwrap_or("")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }

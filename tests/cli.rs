@@ -500,6 +500,18 @@ Bad,b@acme.com,5
         let (ok, _, err) = run(cmd, dir.path());
         assert!(!ok && err.contains("broken.rhai"), "{cmd:?}: {err}");
     }
+    // A script that compiles but fails on the leads: the rescore says so and fails.
+    std::fs::write(
+        dir.path().join("plugins/broken.rhai"),
+        "fn score(lead, stats) { throw \"broken rule\"; }",
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["rescore", "--dry-run"], dir.path());
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("the score hook failed on 3 leads") && err.contains("broken.rhai"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -138,6 +138,8 @@ pub struct Service {
     plugins: crate::script::Plugins,
     /// Webhook delivery settings, the delivery worker's wake-up, live-event shutdown.
     hooks: Arc<webhooks::Hooks>,
+    /// Held by the applied rescore running, so a second one waits for none and counts nothing twice.
+    rescoring: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Service {
@@ -156,6 +158,7 @@ impl Service {
             form_secret: Arc::default(),
             plugins: crate::script::Plugins::builtin(),
             hooks: Arc::default(),
+            rescoring: Arc::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::domain::sequence::ExitCondition;
 use crate::domain::stats::ActivityStats;
 use crate::domain::time::{Millis, to_rfc3339};
 use crate::domain::user::Principal;
+use crate::script::hooks::Source;
 use crate::script::{Loaded, Plugins};
 use crate::store::{Entity, Op, StoreError, Tx};
 use serde::Serialize;
@@ -244,6 +245,10 @@ pub struct RescoreReport {
     pub stage_changed: u64,
     /// Up to 20 of the changes.
     pub examples: Vec<RescoreExample>,
+    /// Leads the score script failed on, so the built-in rule scored them (0 with no script).
+    pub script_failures: u64,
+    /// The first such failure: the file, line and message.
+    pub first_failure: Option<String>,
     pub seconds: f64,
 }
 
@@ -356,6 +361,13 @@ impl Service {
         dry_run: bool,
         progress: impl Fn(u64, u64) + Send,
     ) -> ServiceResult<RescoreReport> {
+        // Two applied rescores at once would each count (and write) the same changes.
+        let _only = match dry_run {
+            true => None,
+            false => Some(self.rescoring.try_lock().map_err(|_| {
+                ServiceError::Conflict("a rescore is already running; wait for it to finish".into())
+            })?),
+        };
         let started = std::time::Instant::now();
         let loaded = self.plugins.current();
         let now = self.now();
@@ -431,7 +443,11 @@ impl Service {
                     if !dry_run {
                         pending_leads += scored.len() as u64;
                     }
-                    for (lead, card, details_differ) in scored {
+                    for (lead, card, details_differ, failure) in scored {
+                        if let Some(failure) = failure {
+                            report.script_failures += 1;
+                            report.first_failure.get_or_insert(failure);
+                        }
                         let changed = report.count(&lead, &card, loaded.thresholds);
                         // Reasons and review dates may change without the number: write those too.
                         if !dry_run && (changed || details_differ) {
@@ -540,12 +556,16 @@ fn read_chunk(
 }
 
 /// Scores a chunk of leads on every core.
+/// A lead scored by a rescore: its new card, whether its stored reasons or review date
+/// differ, and the script's failure when the built-in rule had to answer.
+type ScoredLead = (Arc<Lead>, ScoreCard, bool, Option<String>);
+
 fn score_chunk(
     plugins: &Plugins,
     loaded: &Arc<Loaded>,
     inputs: ChunkInputs,
     now: Millis,
-) -> Result<Vec<(Arc<Lead>, ScoreCard, bool)>, StoreError> {
+) -> Result<Vec<ScoredLead>, StoreError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = inputs.len().div_ceil(threads).max(1);
     let mut out = Vec::with_capacity(inputs.len());
@@ -556,11 +576,18 @@ fn score_chunk(
                 s.spawn(move || {
                     part.iter()
                         .map(|(lead, stats, details)| {
-                            let (card, _) = plugins.score(loaded, lead, stats, now);
+                            let (card, source) = plugins.score(loaded, lead, stats, now);
                             let differ = details.as_ref().is_none_or(|d: &ScoreDetails| {
                                 d.reasons != card.reasons || d.review_at != card.review_at
                             });
-                            (Arc::clone(lead), card, differ)
+                            let failure = match source {
+                                Source::Fallback(file, f) => Some(match f.line {
+                                    Some(line) => format!("{file}:{line}: {}", f.message),
+                                    None => format!("{file}: {}", f.message),
+                                }),
+                                _ => None,
+                            };
+                            (Arc::clone(lead), card, differ, failure)
                         })
                         .collect::<Vec<_>>()
                 })

@@ -769,6 +769,35 @@ async fn rescore_reports_first_then_applies_an_edited_rule() {
     )
     .await;
     assert_eq!(again["score_changed"], 0, "{again}");
+    assert_eq!(again["script_failures"], 0, "{again}");
+
+    // A rule that fails on some leads: the report says so, and which line.
+    let file = app.dir.path().join("plugins/scoring.rhai");
+    let src = std::fs::read_to_string(&file).unwrap();
+    let (head, body) = src
+        .split_once("fn score(lead, stats) {")
+        .expect("score hook");
+    std::fs::write(
+        &file,
+        format!(
+            "{head}fn score(lead, stats) {{\n    if lead.email == \"plain@acme.com\" {{ throw \"broken rule\"; }}{body}"
+        ),
+    )
+    .unwrap();
+    app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
+        .await;
+    let failing = expect_json(
+        app.post("/v1/admin/rescore?dry_run=true", &app.admin, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(failing["script_failures"], 1, "{failing}");
+    let first = failing["first_failure"].as_str().unwrap();
+    assert!(
+        first.starts_with("scoring.rhai:") && first.contains("broken rule"),
+        "{first}"
+    );
 }
 
 #[tokio::test]
@@ -793,6 +822,12 @@ async fn an_applied_rescore_over_many_chunks_writes_every_change_while_other_wri
 
     let no_body = json!({});
     let rescore = app.post("/v1/admin/rescore", &app.admin, &no_body);
+    // A second applied rescore meanwhile is refused (409) or, if the first has finished,
+    // finds nothing left: never the same changes counted twice.
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        app.post("/v1/admin/rescore", &app.admin, &no_body).await
+    };
     let during = async {
         let mut ids = Vec::new();
         for i in 0..10 {
@@ -803,9 +838,18 @@ async fn an_applied_rescore_over_many_chunks_writes_every_change_while_other_wri
         }
         ids
     };
-    let (done, created) = tokio::join!(rescore, during);
+    let (done, second, created) = tokio::join!(rescore, second, during);
     let done = expect_json(done, StatusCode::OK).await;
     assert_eq!(done["score_changed"], 1500, "{done}");
+    match second.status() {
+        StatusCode::CONFLICT => {
+            assert_problem(second, StatusCode::CONFLICT).await;
+        }
+        _ => {
+            let second = expect_json(second, StatusCode::OK).await;
+            assert_eq!(second["score_changed"], 0, "{second}");
+        }
+    }
     assert_eq!(created.len(), 10);
     let page = expect_json(
         app.get("/v1/leads?sort=score&limit=200", &app.admin).await,
