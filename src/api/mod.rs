@@ -165,9 +165,11 @@ pub fn app(state: AppState) -> Router {
         .merge(bulk)
         .layer(axum::middleware::from_fn(metrics::track))
         // Outside the layers above, so their bare 413/503 answers get a problem body too.
-        .layer(axum::middleware::map_response(move |res: Response| {
-            problem_for_bare_errors(res, max_body_bytes)
-        }))
+        .layer(axum::middleware::map_response(
+            move |method: axum::http::Method, res: Response| {
+                problem_for_bare_errors(res, max_body_bytes, method)
+            },
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("a handler panicked".into()).into_response()
         }))
@@ -175,7 +177,11 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Gives error responses made outside our handlers (body limit, timeout) a problem body.
-async fn problem_for_bare_errors(res: Response, max_body_bytes: u64) -> Response {
+async fn problem_for_bare_errors(
+    res: Response,
+    max_body_bytes: u64,
+    method: axum::http::Method,
+) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
@@ -190,7 +196,18 @@ async fn problem_for_bare_errors(res: Response, max_body_bytes: u64) -> Response
     }
     let err = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(max_body_bytes),
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
+        StatusCode::REQUEST_TIMEOUT => {
+            ApiError::Unavailable("the request body took too long to arrive".into())
+        }
+        // A write may already be with the writer, which finishes it even though nobody waits
+        // for the answer any more: the client must not take this as "nothing happened".
+        StatusCode::SERVICE_UNAVAILABLE if !method.is_safe() => ApiError::Unavailable(
+            "the request took too long to answer; it may still complete. Retry with the same \
+             Idempotency-Key to get its result without applying it twice, or check before \
+             sending it again"
+                .into(),
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => {
             ApiError::Unavailable("the request took too long".into())
         }
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,

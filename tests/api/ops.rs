@@ -669,3 +669,55 @@ async fn a_body_that_stalls_gets_408_problem_and_nothing_is_stored() {
     let list = expect_json(app.get("/v1/leads", &app.admin).await, StatusCode::OK).await;
     assert_eq!(list["items"], json!([]));
 }
+
+#[tokio::test]
+async fn a_write_that_outlasts_the_request_timeout_says_it_may_still_complete() {
+    // A score hook that spends its whole 50 ms budget on every lead: 40 leads hold the writer
+    // for 2 s, past the 1 s request timeout.
+    let app = spawn_app_with(|c| {
+        c.http.request_timeout_secs = 1;
+        std::fs::create_dir_all(&c.plugins_dir).expect("plugins dir");
+        std::fs::write(
+            c.plugins_dir.join("slow.rhai"),
+            r#"fn score(lead, stats) { let t = "a"; t.pad(100000, "a"); loop { let u = t.to_upper(); } }"#,
+        )
+        .expect("write plugin");
+    })
+    .await;
+    let leads: Vec<Value> = (0..40)
+        .map(|i| json!({"email": format!("slow{i}@acme.com")}))
+        .collect();
+    let res = app
+        .req(Method::POST, "/v1/leads/batch", &app.admin)
+        .header("idempotency-key", "slow-batch")
+        .json(&json!({"leads": leads}))
+        .send()
+        .await
+        .unwrap();
+    let p = assert_problem(res, StatusCode::SERVICE_UNAVAILABLE).await;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("may still complete"), "{detail}");
+    assert!(detail.contains("Idempotency-Key"), "{detail}");
+    // It did complete; the retry with the same key gets its answer and creates nothing more.
+    let mut created = 0;
+    for _ in 0..100 {
+        let all = body(app.get("/v1/leads?limit=100", &app.admin).await).await;
+        created = all["items"].as_array().unwrap().len();
+        if created == 40 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(created, 40);
+    let retry = app
+        .req(Method::POST, "/v1/leads/batch", &app.admin)
+        .header("idempotency-key", "slow-batch")
+        .json(&json!({"leads": leads}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let all = body(app.get("/v1/leads?limit=100", &app.admin).await).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 40);
+}
