@@ -493,10 +493,23 @@ async fn bad_change_parameters_are_422() {
         let p = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(first_field(&p), field, "{query}");
     }
-    // a since past the end is simply empty
-    let page = body(app.get("/v1/changes?since=1000", &app.admin).await).await;
+    // At the newest change: nothing yet, and `next` stays. Past it: a 422, since following
+    // it would skip every change up to it.
+    let head = body(app.get("/v1/changes?since=0&limit=500", &app.admin).await).await["next"]
+        .as_u64()
+        .unwrap();
+    let page = body(
+        app.get(&format!("/v1/changes?since={head}"), &app.admin)
+            .await,
+    )
+    .await;
     assert_eq!(page["items"], json!([]));
-    assert_eq!(page["next"], 1000);
+    assert_eq!(page["next"], head);
+    let res = app
+        .get(&format!("/v1/changes?since={}", head + 1), &app.admin)
+        .await;
+    let p = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(first_field(&p), "since");
 }
 
 /// Each kind of client error, on a handful of routes, is an RFC 9457 problem.
