@@ -4,7 +4,7 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Params};
-use crate::service::{LiveEvent, Service};
+use crate::service::{LiveEvent, Service, past_newest};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -127,23 +127,14 @@ async fn events(
         ),
     };
     let service = state.service.clone();
-    let since = match (header_since, query_since) {
-        (None, None) => service.head_seq()?,
-        (given, _) => {
-            let (since, field) = match given {
-                Some(s) => (s, "Last-Event-ID"),
-                None => (query_since.unwrap_or_default(), "since"),
-            };
-            let newest = service.newest_seq()?;
-            if since > newest {
-                // A seq from before a restore, or from another server: the stream would stay
-                // silent until the changelog caught up with it.
-                return Err(ApiError::field(
-                    field,
-                    format!(
-                        "is past the newest change ({newest}); start again from {newest} or lower"
-                    ),
-                ));
+    let given = header_since
+        .map(|s| (s, "Last-Event-ID"))
+        .or(query_since.map(|s| (s, "since")));
+    let since = match given {
+        None => service.head_seq()?,
+        Some((since, field)) => {
+            if let Some(m) = past_newest(since, service.newest_seq()?) {
+                return Err(ApiError::field(field, m));
             }
             since
         }

@@ -11,6 +11,14 @@ pub struct ChangesPage {
     pub next: u64,
 }
 
+/// Why `since` cannot be followed, when it is past the newest change: a seq from before a
+/// restore, or from another server, would skip every change up to it without a word.
+pub fn past_newest(since: u64, newest: u64) -> Option<String> {
+    (since > newest).then(|| {
+        format!("is past the newest change ({newest}); start again from {newest} or lower")
+    })
+}
+
 /// Changelog rows examined per request at most, so a rep's feed over a busy log stays fast.
 const SCAN: usize = 10_000;
 
@@ -22,14 +30,8 @@ impl Service {
 
     pub fn changes(&self, p: &Principal, since: u64, limit: usize) -> ServiceResult<ChangesPage> {
         let snap = self.store.read()?;
-        let head = snap.last_seq()?;
-        if since > head {
-            // A seq from before a restore, or from another server: following it would skip
-            // every change up to it without a word.
-            return Err(ServiceError::invalid(
-                "since",
-                format!("is past the newest change ({head}); start again from {head} or lower"),
-            ));
+        if let Some(m) = past_newest(since, snap.last_seq()?) {
+            return Err(ServiceError::invalid("since", m));
         }
         let rows = snap.changes_after(since, SCAN)?;
         let mut items = Vec::new();

@@ -30,7 +30,7 @@ pub use webhooks::WebhookSettings;
 pub use activities::{ActivityCreated, TimelinePage};
 pub use auth::{LoginOutcome, hash_token, new_token};
 pub use capture::{Capture, DuplicateGroup, DuplicatesPage, Via, api_capture, derive_channel};
-pub use changes::ChangesPage;
+pub use changes::{ChangesPage, past_newest};
 pub use forms::FillTime;
 pub use import::{ImportError, ImportOptions, ImportSummary, Rejection};
 pub use leads::{BatchItem, CreateOutcome, LeadExport, ListParams};
@@ -138,7 +138,8 @@ pub struct Service {
     plugins: crate::script::Plugins,
     /// Webhook delivery settings, the delivery worker's wake-up, live-event shutdown.
     hooks: Arc<webhooks::Hooks>,
-    /// Held by the applied rescore running, so a second one waits for none and counts nothing twice.
+    /// Held while an applied rescore runs: a second one is refused rather than counting (and
+    /// writing) the same changes again.
     rescoring: Arc<tokio::sync::Mutex<()>>,
 }
 

@@ -108,6 +108,19 @@ async fn stored(app: &TestApp, m: &Received) -> Value {
     expect_json(res, StatusCode::OK).await
 }
 
+/// The mail client's one-click unsubscribe POST (RFC 8058) to a message's `/u/` link.
+async fn one_click_unsubscribe(app: &TestApp, token: &str) {
+    let res = app
+        .client
+        .post(app.url(&format!("/u/{token}")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
 fn link_token(text: &str, prefix: &str) -> String {
     let at = text
         .find(prefix)
@@ -444,15 +457,7 @@ async fn unsubscribing_stops_everything() {
         false
     );
     // The mail client's one-click POST.
-    let res = app
-        .client
-        .post(app.url(&format!("/u/{token}")))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("List-Unsubscribe=One-Click")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    one_click_unsubscribe(&app, &token).await;
     let l = expect_json(
         app.get(&format!("/v1/leads/{id}"), &app.admin).await,
         StatusCode::OK,
@@ -1180,15 +1185,7 @@ async fn a_merge_moves_sequences_mail_and_tasks_to_the_survivor() {
         assert!(events.contains(&want), "{want:?} in {events:?}");
     }
     // The unsubscribe link of mail already sent still works, for the person it reached.
-    let res = app
-        .client
-        .post(app.url(&format!("/u/{token}")))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("List-Unsubscribe=One-Click")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    one_click_unsubscribe(&app, &token).await;
     let survivor = expect_json(
         app.get(&format!("/v1/leads/{keep}"), &app.admin).await,
         StatusCode::OK,

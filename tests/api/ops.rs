@@ -700,14 +700,13 @@ async fn a_write_that_outlasts_the_request_timeout_says_it_may_still_complete() 
     let leads: Vec<Value> = (0..40)
         .map(|i| json!({"email": format!("slow{i}@acme.com")}))
         .collect();
-    let res = app
-        .req(Method::POST, "/v1/leads/batch", &app.admin)
-        .header("idempotency-key", "slow-batch")
-        .json(&json!({"leads": leads}))
-        .send()
-        .await
-        .unwrap();
-    let p = assert_problem(res, StatusCode::SERVICE_UNAVAILABLE).await;
+    let send = || {
+        app.req(Method::POST, "/v1/leads/batch", &app.admin)
+            .header("idempotency-key", "slow-batch")
+            .json(&json!({"leads": leads}))
+            .send()
+    };
+    let p = assert_problem(send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE).await;
     let detail = p["detail"].as_str().unwrap();
     assert!(detail.contains("may still complete"), "{detail}");
     assert!(detail.contains("Idempotency-Key"), "{detail}");
@@ -722,13 +721,7 @@ async fn a_write_that_outlasts_the_request_timeout_says_it_may_still_complete() 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(created, 40);
-    let retry = app
-        .req(Method::POST, "/v1/leads/batch", &app.admin)
-        .header("idempotency-key", "slow-batch")
-        .json(&json!({"leads": leads}))
-        .send()
-        .await
-        .unwrap();
+    let retry = send().await.unwrap();
     assert_eq!(retry.status(), StatusCode::OK);
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     let all = body(app.get("/v1/leads?limit=100", &app.admin).await).await;

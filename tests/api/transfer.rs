@@ -45,6 +45,24 @@ async fn get_name(app: &TestApp, id: &str) -> String {
     lead["name"].as_str().unwrap_or_default().to_owned()
 }
 
+/// A lead's timeline, and its `merged` events.
+async fn merged_events(app: &TestApp, id: &str) -> (Value, Vec<Value>) {
+    let timeline = expect_json(
+        app.get(&format!("/v1/leads/{id}/timeline"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let merged = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "merged")
+        .cloned()
+        .collect();
+    (timeline, merged)
+}
+
 async fn all_leads(app: &TestApp, token: &str) -> Vec<Value> {
     let page = expect_json(app.get("/v1/leads?limit=500", token).await, StatusCode::OK).await;
     page["items"].as_array().expect("items").clone()
@@ -104,18 +122,7 @@ async fn a_messy_csv_is_cleaned_deduped_and_its_bad_rows_named_by_line() {
     assert_eq!(acts.len(), 2);
     assert_eq!(acts[0]["properties"]["line"], 8);
     assert_eq!(acts[0]["properties"]["raw"]["姓名"], "Wang again");
-    let timeline = expect_json(
-        app.get(&format!("/v1/leads/{id}/timeline"), &app.admin)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
-    let merged: Vec<&Value> = timeline["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["kind"] == "merged")
-        .collect();
+    let (timeline, merged) = merged_events(&app, id).await;
     assert_eq!(merged.len(), 1, "{timeline}");
     assert_eq!(
         merged[0]["data"]["conflicts"],
@@ -390,18 +397,7 @@ async fn leads_without_email_or_phone_re_import_from_their_export_by_id() {
     )
     .await;
     assert_eq!(now["title"], "Buyer");
-    let timeline = expect_json(
-        app.get(&format!("/v1/leads/{mine_id}/timeline"), &app.admin)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
-    let merged: Vec<&Value> = timeline["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "merged")
-        .collect();
+    let (timeline, merged) = merged_events(&app, mine_id).await;
     assert_eq!(merged.len(), 1, "{timeline}");
     assert_eq!(merged[0]["data"]["reason"], "id", "{}", merged[0]);
     assert_eq!(
