@@ -25,6 +25,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableT
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tables::*;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -139,10 +140,49 @@ pub struct IdempotentResponse {
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (Result<(), StoreError>, Reply) + Send>;
 
+/// Counts the ordinary writes sent to the writer and not yet started: what a long background
+/// job yields to (see [`Tx::writes_waiting`]). Background jobs are not counted, so two of a
+/// rescore's own writes never make each other stop early.
+#[derive(Debug, Default)]
+pub(crate) struct WaitingWrites(AtomicUsize);
+
+impl WaitingWrites {
+    pub(crate) fn any(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+}
+
+/// One counted write: it leaves the count when it starts, or when it is dropped unrun (a
+/// cancelled request, a failed batch, a stopped writer).
+struct Counted(Arc<WaitingWrites>);
+
+impl Counted {
+    fn new(waiting: &Arc<WaitingWrites>) -> Counted {
+        waiting.0.fetch_add(1, Ordering::AcqRel);
+        Counted(waiting.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `job`, counted in `waiting` until it starts.
+fn counted(job: Job, waiting: &Arc<WaitingWrites>) -> Job {
+    let mark = Counted::new(waiting);
+    Box::new(move |tx| {
+        drop(mark);
+        job(tx)
+    })
+}
+
 struct Inner {
     db: Arc<Database>,
     syncs: Arc<fsync::Syncs>,
     jobs: Option<mpsc::Sender<Job>>,
+    waiting: Arc<WaitingWrites>,
     committed_seq: watch::Receiver<u64>,
     writer: Option<std::thread::JoinHandle<()>>,
     auth_epoch: Arc<std::sync::atomic::AtomicU64>,
@@ -195,9 +235,11 @@ impl Store {
         let auth_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let timer_added = Arc::new(tokio::sync::Notify::new());
         let mail_added = Arc::new(tokio::sync::Notify::new());
+        let waiting = Arc::new(WaitingWrites::default());
         let (jobs, committed_seq, writer) = writer::spawn(
             db.clone(),
             syncs.clone(),
+            waiting.clone(),
             clock,
             cfg,
             last_seq,
@@ -209,6 +251,7 @@ impl Store {
                 db,
                 syncs,
                 jobs: Some(jobs),
+                waiting,
                 committed_seq,
                 writer: Some(writer),
                 auth_epoch,
@@ -227,6 +270,25 @@ impl Store {
         F: FnOnce(&mut Tx<'_>) -> StoreResult<R> + Send + 'static,
     {
         let (job, reply_rx) = make_job(f);
+        self.send(counted(job, &self.inner.waiting), reply_rx).await
+    }
+
+    /// [`Store::write`] for a share of long background work (a rescore): it does not count as
+    /// a write waiting, so it never makes another background job end its share early.
+    pub async fn write_background<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> StoreResult<R> + Send + 'static,
+    {
+        let (job, reply_rx) = make_job(f);
+        self.send(job, reply_rx).await
+    }
+
+    async fn send<R>(
+        &self,
+        job: Job,
+        reply_rx: oneshot::Receiver<StoreResult<R>>,
+    ) -> StoreResult<R> {
         let jobs = self.inner.jobs.as_ref().ok_or(StoreError::WriterGone)?;
         jobs.send(job).await.map_err(|_| StoreError::WriterGone)?;
         reply_rx.await.map_err(|_| {

@@ -150,8 +150,9 @@ pub struct Tx<'t> {
 }
 
 impl<'t> Tx<'t> {
-    /// Whether other writes are queued behind this batch. A long job (a rescore) uses it to
-    /// end its share early, so the others wait only a few milliseconds.
+    /// Whether ordinary writes are waiting for the writer: queued behind this batch, or in it
+    /// after this job. A long background job (a rescore) uses it to end its share early, so
+    /// they wait only a few milliseconds. Background writes do not count.
     pub fn writes_waiting(&self) -> bool {
         (self.waiting)()
     }

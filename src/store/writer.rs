@@ -6,7 +6,7 @@
 
 use super::fsync::Syncs;
 use super::tx::{IdGen, Tx};
-use super::{Job, Reply, StoreError, StoreResult};
+use super::{Job, Reply, StoreError, StoreResult, WaitingWrites};
 use crate::clock::Clock;
 use redb::{Database, Durability};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -38,6 +38,7 @@ impl Default for WriterConfig {
 pub(super) fn spawn(
     db: Arc<Database>,
     syncs: Arc<Syncs>,
+    waiting: Arc<WaitingWrites>,
     clock: Arc<dyn Clock>,
     cfg: WriterConfig,
     last_seq: u64,
@@ -71,7 +72,7 @@ pub(super) fn spawn(
                     db: &db,
                     syncs: &syncs,
                     signals: &signals,
-                    queue: &jobs_rx,
+                    waiting: &waiting,
                 };
                 match batch.run(jobs, now, next_seq, &mut ids) {
                     Ok(seq_after) => next_seq = seq_after,
@@ -110,15 +111,15 @@ struct Batch<'a> {
     db: &'a Database,
     syncs: &'a Syncs,
     signals: &'a Arc<Signals>,
-    /// The jobs waiting behind this batch (see `Tx::writes_waiting`).
-    queue: &'a mpsc::Receiver<Job>,
+    /// The ordinary writes not yet started (see `Tx::writes_waiting`).
+    waiting: &'a WaitingWrites,
 }
 
 impl Batch<'_> {
     /// Applies `jobs` in one transaction and commits it; once the commit is durable, publishes
     /// the new seq and answers each job. Returns the next free seq on commit.
     fn run(&self, jobs: Vec<Job>, now: i64, next_seq: u64, ids: &mut IdGen) -> StoreResult<u64> {
-        let waiting = || !self.queue.is_empty();
+        let waiting = || self.waiting.any();
         let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
         let mut failure: Option<StoreError> = None;
         let jobs_in_batch = jobs.len();
@@ -258,7 +259,7 @@ impl Signals {
 mod tests {
     use super::*;
     use crate::domain::lead::{Lead, NewLead};
-    use crate::store::{Entity, Op, init_schema, make_job};
+    use crate::store::{Entity, Op, counted, init_schema, make_job};
     use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
     fn lead_job(email: &str) -> (Job, tokio::sync::oneshot::Receiver<StoreResult<uuid::Uuid>>) {
@@ -286,15 +287,15 @@ mod tests {
     }
 
     fn run(db: &Database, syncs: &Syncs, jobs: Vec<Job>) -> StoreResult<u64> {
-        run_queued(db, syncs, jobs, &mpsc::channel(1).1)
+        run_counted(db, syncs, jobs, &WaitingWrites::default())
     }
 
-    /// [`run`], with `queue` as the writes waiting behind the batch.
-    fn run_queued(
+    /// [`run`], with `waiting` counting the ordinary writes not yet started.
+    fn run_counted(
         db: &Database,
         syncs: &Syncs,
         jobs: Vec<Job>,
-        queue: &mpsc::Receiver<Job>,
+        waiting: &WaitingWrites,
     ) -> StoreResult<u64> {
         let mut ids = IdGen::new();
         let signals = Arc::new(Signals {
@@ -307,25 +308,43 @@ mod tests {
             db,
             syncs,
             signals: &signals,
-            queue,
+            waiting,
         };
         batch.run(jobs, 1_000, 1, &mut ids)
     }
 
     #[test]
-    fn a_job_sees_the_writes_queued_behind_its_batch() {
+    fn a_job_sees_the_ordinary_writes_not_yet_started_but_not_background_ones() {
         let (_dir, db, syncs) = fresh_db();
-        let (queue_tx, queue_rx) = mpsc::channel::<Job>(4);
+        let waiting = Arc::new(WaitingWrites::default());
+        let w = waiting.clone();
         let (job, reply) = make_job(move |tx| {
             let before = tx.writes_waiting();
-            let (later, _) = make_job(|_| Ok(()));
-            queue_tx
-                .try_send(later)
-                .map_err(|_| StoreError::Storage("the queue is full".into()))?;
-            Ok((before, tx.writes_waiting()))
+            let background = make_job(|_| Ok(())).0;
+            let with_background = tx.writes_waiting();
+            let ordinary = counted(make_job(|_| Ok(())).0, &w);
+            let with_ordinary = tx.writes_waiting();
+            drop((background, ordinary));
+            Ok((before, with_background, with_ordinary, tx.writes_waiting()))
         });
-        run_queued(&db, &syncs, vec![job], &queue_rx).unwrap();
-        assert_eq!(reply.blocking_recv().unwrap().unwrap(), (false, true));
+        run_counted(&db, &syncs, vec![job], &waiting).unwrap();
+        assert_eq!(
+            reply.blocking_recv().unwrap().unwrap(),
+            (false, false, true, false)
+        );
+    }
+
+    #[test]
+    fn an_ordinary_write_behind_a_job_in_the_same_batch_counts_until_it_starts() {
+        let (_dir, db, syncs) = fresh_db();
+        let waiting = Arc::new(WaitingWrites::default());
+        let (first, first_reply) = make_job(|tx| Ok(tx.writes_waiting()));
+        let (second, second_reply) = make_job(|tx| Ok(tx.writes_waiting()));
+        let second = counted(second, &waiting);
+        run_counted(&db, &syncs, vec![first, second], &waiting).unwrap();
+        assert!(first_reply.blocking_recv().unwrap().unwrap());
+        assert!(!second_reply.blocking_recv().unwrap().unwrap());
+        assert!(!waiting.any());
     }
 
     fn rows(db: &Database, table: redb::TableDefinition<'_, u64, &[u8]>) -> u64 {
