@@ -243,8 +243,7 @@ impl Store {
             clock,
             cfg,
             last_seq,
-            auth_epoch.clone(),
-            (timer_added.clone(), mail_added.clone()),
+            (auth_epoch.clone(), timer_added.clone(), mail_added.clone()),
         )?;
         Ok(Store {
             inner: Arc::new(Inner {

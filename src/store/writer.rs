@@ -42,8 +42,11 @@ pub(super) fn spawn(
     clock: Arc<dyn Clock>,
     cfg: WriterConfig,
     last_seq: u64,
-    auth_epoch: Arc<AtomicU64>,
-    (timer_added, mail_added): (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>),
+    (auth_epoch, timer_added, mail_added): (
+        Arc<AtomicU64>,
+        Arc<tokio::sync::Notify>,
+        Arc<tokio::sync::Notify>,
+    ),
 ) -> StoreResult<(
     mpsc::Sender<Job>,
     watch::Receiver<u64>,
