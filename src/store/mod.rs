@@ -375,7 +375,28 @@ where
     (job, reply_rx)
 }
 
-/// Creates every table and checks the format version; returns the last changelog seq.
+/// Format 1 → 2: removes the all-leads rows of `lead_index` (field byte 0), which format 2
+/// serves by merging the per-stage rows. One pass over a third of the index, once.
+fn drop_all_leads_rows(txn: &redb::WriteTransaction) -> StoreResult<()> {
+    let started = std::time::Instant::now();
+    let mut index = txn.open_table(LEAD_INDEX)?;
+    let field = [lead_index::Field::AllBeforeFormat2 as u8];
+    let next = [field[0] + 1];
+    let mut removed = 0u64;
+    index.retain_in::<&[u8], _>(field.as_slice()..next.as_slice(), |_, _| {
+        removed += 1;
+        false
+    })?;
+    tracing::info!(
+        removed,
+        ms = started.elapsed().as_millis() as u64,
+        "upgraded the store from format 1 to 2: removed the all-leads index rows"
+    );
+    Ok(())
+}
+
+/// Creates every table and checks the format version (upgrading an older one); returns the
+/// last changelog seq.
 fn init_schema(db: &Database) -> StoreResult<u64> {
     let txn = db.begin_write()?;
     let last_seq;
@@ -391,6 +412,10 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
                     found: v,
                     supported: FORMAT_VERSION,
                 });
+            }
+            Some(1) => {
+                drop_all_leads_rows(&txn)?;
+                meta.insert("format_version", FORMAT_VERSION)?;
             }
             Some(_) => {}
         }
@@ -1085,9 +1110,7 @@ mod tests {
 
     #[test]
     fn rows_in_order_find_each_id_and_skip_the_gaps() {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .expect("an in-memory database");
+        let db = in_memory();
         let stats_of = |n: u32| ActivityStats::from_counts([("page_view", n)], [], 0);
         let w = db.begin_write().expect("a write transaction");
         {
@@ -1113,5 +1136,84 @@ mod tests {
             found,
             vec![None, Some(2), None, Some(4), None, Some(6), None]
         );
+    }
+
+    fn in_memory() -> Database {
+        Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("an in-memory database")
+    }
+
+    fn format_version(db: &Database) -> Option<u64> {
+        let r = db.begin_read().expect("a read transaction");
+        let meta = r.open_table(META).expect("the meta table");
+        meta.get("format_version")
+            .expect("a read")
+            .map(|v| v.value())
+    }
+
+    fn index_rows(db: &Database) -> Vec<Vec<u8>> {
+        let r = db.begin_read().expect("a read transaction");
+        let t = r.open_table(LEAD_INDEX).expect("the index");
+        t.iter()
+            .expect("an iterator")
+            .map(|row| row.expect("a row").0.value().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_format_1_store_loses_its_all_leads_rows_and_keeps_the_rest() {
+        let db = in_memory();
+        init_schema(&db).expect("a fresh schema");
+        assert_eq!(format_version(&db), Some(FORMAT_VERSION));
+        let kept = lead_index::key(
+            &lead_index::prefix(lead_index::Field::Stage, &[0], lead_index::SortKey::Created),
+            5,
+            7,
+        );
+        let w = db.begin_write().expect("a write transaction");
+        {
+            let mut meta = w.open_table(META).expect("the meta table");
+            meta.insert("format_version", 1).expect("an insert");
+            let mut index = w.open_table(LEAD_INDEX).expect("the index");
+            for sort in [
+                lead_index::SortKey::Created,
+                lead_index::SortKey::Score,
+                lead_index::SortKey::Updated,
+            ] {
+                let all = lead_index::prefix(lead_index::Field::AllBeforeFormat2, &[], sort);
+                for id in 0..300u128 {
+                    index
+                        .insert(lead_index::key(&all, 5, id).as_slice(), ())
+                        .expect("an insert");
+                }
+            }
+            index.insert(kept.as_slice(), ()).expect("an insert");
+        }
+        w.commit().expect("a commit");
+
+        init_schema(&db).expect("the upgrade");
+        assert_eq!(format_version(&db), Some(2));
+        assert_eq!(index_rows(&db), vec![kept.clone()]);
+        // Opening again changes nothing.
+        init_schema(&db).expect("a second open");
+        assert_eq!(index_rows(&db), vec![kept]);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_release_is_refused() {
+        let db = in_memory();
+        init_schema(&db).expect("a fresh schema");
+        let w = db.begin_write().expect("a write transaction");
+        w.open_table(META)
+            .expect("the meta table")
+            .insert("format_version", FORMAT_VERSION + 1)
+            .expect("an insert");
+        w.commit().expect("a commit");
+        assert!(matches!(
+            init_schema(&db),
+            Err(StoreError::FormatTooNew { found, supported })
+                if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION
+        ));
     }
 }

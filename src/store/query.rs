@@ -133,7 +133,11 @@ pub fn plan(q: &LeadQuery) -> Vec<Vec<u8>> {
             };
             match eq {
                 Some((field, value)) => vec![prefix(field, &value, sort)],
-                None => vec![prefix(Field::All, &[], sort)],
+                // Every lead has exactly one stage: all leads are the merge of the six.
+                None => Stage::ALL
+                    .iter()
+                    .map(|s| prefix(Field::Stage, &[*s as u8], sort))
+                    .collect(),
             }
         }
     }
@@ -318,7 +322,11 @@ mod tests {
             vec![prefix(Field::Stage, &[Stage::Mql as u8], SortKey::Score)]
         );
         let p = plan(&q(LeadFilter::default(), SortKey::Updated, Visibility::All));
-        assert_eq!(p, vec![prefix(Field::All, &[], SortKey::Updated)]);
+        let stages: Vec<Vec<u8>> = Stage::ALL
+            .iter()
+            .map(|s| prefix(Field::Stage, &[*s as u8], SortKey::Updated))
+            .collect();
+        assert_eq!(p, stages, "all leads: every stage's rows, merged");
     }
 
     #[test]

@@ -1619,6 +1619,61 @@ async fn cursor_paging_visits_every_lead_once_in_every_sort() {
 }
 
 #[tokio::test]
+async fn a_list_of_every_lead_merges_the_stages_in_order_a_page_at_a_time() {
+    let app = spawn_app().await;
+    let stages = [
+        "lead",
+        "mql",
+        "sql",
+        "opportunity",
+        "customer",
+        "disqualified",
+    ];
+    let mut created = Vec::new();
+    for i in 0..14 {
+        let stage = stages[(i * 5) % stages.len()];
+        created.push(create_id(&app, json!({"name": format!("m{i}"), "stage": stage})).await);
+        next_millisecond().await;
+    }
+    let listed = list(&app, &[("limit", "100")]).await;
+    let held: HashSet<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(held.len(), stages.len(), "{listed}");
+    // Touched out of creation order, across stages.
+    let mut touched = created.clone();
+    for id in [&created[9], &created[2], &created[11]] {
+        patch_ok(&app, id, json!({"title": "touched"})).await;
+        next_millisecond().await;
+        touched.retain(|t| t != id);
+        touched.push(id.clone());
+    }
+    for (sort, want) in [
+        ("created_at", created.clone()),
+        ("-created_at", reversed(&created)),
+        ("updated_at", touched.clone()),
+        ("-updated_at", reversed(&touched)),
+    ] {
+        assert_sorted(&app, sort, &want).await;
+        let (walked, pages) = walk(&app, &app.admin, &[("sort", sort)], 4).await;
+        assert_eq!(pages, 4, "{sort}: 4 + 4 + 4 + 2");
+        assert_eq!(walked, want, "{sort}: paging keeps the merged order");
+    }
+    for sort in ["score", "-score"] {
+        let (walked, _) = walk(&app, &app.admin, &[("sort", sort)], 4).await;
+        let unique: HashSet<&String> = walked.iter().collect();
+        assert_eq!(
+            unique.len(),
+            14,
+            "{sort}: every lead once, whatever its stage"
+        );
+    }
+}
+
+#[tokio::test]
 async fn cursor_paging_respects_filters() {
     let app = spawn_app().await;
     let leads: Vec<Value> = (0..25)
