@@ -196,6 +196,43 @@ async fn rescore_bench(leads: usize, source: &str, dir: Option<PathBuf>) -> anyh
         done.score_changed,
         done.stage_changed
     );
+    // The rule edited back and applied again, now with another write every 5 ms, timed from
+    // send to durable: how long the rescore makes other writers wait.
+    std::fs::write(plugins_dir.join("scoring.rhai"), source)?;
+    let report = service.plugins().reload(service.now());
+    if !report.failed.is_empty() {
+        bail!("the original script does not compile: {:?}", report.failed);
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let (service, stop) = (service.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut waited = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = Instant::now();
+                service.store().write(|_| Ok(())).await?;
+                waited.push(sent.elapsed().as_secs_f64() * 1000.0);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Ok::<_, crate::store::StoreError>(waited)
+        })
+    };
+    let back = service.rescore(false, |_, _| {}).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut waited = probe.await.context("the write probe stopped")??;
+    let back = back?;
+    waited.sort_by(f64::total_cmp);
+    if let Some(&max) = waited.last() {
+        let at = |q: f64| waited[((waited.len() - 1) as f64 * q) as usize];
+        println!(
+            "  rescore back with another write every 5 ms: {:.1} s; those writes, send to durable: {} of them, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            back.seconds,
+            waited.len(),
+            at(0.5),
+            at(0.99),
+            max
+        );
+    }
     Ok(())
 }
 

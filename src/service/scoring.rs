@@ -258,6 +258,10 @@ const RESCORE_CHUNK: usize = 256;
 /// How long one rescore job may hold the writer while other writes wait.
 const WRITE_SLICE: std::time::Duration = std::time::Duration::from_millis(4);
 
+/// How long one rescore job works at most: an ordinary write that comes meanwhile waits for
+/// the job's commit too, and that grows with the job.
+const JOB_MOST: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Leads a rescore job applies between writing their rows out (about a millisecond's work).
 const FLUSH_EVERY: usize = 64;
 
@@ -509,7 +513,9 @@ impl Service {
                         if unflushed == FLUSH_EVERY {
                             tx.flush_leads()?;
                             unflushed = 0;
-                            if started.elapsed() >= WRITE_SLICE && tx.writes_waiting() {
+                            let worked = started.elapsed();
+                            if worked >= JOB_MOST || (worked >= WRITE_SLICE && tx.writes_waiting())
+                            {
                                 break;
                             }
                         }

@@ -140,6 +140,14 @@ pub struct IdempotentResponse {
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (Result<(), StoreError>, Reply) + Send>;
 
+/// A job as sent to the writer.
+struct Queued {
+    job: Job,
+    /// A share of long background work: the writer runs the ordinary jobs queued with it first,
+    /// in a batch of their own.
+    background: bool,
+}
+
 /// Counts the ordinary writes sent to the writer and not yet started: what a long background
 /// job yields to (see [`Tx::writes_waiting`]). Background jobs are not counted, so two of a
 /// rescore's own writes never make each other stop early.
@@ -181,7 +189,7 @@ fn counted(job: Job, waiting: &Arc<WaitingWrites>) -> Job {
 struct Inner {
     db: Arc<Database>,
     syncs: Arc<fsync::Syncs>,
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<Queued>>,
     waiting: Arc<WaitingWrites>,
     committed_seq: watch::Receiver<u64>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -269,23 +277,33 @@ impl Store {
         F: FnOnce(&mut Tx<'_>) -> StoreResult<R> + Send + 'static,
     {
         let (job, reply_rx) = make_job(f);
-        self.send(counted(job, &self.inner.waiting), reply_rx).await
+        let job = counted(job, &self.inner.waiting);
+        self.send(
+            Queued {
+                job,
+                background: false,
+            },
+            reply_rx,
+        )
+        .await
     }
 
     /// [`Store::write`] for a share of long background work (a rescore): it does not count as
-    /// a write waiting, so it never makes another background job end its share early.
+    /// a write waiting, so it never makes another background job end its share early, and
+    /// ordinary writes queued with it go first, in their own batch.
     pub async fn write_background<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> StoreResult<R> + Send + 'static,
     {
         let (job, reply_rx) = make_job(f);
-        self.send(job, reply_rx).await
+        let background = true;
+        self.send(Queued { job, background }, reply_rx).await
     }
 
     async fn send<R>(
         &self,
-        job: Job,
+        job: Queued,
         reply_rx: oneshot::Receiver<StoreResult<R>>,
     ) -> StoreResult<R> {
         let jobs = self.inner.jobs.as_ref().ok_or(StoreError::WriterGone)?;

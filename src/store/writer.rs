@@ -2,13 +2,15 @@
 //! answers every job in it when that commit is durable (group commit). The commit's sync runs
 //! behind the next batch (see `fsync`), so the disk flushes while the writer applies. Runs on
 //! its own OS thread because redb is blocking; a panicking job rolls back its batch and the
-//! writer goes on.
+//! writer goes on. Background jobs (a rescore's shares) wait while ordinary jobs are queued,
+//! and end their share early once one is (see `Tx::writes_waiting`).
 
 use super::fsync::Syncs;
 use super::tx::{IdGen, Tx};
-use super::{Job, Reply, StoreError, StoreResult, WaitingWrites};
+use super::{Job, Queued, Reply, StoreError, StoreResult, WaitingWrites};
 use crate::clock::Clock;
 use redb::{Database, Durability};
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,11 +50,11 @@ pub(super) fn spawn(
         Arc<tokio::sync::Notify>,
     ),
 ) -> StoreResult<(
-    mpsc::Sender<Job>,
+    mpsc::Sender<Queued>,
     watch::Receiver<u64>,
     std::thread::JoinHandle<()>,
 )> {
-    let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(cfg.queue.max(1));
+    let (jobs_tx, mut jobs_rx) = mpsc::channel::<Queued>(cfg.queue.max(1));
     let (seq_tx, seq_rx) = watch::channel(last_seq);
     let signals = Arc::new(Signals {
         seq: seq_tx,
@@ -65,12 +67,19 @@ pub(super) fn spawn(
         .spawn(move || {
             let mut ids = IdGen::new();
             let mut next_seq = last_seq + 1;
-            let mut batch: Vec<Job> = Vec::with_capacity(cfg.max_batch);
-            while let Some(first) = jobs_rx.blocking_recv() {
-                batch.push(first);
-                drain(&mut jobs_rx, &mut batch, cfg.max_batch);
+            let mut incoming: Vec<Queued> = Vec::with_capacity(cfg.max_batch);
+            // Background jobs held back while ordinary ones go first.
+            let mut held: VecDeque<Job> = VecDeque::new();
+            loop {
+                if held.is_empty() {
+                    match jobs_rx.blocking_recv() {
+                        Some(first) => incoming.push(first),
+                        None => break,
+                    }
+                }
+                drain(&mut jobs_rx, &mut incoming, cfg.max_batch);
+                let jobs = next_batch(&mut incoming, &mut held, cfg.max_batch);
                 let now = clock.now_ms();
-                let jobs = std::mem::take(&mut batch);
                 let batch = Batch {
                     db: &db,
                     syncs: &syncs,
@@ -88,12 +97,29 @@ pub(super) fn spawn(
     Ok((jobs_tx, seq_rx, handle))
 }
 
-fn drain(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
+fn drain(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>, max: usize) {
     while batch.len() < max {
         match rx.try_recv() {
             Ok(job) => batch.push(job),
             Err(_) => break,
         }
+    }
+}
+
+/// The jobs of the next batch: the ordinary ones received, if any, so that no ordinary write
+/// waits for a background job's share and its commit; otherwise the background jobs held.
+fn next_batch(incoming: &mut Vec<Queued>, held: &mut VecDeque<Job>, max: usize) -> Vec<Job> {
+    let mut ordinary = Vec::with_capacity(incoming.len());
+    for queued in incoming.drain(..) {
+        match queued.background {
+            true => held.push_back(queued.job),
+            false => ordinary.push(queued.job),
+        }
+    }
+    if ordinary.is_empty() {
+        held.drain(..held.len().min(max)).collect()
+    } else {
+        ordinary
     }
 }
 
@@ -262,7 +288,7 @@ impl Signals {
 mod tests {
     use super::*;
     use crate::domain::lead::{Lead, NewLead};
-    use crate::store::{Entity, Op, counted, init_schema, make_job};
+    use crate::store::{Entity, Op, Queued, counted, init_schema, make_job};
     use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
     fn lead_job(email: &str) -> (Job, tokio::sync::oneshot::Receiver<StoreResult<uuid::Uuid>>) {
@@ -335,6 +361,51 @@ mod tests {
             reply.blocking_recv().unwrap().unwrap(),
             (false, false, true, false)
         );
+    }
+
+    /// A job that records its name when it runs.
+    fn named(name: &'static str, ran: &Arc<std::sync::Mutex<Vec<&'static str>>>) -> Job {
+        let ran = ran.clone();
+        make_job(move |_| {
+            ran.lock().unwrap().push(name);
+            Ok(())
+        })
+        .0
+    }
+
+    #[test]
+    fn ordinary_jobs_go_first_in_a_batch_of_their_own_and_background_ones_wait_in_order() {
+        let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let queued = |name, background| Queued {
+            job: named(name, &ran),
+            background,
+        };
+        let mut incoming = vec![
+            queued("rescore 1", true),
+            queued("create", false),
+            queued("rescore 2", true),
+            queued("edit", false),
+        ];
+        let mut held = VecDeque::new();
+        let (_dir, db, syncs) = fresh_db();
+        let mut batches = Vec::new();
+        loop {
+            let jobs = next_batch(&mut incoming, &mut held, 1024);
+            if jobs.is_empty() {
+                break;
+            }
+            batches.push(jobs.len());
+            run(&db, &syncs, jobs).unwrap();
+        }
+        assert_eq!(batches, vec![2, 2]);
+        assert_eq!(
+            *ran.lock().unwrap(),
+            vec!["create", "edit", "rescore 1", "rescore 2"]
+        );
+        // Held jobs run at most a batch's worth at a time.
+        held.extend((0..5).map(|_| named("more", &ran)));
+        assert_eq!(next_batch(&mut Vec::new(), &mut held, 3).len(), 3);
+        assert_eq!(held.len(), 2);
     }
 
     #[test]
