@@ -157,7 +157,7 @@ async fn rescore_bench(leads: usize, source: &str, dir: Option<PathBuf>) -> anyh
     std::fs::create_dir_all(&plugins_dir)?;
     std::fs::write(plugins_dir.join("scoring.rhai"), source)?;
     let file = tmp.path().join("bench-score.csv");
-    crate::cli_transfer::generate(&file, leads)?;
+    crate::cli_transfer::generate(&file, rows_for_leads(leads))?;
     let config = Config {
         data_dir: tmp.path().join("data"),
         plugins_dir: plugins_dir.clone(),
@@ -236,10 +236,32 @@ async fn rescore_bench(leads: usize, source: &str, dir: Option<PathBuf>) -> anyh
     Ok(())
 }
 
+/// The generated rows that hold `leads` distinct people: every twentieth row repeats one.
+fn rows_for_leads(leads: usize) -> usize {
+    let people = |rows: usize| rows - (rows + 1) / 20;
+    let mut rows = leads + leads / 19;
+    while people(rows) < leads {
+        rows += 1;
+    }
+    rows
+}
+
 fn edit_rule(source: &str) -> anyhow::Result<String> {
     let from = r#"rule: "title is a decision maker", points: 20"#;
     if !source.contains(from) {
         bail!("the scoring script has no `{from}` to edit");
     }
     Ok(source.replace(from, r#"rule: "title is a decision maker", points: 25"#))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_rows_generated_hold_exactly_the_leads_asked_for() {
+        for leads in [1, 19, 20, 950_000, 1_000_000] {
+            let rows = super::rows_for_leads(leads);
+            assert_eq!(rows - (rows + 1) / 20, leads, "{leads}");
+        }
+        assert_eq!(super::rows_for_leads(1_000_000), 1_052_631);
+    }
 }
