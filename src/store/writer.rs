@@ -69,9 +69,9 @@ pub(super) fn spawn(
             let mut next_seq = last_seq + 1;
             let mut incoming: Vec<Queued> = Vec::with_capacity(cfg.max_batch);
             // Background jobs held back while ordinary ones go first.
-            let mut held: VecDeque<Job> = VecDeque::new();
+            let mut held = Held::default();
             loop {
-                if held.is_empty() {
+                if held.jobs.is_empty() {
                     match jobs_rx.blocking_recv() {
                         Some(first) => incoming.push(first),
                         None => break,
@@ -106,21 +106,35 @@ fn drain(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>, max: usize) {
     }
 }
 
+/// Background jobs waiting for a batch.
+#[derive(Default)]
+struct Held {
+    jobs: VecDeque<Job>,
+    /// They were held back from the batch before, for ordinary jobs.
+    passed_over: bool,
+}
+
 /// The jobs of the next batch: the ordinary ones received, if any, so that no ordinary write
 /// waits for a background job's share and its commit; otherwise the background jobs held.
-fn next_batch(incoming: &mut Vec<Queued>, held: &mut VecDeque<Job>, max: usize) -> Vec<Job> {
+/// Background jobs are passed over once at most: under steady traffic they join the next
+/// batch after its ordinary jobs (and, as those keep coming, end their share early).
+fn next_batch(incoming: &mut Vec<Queued>, held: &mut Held, max: usize) -> Vec<Job> {
     let mut ordinary = Vec::with_capacity(incoming.len());
     for queued in incoming.drain(..) {
         match queued.background {
-            true => held.push_back(queued.job),
+            true => held.jobs.push_back(queued.job),
             false => ordinary.push(queued.job),
         }
     }
-    if ordinary.is_empty() {
-        held.drain(..held.len().min(max)).collect()
-    } else {
-        ordinary
-    }
+    let room = match (ordinary.is_empty(), held.passed_over) {
+        (true, _) => max,
+        (false, true) => max.saturating_sub(ordinary.len()),
+        (false, false) => 0,
+    };
+    let mut jobs = ordinary;
+    jobs.extend(held.jobs.drain(..held.jobs.len().min(room)));
+    held.passed_over = !held.jobs.is_empty() && room == 0;
+    jobs
 }
 
 /// What the writer tells the rest of the server after a commit.
@@ -386,7 +400,7 @@ mod tests {
             queued("rescore 2", true),
             queued("edit", false),
         ];
-        let mut held = VecDeque::new();
+        let mut held = Held::default();
         let (_dir, db, syncs) = fresh_db();
         let mut batches = Vec::new();
         loop {
@@ -403,9 +417,33 @@ mod tests {
             vec!["create", "edit", "rescore 1", "rescore 2"]
         );
         // Held jobs run at most a batch's worth at a time.
-        held.extend((0..5).map(|_| named("more", &ran)));
+        held.jobs.extend((0..5).map(|_| named("more", &ran)));
         assert_eq!(next_batch(&mut Vec::new(), &mut held, 3).len(), 3);
-        assert_eq!(held.len(), 2);
+        assert_eq!(held.jobs.len(), 2);
+    }
+
+    #[test]
+    fn steady_ordinary_traffic_passes_a_background_job_over_once_only() {
+        let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let queued = |name, background| Queued {
+            job: named(name, &ran),
+            background,
+        };
+        let (_dir, db, syncs) = fresh_db();
+        let mut held = Held::default();
+        let mut incoming = vec![queued("rescore", true), queued("create 1", false)];
+        let first = next_batch(&mut incoming, &mut held, 1024);
+        assert_eq!(first.len(), 1);
+        run(&db, &syncs, first).unwrap();
+        incoming.push(queued("create 2", false));
+        let second = next_batch(&mut incoming, &mut held, 1024);
+        assert_eq!(second.len(), 2);
+        run(&db, &syncs, second).unwrap();
+        assert_eq!(
+            *ran.lock().unwrap(),
+            vec!["create 1", "create 2", "rescore"]
+        );
+        assert!(held.jobs.is_empty() && !held.passed_over);
     }
 
     #[test]
