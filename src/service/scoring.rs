@@ -480,8 +480,8 @@ impl Service {
 
     /// Writes scored changes in background writer jobs; a job that has worked for
     /// [`WRITE_SLICE`] stops as soon as an ordinary write is waiting, so that write waits a few
-    /// milliseconds at most. The rescore's own jobs do not stop each other: a job of thousands
-    /// of leads costs half as much to commit per lead as one of hundreds.
+    /// milliseconds at most. The rescore's own jobs do not stop each other, so a job covers
+    /// up to [`JOB_MOST`] of work (~2,000 leads) and the rescore pays for few commits.
     async fn apply_scores(
         &self,
         changes: Vec<(Uuid, u64, ScoreCard)>,
