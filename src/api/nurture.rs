@@ -295,12 +295,17 @@ async fn change(
 ) -> ApiResult<Response> {
     let id = path_id(&id, "enrollment")?;
     let e = state.service.change_enrollment(&p, id, pre, what).await?;
-    Ok(json_with(
+    Ok(enrollment_ok(&e))
+}
+
+/// An enrollment as a 200 with its version as the ETag.
+fn enrollment_ok(e: &Enrollment) -> Response {
+    json_with(
         StatusCode::OK,
-        &EnrollmentView::from(&e),
+        &EnrollmentView::from(e),
         Some(e.version),
         None,
-    ))
+    )
 }
 
 /// One enrollment.
@@ -313,12 +318,7 @@ async fn get_enrollment(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let e = state.service.enrollment(&p, path_id(&id, "enrollment")?)?;
-    Ok(json_with(
-        StatusCode::OK,
-        &EnrollmentView::from(&e),
-        Some(e.version),
-        None,
-    ))
+    Ok(enrollment_ok(&e))
 }
 
 /// Pause an enrollment: no step runs until it is resumed. Honours `If-Match`.
