@@ -38,6 +38,8 @@ impl Plugins {
         args: Vec<serde_json::Value>,
         now: Millis,
     ) -> DryRun {
+        // The caller waits for the answer, so a failure's line is found before it returns.
+        let _inline = super::locate::Inline::on();
         let loaded = self.current();
         let by = |script: Option<&Arc<super::Script>>| {
             script.map_or_else(|| "built-in".to_owned(), |s| s.file.clone())
@@ -162,7 +164,7 @@ impl Plugins {
         out: &mut DryRun,
         loaded: &super::Loaded,
         hook: Hook,
-        args: impl rhai::FuncArgs,
+        args: impl super::HookArgs,
         now: Millis,
         check: impl FnOnce(&Dynamic) -> Result<(), String>,
     ) {

@@ -7,6 +7,7 @@
 mod dry_run;
 pub mod engine;
 pub mod hooks;
+pub mod locate;
 pub mod nurture;
 pub mod routing;
 mod watch;
@@ -14,15 +15,16 @@ mod watch;
 pub use dry_run::{DryRun, StatsInput, check_dry_run_args};
 pub use engine::{LeadObj, Limits, StatsObj};
 pub use hooks::{EnrichOutcome, Source, apply_enrichment};
+pub use locate::{HookArgs, Inline as LocateInline};
 pub use watch::PluginWatch;
 
 use crate::domain::score::{DefaultRules, Thresholds};
 use crate::domain::time::Millis;
-use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Scope};
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use utoipa::ToSchema;
@@ -110,6 +112,11 @@ struct Metrics {
     errors: AtomicU64,
     nanos: AtomicU64,
     last_error: Mutex<Option<HookFailure>>,
+    /// A failure of this version is being located (one at a time).
+    locating: AtomicBool,
+    /// The line each error (hook, message) was located at in this version (`None`: its
+    /// second run did not fail, so it is not looked for again).
+    located: Mutex<BTreeMap<(Hook, String), Option<usize>>>,
 }
 
 /// One compiled script.
@@ -167,6 +174,8 @@ pub struct Plugins {
 struct Inner {
     settings: PluginSettings,
     engine: Engine,
+    /// Runs a failed call again, stepping, to find its line ([`locate`]).
+    locator: Engine,
     current: RwLock<Arc<Loaded>>,
     defaults: DefaultRules,
     /// Serializes reloads (file watch and the admin endpoint may race).
@@ -191,10 +200,12 @@ impl Plugins {
     /// that fails to compile is reported, not fatal.
     pub fn load(settings: PluginSettings, now: Millis) -> Plugins {
         let engine = engine::build(&settings.limits);
+        let locator = locate::locator(&settings.limits);
         let plugins = Plugins {
             inner: Arc::new(Inner {
                 settings,
                 engine,
+                locator,
                 current: RwLock::new(Arc::new(Loaded {
                     scripts: Vec::new(),
                     by_hook: BTreeMap::new(),
@@ -476,7 +487,7 @@ impl Plugins {
         &self,
         loaded: &Loaded,
         hook: Hook,
-        args: impl FuncArgs,
+        args: impl HookArgs,
         now: Millis,
     ) -> Option<(Arc<Script>, Result<Dynamic, HookFailure>)> {
         let script = loaded.by_hook.get(&hook)?.clone();
@@ -486,21 +497,49 @@ impl Plugins {
 
     fn call_script(
         &self,
-        script: &Script,
+        script: &Arc<Script>,
         hook: Hook,
-        args: impl FuncArgs,
+        args: impl HookArgs,
         now: Millis,
     ) -> Result<Dynamic, HookFailure> {
+        // Kept for a second run that finds the line of a failure Rhai gives none.
+        let copy = args.detached();
+        let started = Instant::now();
+        let result = self.run(&self.inner.engine, script, hook, args, now);
+        let elapsed = started.elapsed();
+        let m = &script.metrics;
+        m.calls.fetch_add(1, Ordering::Relaxed);
+        m.nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        result.map_err(|e| {
+            let mut failure = runtime_failure(hook, &e, self.limits(), now);
+            if failure.line.is_none() {
+                failure.line = self.locate(script, &failure, copy);
+            }
+            self.record_failure(script, failure.clone());
+            failure
+        })
+    }
+
+    /// Calls `hook` of `script` on `engine` under the limits, with a scope of the script's
+    /// constants.
+    fn run(
+        &self,
+        engine: &Engine,
+        script: &Script,
+        hook: Hook,
+        args: impl HookArgs,
+        now: Millis,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let mut scope = script
             .spare
             .lock()
             .ok()
             .and_then(|mut s| s.pop())
             .unwrap_or_else(|| script.scope.clone());
-        let started = Instant::now();
         let result = {
             let _window = engine::CallWindow::open(self.inner.settings.limits.timeout, now);
-            self.inner.engine.call_fn_with_options::<Dynamic>(
+            engine.call_fn_with_options::<Dynamic>(
                 CallFnOptions::new().eval_ast(false).rewind_scope(true),
                 &mut scope,
                 &script.ast,
@@ -508,21 +547,99 @@ impl Plugins {
                 args,
             )
         };
-        let elapsed = started.elapsed();
         if let Ok(mut spare) = script.spare.lock()
             && spare.len() < 8
         {
             spare.push(scope);
         }
-        let m = &script.metrics;
-        m.calls.fetch_add(1, Ordering::Relaxed);
-        m.nanos
-            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
-        result.map_err(|e| {
-            let failure = runtime_failure(hook, &e, self.limits(), now);
-            self.record_failure(script, failure.clone());
-            failure
-        })
+        result
+    }
+
+    /// The line of `failure`, which Rhai gave none: known already for this error of this
+    /// script version, found now for a dry run ([`locate::Inline`]), or else found on another
+    /// thread, which fills it in to the failure shown and logs it.
+    fn locate(
+        &self,
+        script: &Arc<Script>,
+        failure: &HookFailure,
+        args: impl HookArgs,
+    ) -> Option<usize> {
+        let hook = Hook::parse(&failure.hook)?;
+        let key = (hook, failure.message.clone());
+        if let Some(line) = script.metrics.located.lock().ok()?.get(&key) {
+            return *line;
+        }
+        if locate::inline() {
+            let line = self.stopped_at(script, hook, args, failure.at);
+            remember_line(script, key, line);
+            return line;
+        }
+        if script.metrics.locating.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let (plugins, script_ref, failure) = (self.clone(), script.clone(), failure.clone());
+        let spawned = std::thread::Builder::new()
+            .name("leadline-locate".into())
+            // Room for the deepest recursion the limits allow, plus the debugger's frames.
+            .stack_size(8 * 1024 * 1024)
+            .spawn(move || {
+                let line = plugins.stopped_at(&script_ref, hook, args, failure.at);
+                plugins.located(&script_ref, key, &failure, line);
+                script_ref.metrics.locating.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start a thread to find a plugin failure's line");
+            script.metrics.locating.store(false, Ordering::Release);
+        }
+        None
+    }
+
+    /// Where a second run of the call stops, stepping on the locating engine.
+    fn stopped_at(
+        &self,
+        script: &Script,
+        hook: Hook,
+        args: impl HookArgs,
+        now: Millis,
+    ) -> Option<usize> {
+        locate::start();
+        match self.run(&self.inner.locator, script, hook, args, now) {
+            Err(e) => e.position().line().or_else(locate::stopped_at),
+            // The second run passed (a wall-clock cutoff on a busy machine): no line to give.
+            Ok(_) => None,
+        }
+    }
+
+    /// Records the line a failure was located at: for later failures with the same error,
+    /// and in the failure shown if it is still this error without a line.
+    fn located(
+        &self,
+        script: &Script,
+        key: (Hook, String),
+        failure: &HookFailure,
+        line: Option<usize>,
+    ) {
+        remember_line(script, key, line);
+        let Some(line) = line else {
+            tracing::debug!(file = %script.file, hook = %failure.hook, error = %failure.message,
+                "a second run of a failed plugin hook did not fail; its line stays unknown");
+            return;
+        };
+        tracing::warn!(
+            file = %script.file,
+            line,
+            hook = %failure.hook,
+            error = %failure.message,
+            "plugin hook failure located"
+        );
+        if let Ok(mut last) = script.metrics.last_error.lock()
+            && let Some(last) = last.as_mut()
+            && last.line.is_none()
+            && last.hook == failure.hook
+            && last.message == failure.message
+        {
+            last.line = Some(line);
+        }
     }
 
     /// Counts and logs a failure found after the call (a wrong shape).
@@ -627,6 +744,13 @@ impl Loaded {
     /// The script that answers `hook`, if any.
     pub fn script_for(&self, hook: Hook) -> Option<&Arc<Script>> {
         self.by_hook.get(&hook)
+    }
+}
+
+/// Keeps where an error of `script` was located, for its later failures.
+fn remember_line(script: &Script, key: (Hook, String), line: Option<usize>) {
+    if let Ok(mut located) = script.metrics.located.lock() {
+        located.insert(key, line);
     }
 }
 

@@ -26,6 +26,16 @@ impl RosterObj {
     fn lock(&self) -> MutexGuard<'_, Roster> {
         self.roster.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// A roster of its own with the same reps (a clone shares the roster, as a script's
+    /// copies of `reps` must).
+    pub(super) fn deep_copy(&self) -> RosterObj {
+        RosterObj {
+            roster: Arc::new(Mutex::new(self.lock().clone())),
+            trigger: self.trigger,
+            previous_owner: self.previous_owner,
+        }
+    }
 }
 
 fn ids(a: &Array) -> Vec<Uuid> {
@@ -295,6 +305,20 @@ mod tests {
             manager_id: None,
         };
         Roster::new(vec![rep(1, true), rep(2, false)], BTreeMap::new(), None)
+    }
+
+    #[test]
+    fn a_copy_for_a_second_run_has_a_roster_of_its_own() {
+        let obj = RosterObj {
+            roster: Arc::new(Mutex::new(roster())),
+            trigger: RouteTrigger::Capture,
+            previous_owner: None,
+        };
+        let copy = obj.deep_copy();
+        assert!(!Arc::ptr_eq(&obj.roster, &copy.roster));
+        assert_eq!(copy.lock().available(), obj.lock().available());
+        // A script's own copies of `reps` still share one roster.
+        assert!(Arc::ptr_eq(&obj.roster, &obj.clone().roster));
     }
 
     #[test]

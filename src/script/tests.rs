@@ -220,6 +220,158 @@ fn a_busy_loop_is_cut_off_by_the_wall_clock_too() {
     }
 }
 
+/// Scripts that hit a limit, with the line each stops at. Rhai reports these errors with no
+/// line of their own.
+const RUNAWAYS: [(&str, &str, usize); 5] = [
+    (
+        "too many operations",
+        "fn score(lead, stats) {\n  let n = 0;\n  loop {\n    n += 1;\n  }\n}",
+        4,
+    ),
+    (
+        "unbounded recursion",
+        "fn down(n) {\n  let m = n + 1;\n  down(m)\n}\nfn score(lead, stats) {\n  down(0)\n}",
+        3,
+    ),
+    (
+        "a string too large",
+        "fn score(lead, stats) {\n  let s = \"x\";\n  s.pad(100_000_000, 'x');\n  []\n}",
+        3,
+    ),
+    (
+        "an array too large",
+        "fn score(lead, stats) {\n  let a = [];\n  for i in 0..100000 {\n    a.push(i);\n  }\n  a\n}",
+        4,
+    ),
+    (
+        "a map too large",
+        "fn score(lead, stats) {\n  let m = #{};\n  for i in 0..100000 {\n    m[`k${i}`] = i;\n  }\n  m\n}",
+        4,
+    ),
+];
+
+fn last_line(plugins: &Plugins) -> Option<usize> {
+    plugins.report().scripts[0]
+        .last_error
+        .as_ref()
+        .and_then(|e| e.line)
+}
+
+#[test]
+fn a_limit_error_is_located_on_another_thread_and_later_ones_at_once() {
+    for (what, src, line) in RUNAWAYS {
+        let (_dir, plugins) = with_script(src);
+        let l = lead(|_| {});
+        let s = ActivityStats::default();
+        let started = std::time::Instant::now();
+        let (_, first) = score_of(&plugins, &l, &s);
+        // The caller does not wait for the second run.
+        assert!(started.elapsed() < Duration::from_millis(100), "{what}");
+        let hooks::Source::Fallback(_, first) = first else {
+            panic!("{what}: {first:?}")
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while last_line(&plugins).is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: never located"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(last_line(&plugins), Some(line), "{what}: {}", first.message);
+        match score_of(&plugins, &l, &s).1 {
+            hooks::Source::Fallback(_, again) => {
+                assert_eq!(again.line, Some(line), "{what}: the same error, known line");
+                assert_eq!(again.message, first.message);
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_dry_run_locates_a_limit_error_before_it_answers() {
+    for (what, src, line) in RUNAWAYS {
+        let (_dir, plugins) = with_script(src);
+        let out = plugins.dry_run(
+            Hook::Score,
+            &lead(|_| {}),
+            &ActivityStats::default(),
+            Vec::new(),
+            NOW,
+        );
+        let error = out.error.unwrap_or_else(|| panic!("{what}: no error"));
+        assert_eq!(error.line, Some(line), "{what}: {}", error.message);
+        assert_eq!(out.answered_by, "built-in");
+    }
+}
+
+#[test]
+fn a_wall_clock_cutoff_is_located_too() {
+    let limits = Limits {
+        max_operations: u64::MAX,
+        timeout: Duration::from_millis(20),
+        ..Limits::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.rhai"),
+        "fn score(lead, stats) {\n  let n = 0;\n  while true {\n    n = n + 1;\n  }\n}",
+    )
+    .unwrap();
+    let plugins = Plugins::load(
+        PluginSettings {
+            dir: dir.path().to_owned(),
+            limits,
+            ..PluginSettings::default()
+        },
+        NOW,
+    );
+    let out = plugins.dry_run(
+        Hook::Score,
+        &lead(|_| {}),
+        &ActivityStats::default(),
+        Vec::new(),
+        NOW,
+    );
+    let error = out.error.expect("timed out");
+    assert!(error.message.contains("timed out"), "{}", error.message);
+    // Cut off while evaluating the loop's condition or its body.
+    assert!(matches!(error.line, Some(3 | 4)), "{error:?}");
+}
+
+#[test]
+fn a_route_that_runs_away_is_located_on_its_own_copy_of_the_roster() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("routing.rhai"),
+        "fn route(lead, reps, pools) {\n  let n = 0;\n  loop {\n    n += 1;\n  }\n}",
+    )
+    .unwrap();
+    let plugins = Plugins::load(
+        PluginSettings {
+            dir: dir.path().to_owned(),
+            ..PluginSettings::default()
+        },
+        NOW,
+    );
+    let routed = plugins.route(
+        &plugins.current(),
+        &lead(|_| {}),
+        crate::domain::routing::Roster::default(),
+        &["inbound".to_owned()],
+        crate::domain::routing::RouteTrigger::Capture,
+        NOW,
+    );
+    assert!(matches!(routed.source, hooks::Source::Fallback(..)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while last_line(&plugins).is_none() {
+        assert!(std::time::Instant::now() < deadline, "never located");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(last_line(&plugins), Some(4));
+}
+
 #[test]
 fn a_broken_edit_keeps_the_last_good_version() {
     let (dir, plugins) =

@@ -594,6 +594,8 @@ fn score_chunk(
             .chunks(per)
             .map(|part| {
                 s.spawn(move || {
+                    // A batch job: a failure's line is worth finding before it is reported.
+                    let _inline = crate::script::LocateInline::on();
                     part.iter()
                         .map(|(lead, stats, details)| {
                             let (card, source) = plugins.score(loaded, lead, stats, now);

@@ -441,6 +441,23 @@ async fn hostile_plugins_get_the_built_in_rule_and_the_server_stays_healthy() {
             assert!(at.ends_with('Z') && at.contains('T'), "{at}");
         }
         assert_eq!(report["hooks"]["score"], "scoring.rhai");
+        // Every error but a wrong shape has a line. A limit error's is found by a second run
+        // on another thread, so it may come a moment later.
+        if what != "the wrong shape" {
+            wait_for(
+                &format!("{what}: the line of the error"),
+                async || {
+                    let report = expect_json(
+                        app.get("/v1/admin/plugins", &app.admin).await,
+                        StatusCode::OK,
+                    )
+                    .await;
+                    report["scripts"][0]["last_error"]["line"] == 1
+                },
+                Duration::from_secs(10),
+            )
+            .await;
+        }
         let health = app.client.get(app.url("/healthz")).send().await.unwrap();
         assert_eq!(health.status(), StatusCode::OK, "{what}");
     }
@@ -797,6 +814,33 @@ async fn rescore_reports_first_then_applies_an_edited_rule() {
     assert!(
         first.starts_with("scoring.rhai:") && first.contains("broken rule"),
         "{first}"
+    );
+
+    // A rule that runs away on some leads: Rhai gives a limit error no line; the report
+    // still names it.
+    // The `while` is on the hook's third line.
+    let line = head.lines().count() + 3;
+    std::fs::write(
+        &file,
+        format!(
+            "{head}fn score(lead, stats) {{\n    let n = 0;\n    while lead.email == \"plain@acme.com\" {{ n += 1; }}{body}"
+        ),
+    )
+    .unwrap();
+    app.post("/v1/admin/plugins/reload", &app.admin, &json!({}))
+        .await;
+    let runaway = expect_json(
+        app.post("/v1/admin/rescore?dry_run=true", &app.admin, &json!({}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(runaway["script_failures"], 1, "{runaway}");
+    // Too many operations, or (in a debug build) the wall clock first.
+    let first = runaway["first_failure"].as_str().unwrap();
+    assert!(
+        first.starts_with(&format!("scoring.rhai:{line}: ")),
+        "{runaway}"
     );
 }
 

@@ -1,0 +1,154 @@
+//! Finding the line of a hook failure that Rhai reports without one.
+//!
+//! Rhai gives the limit errors (too many operations, stack overflow, a string, array or map
+//! too large, the wall-clock cutoff) the position of the outermost call, and a hook's
+//! outermost call has none. So a call that failed without a line is run a second time, on
+//! copies of its arguments, by a second engine that steps through the script with Rhai's
+//! debugger and notes where each statement and expression starts. Where that run stopped is
+//! the line. Only the second engine steps: the one every call runs on pays nothing for it.
+//!
+//! The second run happens off the caller's thread (a writer must not wait twice for a runaway
+//! script), once per script version and error; later failures with the same error take the
+//! line found. Dry runs ([`Inline`]) run it in place, because their caller wants the answer.
+
+use super::engine::{self, LeadObj, Limits, StatsObj};
+use super::routing::RosterObj;
+use rhai::debugger::{DebuggerCommand, DebuggerEvent};
+use rhai::{Array, Dynamic, Engine, FuncArgs, Position};
+use std::cell::Cell;
+
+thread_local! {
+    /// Where the script running on this thread under the locating engine last was.
+    static LAST: Cell<Position> = const { Cell::new(Position::NONE) };
+    /// Calls on this thread locate their failures before returning.
+    static INLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The locating engine: the same limits and API as the one calls run on, plus a debugger
+/// that records the position of every step.
+pub(super) fn locator(limits: &Limits) -> Engine {
+    let mut engine = engine::build(limits);
+    // The debugger API is marked volatile, not deprecated.
+    #[allow(deprecated)]
+    engine.register_debugger(
+        |_, debugger| debugger,
+        |_, event, _, _, pos| {
+            // Leaving a function (with its error, too) reports the function's end: not a step.
+            if matches!(event, DebuggerEvent::Step) && !pos.is_none() {
+                LAST.set(pos);
+            }
+            Ok(DebuggerCommand::StepInto)
+        },
+    );
+    engine
+}
+
+/// Starts a run on the locating engine; [`stopped_at`] reads where it got to.
+pub(super) fn start() {
+    LAST.set(Position::NONE);
+}
+
+/// The line the last run on this thread's locating engine stopped at.
+pub(super) fn stopped_at() -> Option<usize> {
+    LAST.get().line()
+}
+
+/// While alive, failing calls on this thread are located before they return.
+pub struct Inline {
+    previous: bool,
+}
+
+impl Inline {
+    pub fn on() -> Inline {
+        Inline {
+            previous: INLINE.replace(true),
+        }
+    }
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        INLINE.set(self.previous);
+    }
+}
+
+pub(super) fn inline() -> bool {
+    INLINE.get()
+}
+
+/// Hook arguments that can be copied for a second run: the copy shares nothing the first
+/// run may change.
+pub trait HookArgs: FuncArgs + Send + 'static {
+    fn detached(&self) -> Self;
+}
+
+/// One argument of a hook call; see [`HookArgs`].
+pub trait HookArg: Sized {
+    fn detached(&self) -> Self;
+}
+
+impl HookArg for LeadObj {
+    fn detached(&self) -> Self {
+        // Scripts only read the lead.
+        self.clone()
+    }
+}
+
+impl HookArg for StatsObj {
+    fn detached(&self) -> Self {
+        self.clone()
+    }
+}
+
+impl HookArg for Dynamic {
+    fn detached(&self) -> Self {
+        // Without closures (`no_closure`) a value shares nothing with its copy.
+        self.clone()
+    }
+}
+
+impl HookArg for Array {
+    fn detached(&self) -> Self {
+        self.clone()
+    }
+}
+
+impl HookArg for RosterObj {
+    fn detached(&self) -> Self {
+        // `route` takes reps from the roster, which the caller reads back afterwards.
+        self.deep_copy()
+    }
+}
+
+impl<A: HookArg + rhai::Variant + Clone> HookArgs for (A,) {
+    fn detached(&self) -> Self {
+        (self.0.detached(),)
+    }
+}
+
+impl<A, B> HookArgs for (A, B)
+where
+    A: HookArg + rhai::Variant + Clone,
+    B: HookArg + rhai::Variant + Clone,
+{
+    fn detached(&self) -> Self {
+        (self.0.detached(), self.1.detached())
+    }
+}
+
+impl<A, B, C> HookArgs for (A, B, C)
+where
+    A: HookArg + rhai::Variant + Clone,
+    B: HookArg + rhai::Variant + Clone,
+    C: HookArg + rhai::Variant + Clone,
+{
+    fn detached(&self) -> Self {
+        (self.0.detached(), self.1.detached(), self.2.detached())
+    }
+}
+
+impl HookArgs for Vec<Dynamic> {
+    fn detached(&self) -> Self {
+        self.clone()
+    }
+}
