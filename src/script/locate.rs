@@ -5,7 +5,8 @@
 //! outermost call has none. So a call that failed without a line is run a second time, on
 //! copies of its arguments, by a second engine that steps through the script with Rhai's
 //! debugger and notes where each statement and expression starts. Where that run stopped is
-//! the line. Only the second engine steps: the one every call runs on pays nothing for it.
+//! the line. Only the second engine steps; the one every call runs on pays only the check
+//! Rhai's `debugging` feature adds to each statement.
 //!
 //! The second run happens off the caller's thread (a writer must not wait twice for a runaway
 //! script), once per script version and error; later failures with the same error take the
