@@ -512,12 +512,8 @@ impl Plugins {
         m.nanos
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         result.map_err(|e| {
-            let mut failure = runtime_failure(hook, &e, self.limits(), now);
-            if failure.line.is_none() {
-                failure.line = self.locate(script, &failure, copy);
-            }
-            self.record_failure(script, failure.clone());
-            failure
+            let failure = runtime_failure(hook, &e, self.limits(), now);
+            self.record_located(script, failure, copy)
         })
     }
 
@@ -555,29 +551,61 @@ impl Plugins {
         result
     }
 
-    /// The line of `failure`, which Rhai gave none: known already for this error of this
-    /// script version, found now for a dry run ([`locate::Inline`]), or else found on another
-    /// thread, which fills it in to the failure shown and logs it.
-    fn locate(
+    /// Counts and logs a failed call with its line. Rhai gives limit errors none: the line is
+    /// known already for this error of this script version, or found now for a dry run
+    /// ([`locate::Inline`]), or else found on another thread, which fills it in to the
+    /// failure shown and logs it.
+    fn record_located(
         &self,
         script: &Arc<Script>,
+        mut failure: HookFailure,
+        args: impl HookArgs,
+    ) -> HookFailure {
+        let hook = match failure.line {
+            None => Hook::parse(&failure.hook),
+            Some(_) => None,
+        };
+        let Some(hook) = hook else {
+            self.record_failure(script, failure.clone());
+            return failure;
+        };
+        let key = (hook, failure.message.clone());
+        let known = script
+            .metrics
+            .located
+            .lock()
+            .ok()
+            .and_then(|located| located.get(&key).copied());
+        match known {
+            Some(line) => failure.line = line,
+            None if locate::inline() => {
+                failure.line = self.stopped_at(script, hook, args, failure.at);
+                remember_line(script, key, failure.line);
+            }
+            None => {
+                // Shown before the search starts, so the line found has a failure to go to.
+                self.record_failure(script, failure.clone());
+                self.locate_later(script, key, &failure, args);
+                return failure;
+            }
+        }
+        self.record_failure(script, failure.clone());
+        failure
+    }
+
+    /// Finds the line of `failure` on another thread, one search per script at a time.
+    fn locate_later(
+        &self,
+        script: &Arc<Script>,
+        key: (Hook, String),
         failure: &HookFailure,
         args: impl HookArgs,
-    ) -> Option<usize> {
-        let hook = Hook::parse(&failure.hook)?;
-        let key = (hook, failure.message.clone());
-        if let Some(line) = script.metrics.located.lock().ok()?.get(&key) {
-            return *line;
-        }
-        if locate::inline() {
-            let line = self.stopped_at(script, hook, args, failure.at);
-            remember_line(script, key, line);
-            return line;
-        }
+    ) {
         if script.metrics.locating.swap(true, Ordering::AcqRel) {
-            return None;
+            return;
         }
         let (plugins, script_ref, failure) = (self.clone(), script.clone(), failure.clone());
+        let hook = key.0;
         let spawned = std::thread::Builder::new()
             .name("leadline-locate".into())
             // Room for the deepest recursion the limits allow, plus the debugger's frames.
@@ -591,7 +619,6 @@ impl Plugins {
             tracing::warn!(error = %e, "could not start a thread to find a plugin failure's line");
             script.metrics.locating.store(false, Ordering::Release);
         }
-        None
     }
 
     /// Where a second run of the call stops, stepping on the locating engine.

@@ -20,11 +20,17 @@ fn shipped() -> Plugins {
 }
 
 fn with_script(src: &str) -> (tempfile::TempDir, Plugins) {
+    with_file("scoring.rhai", src, Limits::default())
+}
+
+/// Plugins from one script file, `file`, under `limits`.
+fn with_file(file: &str, src: &str, limits: Limits) -> (tempfile::TempDir, Plugins) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("scoring.rhai"), src).unwrap();
+    std::fs::write(dir.path().join(file), src).unwrap();
     let p = Plugins::load(
         PluginSettings {
             dir: dir.path().to_owned(),
+            limits,
             ..PluginSettings::default()
         },
         NOW,
@@ -199,20 +205,7 @@ fn a_busy_loop_is_cut_off_by_the_wall_clock_too() {
         timeout: Duration::from_millis(20),
         ..Limits::default()
     };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("s.rhai"),
-        "fn score(lead, stats) { loop {} }",
-    )
-    .unwrap();
-    let plugins = Plugins::load(
-        PluginSettings {
-            dir: dir.path().to_owned(),
-            limits,
-            ..PluginSettings::default()
-        },
-        NOW,
-    );
+    let (_dir, plugins) = with_file("s.rhai", "fn score(lead, stats) { loop {} }", limits);
     let (_, source) = score_of(&plugins, &lead(|_| {}), &ActivityStats::default());
     match source {
         hooks::Source::Fallback(_, f) => assert!(f.message.contains("timed out"), "{}", f.message),
@@ -313,19 +306,10 @@ fn a_wall_clock_cutoff_is_located_too() {
         timeout: Duration::from_millis(20),
         ..Limits::default()
     };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("s.rhai"),
+    let (_dir, plugins) = with_file(
+        "s.rhai",
         "fn score(lead, stats) {\n  let n = 0;\n  while true {\n    n = n + 1;\n  }\n}",
-    )
-    .unwrap();
-    let plugins = Plugins::load(
-        PluginSettings {
-            dir: dir.path().to_owned(),
-            limits,
-            ..PluginSettings::default()
-        },
-        NOW,
+        limits,
     );
     let out = plugins.dry_run(
         Hook::Score,
@@ -342,18 +326,10 @@ fn a_wall_clock_cutoff_is_located_too() {
 
 #[test]
 fn a_route_that_runs_away_is_located_on_its_own_copy_of_the_roster() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("routing.rhai"),
+    let (_dir, plugins) = with_file(
+        "routing.rhai",
         "fn route(lead, reps, pools) {\n  let n = 0;\n  loop {\n    n += 1;\n  }\n}",
-    )
-    .unwrap();
-    let plugins = Plugins::load(
-        PluginSettings {
-            dir: dir.path().to_owned(),
-            ..PluginSettings::default()
-        },
-        NOW,
+        Limits::default(),
     );
     let routed = plugins.route(
         &plugins.current(),
