@@ -7,6 +7,7 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{AdminAuth, Auth, IfMatch, JsonBody, Params, etag, path_id};
 use super::form_page::{FieldKind, FieldView, FormPage, UiText, render_form, render_thank_you};
 use super::leads::json_with;
+use super::limits::Claim;
 use super::{AppState, CaptureGuards};
 use crate::domain::FieldError;
 use crate::domain::form::{Form, FormInput, FormView, HONEYPOT, RENDER_TOKEN, normalize_origin};
@@ -492,13 +493,16 @@ async fn submit(
         tracing::info!(form = %form.key, %ip, reason, "form submission dropped as spam");
         return accepted(&form, json);
     }
-    if guards.recent.is_repeat(&fingerprint, now) {
-        tracing::debug!(form = %form.key, "repeated form submission answered without a write");
-        return accepted(&form, json);
-    }
+    let first = match guards.recent.claim(fingerprint, now).await {
+        Claim::First(first) => first,
+        Claim::Repeat => {
+            tracing::debug!(form = %form.key, "repeated form submission answered without a write");
+            return accepted(&form, json);
+        }
+    };
     match service.submit_form(&form, sub).await {
         Ok(_) => {
-            guards.recent.record(fingerprint, now);
+            first.stored();
             accepted(&form, json)
         }
         Err(crate::service::ServiceError::Invalid(errors)) => invalid(errors),

@@ -642,6 +642,40 @@ async fn a_double_submit_makes_one_lead_and_one_activity() {
 }
 
 #[tokio::test]
+async fn submits_sent_all_at_once_make_one_lead_and_one_activity() {
+    let app = spawn_app().await;
+    let client = no_redirects();
+    let name_only = key_of(
+        &make_form(
+            &app,
+            json!({"fields": [{"name": "name", "label": "Name", "required": true}]}),
+        )
+        .await,
+    );
+    let with_email = key_of(&make_form(&app, json!({})).await);
+    // A double click, five times over: every request is in flight before any is written.
+    let sends = (0..5).flat_map(|_| {
+        [
+            post_form(&app, &client, &name_only, &[("name", "Ann Onymous")]),
+            post_form(
+                &app,
+                &client,
+                &with_email,
+                &[("name", "Bo"), ("email", "bo@acme.com")],
+            ),
+        ]
+    });
+    for res in futures_util::future::join_all(sends).await {
+        assert_eq!(res.status(), StatusCode::OK, "each gets the thank-you page");
+    }
+    let all = leads(&app).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    for l in &all {
+        assert_eq!(activities(&app, l["id"].as_str().unwrap()).await.len(), 1);
+    }
+}
+
+#[tokio::test]
 async fn page_views_become_the_leads_activities_in_order_and_later_ones_land_on_it() {
     let clock = Arc::new(ManualClock::new(START));
     let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
