@@ -8,22 +8,36 @@
 //! the line. Only the second engine steps; the one every call runs on pays only the check
 //! Rhai's `debugging` feature adds to each statement.
 //!
-//! The second run happens off the caller's thread (a writer must not wait twice for a runaway
-//! script), once per script version and error; later failures with the same error take the
-//! line found. Dry runs ([`Inline`]) run it in place, because their caller wants the answer.
+//! A line counts only if the second run fails with the same error as the first: a run that
+//! steps is slower, so against the wall clock it may stop somewhere else.
+//!
+//! In the server the second run happens off the caller's thread (a writer must not wait twice
+//! for a runaway script), once per script version and error; later failures with the same
+//! error take the line found. Dry runs and rescores ([`Inline`]) run it in place, because
+//! their caller wants the answer for the very call.
 
 use super::engine::{self, LeadObj, Limits, StatsObj};
 use super::routing::RosterObj;
 use rhai::debugger::{DebuggerCommand, DebuggerEvent};
 use rhai::{Array, Dynamic, Engine, FuncArgs, Position};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 thread_local! {
     /// Where the script running on this thread under the locating engine last was.
     static LAST: Cell<Position> = const { Cell::new(Position::NONE) };
-    /// Calls on this thread locate their failures before returning.
-    static INLINE: Cell<bool> = const { Cell::new(false) };
+    /// How many more failures of calls on this thread are located before the call returns
+    /// (`None`: none, they are located on another thread).
+    static INLINE: RefCell<Option<Arc<AtomicU32>>> = const { RefCell::new(None) };
 }
+
+/// The wall clock a second run gets to reach a limit other than the clock that the first run
+/// hit: at least this, or five times a call's. Stepping measured from about twice as slow
+/// (a loop counting) to thirteen times (a loop growing an array, which Rhai measures at each
+/// step).
+pub(super) const AT_LEAST: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const SLOWER_BY: u32 = 5;
 
 /// The locating engine: the same limits and API as the one calls run on, plus a debugger
 /// that records the position of every step.
@@ -54,27 +68,46 @@ pub(super) fn stopped_at() -> Option<usize> {
     LAST.get().line()
 }
 
-/// While alive, failing calls on this thread are located before they return.
+/// While alive, failures of calls on this thread are located before the call returns, each
+/// by a run of its own, as many as its budget allows.
 pub struct Inline {
-    previous: bool,
+    previous: Option<Arc<AtomicU32>>,
 }
 
 impl Inline {
+    /// Every failure (a dry run, `plugins check`): the caller wants each one's line.
     pub fn on() -> Inline {
+        Inline::sharing(Arc::new(AtomicU32::new(u32::MAX)))
+    }
+
+    /// As many failures, on every thread that shares `budget`, as it holds (a rescore reports
+    /// its first failure: later ones take the line found for the same error, so a script
+    /// failing on every lead is not run twice for each).
+    pub fn sharing(budget: Arc<AtomicU32>) -> Inline {
         Inline {
-            previous: INLINE.replace(true),
+            previous: INLINE.replace(Some(budget)),
         }
     }
 }
 
 impl Drop for Inline {
     fn drop(&mut self) {
-        INLINE.set(self.previous);
+        INLINE.set(self.previous.take());
     }
 }
 
-pub(super) fn inline() -> bool {
-    INLINE.get()
+/// Whether the failure at hand is located in place; counts it against the budget.
+pub(super) fn take_inline() -> bool {
+    INLINE.with_borrow(|budget| {
+        budget.as_ref().is_some_and(|b| {
+            b.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match n {
+                0 => None,
+                u32::MAX => Some(n),
+                n => Some(n - 1),
+            })
+            .is_ok()
+        })
+    })
 }
 
 /// Hook arguments that can be copied for a second run: the copy shares nothing the first

@@ -505,7 +505,13 @@ impl Plugins {
         // Kept for a second run that finds the line of a failure Rhai gives none.
         let copy = args.detached();
         let started = Instant::now();
-        let result = self.run(&self.inner.engine, script, hook, args, now);
+        let result = self.run(
+            (&self.inner.engine, self.limits().timeout),
+            script,
+            hook,
+            args,
+            now,
+        );
         let elapsed = started.elapsed();
         let m = &script.metrics;
         m.calls.fetch_add(1, Ordering::Relaxed);
@@ -521,7 +527,7 @@ impl Plugins {
     /// constants.
     fn run(
         &self,
-        engine: &Engine,
+        (engine, timeout): (&Engine, std::time::Duration),
         script: &Script,
         hook: Hook,
         args: impl HookArgs,
@@ -534,7 +540,7 @@ impl Plugins {
             .and_then(|mut s| s.pop())
             .unwrap_or_else(|| script.scope.clone());
         let result = {
-            let _window = engine::CallWindow::open(self.inner.settings.limits.timeout, now);
+            let _window = engine::CallWindow::open(timeout, now);
             engine.call_fn_with_options::<Dynamic>(
                 CallFnOptions::new().eval_ast(false).rewind_scope(true),
                 &mut scope,
@@ -570,6 +576,12 @@ impl Plugins {
             return failure;
         };
         let key = (hook, failure.message.clone());
+        if locate::take_inline() {
+            failure.line = self.stopped_at(script, hook, &failure, args);
+            remember_line(script, key, failure.line);
+            self.record_failure(script, failure.clone());
+            return failure;
+        }
         let known = script
             .metrics
             .located
@@ -578,10 +590,6 @@ impl Plugins {
             .and_then(|located| located.get(&key).copied());
         match known {
             Some(line) => failure.line = line,
-            None if locate::inline() => {
-                failure.line = self.stopped_at(script, hook, args, failure.at);
-                remember_line(script, key, failure.line);
-            }
             None => {
                 // Shown before the search starts, so the line found has a failure to go to.
                 self.record_failure(script, failure.clone());
@@ -611,7 +619,7 @@ impl Plugins {
             // Room for the deepest recursion the limits allow, plus the debugger's frames.
             .stack_size(8 * 1024 * 1024)
             .spawn(move || {
-                let line = plugins.stopped_at(&script_ref, hook, args, failure.at);
+                let line = plugins.stopped_at(&script_ref, hook, &failure, args);
                 plugins.located(&script_ref, key, &failure, line);
                 script_ref.metrics.locating.store(false, Ordering::Release);
             });
@@ -622,18 +630,40 @@ impl Plugins {
     }
 
     /// Where a second run of the call stops, stepping on the locating engine.
+    /// Where a second run of the call that failed with `failure` stops, if it stops with the
+    /// same error.
     fn stopped_at(
         &self,
         script: &Script,
         hook: Hook,
+        failure: &HookFailure,
         args: impl HookArgs,
-        now: Millis,
     ) -> Option<usize> {
+        // Stepping is slower: given the same time, a run that hit another limit could be cut
+        // off by the clock first. A run the clock cut off gets the same time,
+        // to stop about where the first was stopped.
+        let timed_out = failure.message.starts_with(engine::TIMED_OUT);
+        let timeout = match timed_out {
+            true => self.limits().timeout,
+            false => (self.limits().timeout * locate::SLOWER_BY).max(locate::AT_LEAST),
+        };
         locate::start();
-        match self.run(&self.inner.locator, script, hook, args, now) {
-            Err(e) => e.position().line().or_else(locate::stopped_at),
-            // The second run passed (a wall-clock cutoff on a busy machine): no line to give.
-            Ok(_) => None,
+        match self.run(
+            (&self.inner.locator, timeout),
+            script,
+            hook,
+            args,
+            failure.at,
+        ) {
+            Err(e)
+                if runtime_failure(hook, &e, self.limits(), failure.at).message
+                    == failure.message =>
+            {
+                e.position().line().or_else(locate::stopped_at)
+            }
+            // Passed, or stopped by something else (a wall-clock cutoff on a busy machine, or
+            // before a limit the first run hit later): its line is not this failure's.
+            _ => None,
         }
     }
 

@@ -300,6 +300,46 @@ fn a_dry_run_locates_a_limit_error_before_it_answers() {
 }
 
 #[test]
+fn each_dry_run_finds_where_its_own_call_ran_away() {
+    // One error, two places: which one depends on the lead.
+    let (_dir, plugins) = with_script(
+        "fn score(lead, stats) {\n  if lead.title == () {\n    loop { }\n  }\n  let n = 0;\n  loop { n += 1; }\n}",
+    );
+    let run = |l: &Lead| {
+        plugins
+            .dry_run(Hook::Score, l, &ActivityStats::default(), Vec::new(), NOW)
+            .error
+            .and_then(|e| e.line)
+    };
+    assert_eq!(run(&lead(|_| {})), Some(3));
+    assert_eq!(run(&lead(|n| n.title = Some("CTO".into()))), Some(6));
+    assert_eq!(run(&lead(|_| {})), Some(3), "not the line found last");
+}
+
+#[test]
+fn a_rescore_locates_its_first_failure_afresh_and_the_rest_from_it() {
+    let (_dir, plugins) = with_script(
+        "fn score(lead, stats) {\n  if lead.title == () {\n    loop { }\n  }\n  let n = 0;\n  loop { n += 1; }\n}",
+    );
+    let _first = LocateInline::sharing(std::sync::Arc::new(1.into()));
+    let with_title = lead(|n| n.title = Some("CTO".into()));
+    let line = |l: &Lead| match score_of(&plugins, l, &ActivityStats::default()).1 {
+        hooks::Source::Fallback(_, f) => f.line,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        line(&with_title),
+        Some(6),
+        "the first, found by its own run"
+    );
+    assert_eq!(
+        line(&lead(|_| {})),
+        Some(6),
+        "later ones: the line found for the same error, without a run"
+    );
+}
+
+#[test]
 fn a_wall_clock_cutoff_is_located_too() {
     let limits = Limits {
         max_operations: u64::MAX,

@@ -406,10 +406,12 @@ impl Service {
                         }
                     }
                 });
+                // The report names the first failure, with its line: one found in place.
+                let locate = Arc::new(std::sync::atomic::AtomicU32::new(1));
                 for chunk in inputs {
                     let scored = match chunk {
                         Ok(None) => return,
-                        Ok(Some(inputs)) => score_chunk(&plugins, &rules, inputs, now),
+                        Ok(Some(inputs)) => score_chunk(&plugins, &rules, inputs, &locate, now),
                         Err(e) => Err(e),
                     };
                     let failed = scored.is_err();
@@ -584,6 +586,7 @@ fn score_chunk(
     plugins: &Plugins,
     loaded: &Arc<Loaded>,
     inputs: ChunkInputs,
+    locate: &Arc<std::sync::atomic::AtomicU32>,
     now: Millis,
 ) -> Result<Vec<ScoredLead>, StoreError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -594,8 +597,7 @@ fn score_chunk(
             .chunks(per)
             .map(|part| {
                 s.spawn(move || {
-                    // A batch job: a failure's line is worth finding before it is reported.
-                    let _inline = crate::script::LocateInline::on();
+                    let _inline = crate::script::LocateInline::sharing(locate.clone());
                     part.iter()
                         .map(|(lead, stats, details)| {
                             let (card, source) = plugins.score(loaded, lead, stats, now);
