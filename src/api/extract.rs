@@ -458,15 +458,17 @@ impl Params {
 }
 
 /// One page of a short list held whole in its stable order (users, pools, sequences,
-/// webhooks), with `limit` and `cursor` as every list takes them. The cursor names the last
+/// webhooks), with `limit` (at most `max`, the configured page size) and `cursor` as every
+/// list takes them. The cursor names the last
 /// item shown by position and key, so the next page starts after it, or where it stood if it
 /// has since been removed.
 pub fn page_of<T>(
     items: Vec<T>,
     key: impl Fn(&T) -> u128,
     q: &mut Params,
+    max: u64,
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let limit = q.limit(500)?;
+    let limit = q.limit(max)?;
     let start = match q.cursor()? {
         None => 0,
         Some((pos, last)) => match items.iter().position(|i| key(i) == last) {
@@ -751,14 +753,20 @@ mod tests {
             )
         };
         let items: Vec<u128> = (10..15).collect();
-        let (page, next) =
-            page_of(items.clone(), |i| *i, &mut query(&[("limit", "2".into())])).unwrap();
+        let (page, next) = page_of(
+            items.clone(),
+            |i| *i,
+            &mut query(&[("limit", "2".into())]),
+            500,
+        )
+        .unwrap();
         assert_eq!(page, [10, 11]);
         let next = next.expect("more to come");
         let (page, next) = page_of(
             items.clone(),
             |i| *i,
             &mut query(&[("limit", "2".into()), ("cursor", next)]),
+            500,
         )
         .unwrap();
         assert_eq!(page, [12, 13]);
@@ -768,14 +776,41 @@ mod tests {
             without,
             |i| *i,
             &mut query(&[("limit", "2".into()), ("cursor", next.unwrap())]),
+            500,
         )
         .unwrap();
         assert_eq!(page, [14]);
         assert_eq!(next, None);
-        let (page, next) = page_of(items, |i| *i, &mut query(&[])).unwrap();
+        let (page, next) = page_of(items, |i| *i, &mut query(&[]), 500).unwrap();
         assert_eq!((page.len(), next), (5, None));
-        assert!(page_of(vec![1u128], |i| *i, &mut query(&[("limit", "0".into())])).is_err());
-        assert!(page_of(vec![1u128], |i| *i, &mut query(&[("cursor", "x".into())])).is_err());
+        assert!(
+            page_of(
+                vec![1u128],
+                |i| *i,
+                &mut query(&[("limit", "0".into())]),
+                500
+            )
+            .is_err()
+        );
+        // The configured page size bounds a short list as it does every other.
+        assert!(
+            page_of(
+                vec![1u128],
+                |i| *i,
+                &mut query(&[("limit", "20".into())]),
+                10
+            )
+            .is_err()
+        );
+        assert!(
+            page_of(
+                vec![1u128],
+                |i| *i,
+                &mut query(&[("cursor", "x".into())]),
+                500
+            )
+            .is_err()
+        );
     }
 
     #[test]

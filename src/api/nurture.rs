@@ -135,8 +135,12 @@ async fn list_sequences(
     Auth(_p): Auth,
     mut q: Params,
 ) -> ApiResult<Json<SequenceList>> {
-    let (sequences, next_cursor) =
-        page_of(state.service.sequences(), |s| name_key(&s.def.name), &mut q)?;
+    let (sequences, next_cursor) = page_of(
+        state.service.sequences(),
+        |s| name_key(&s.def.name),
+        &mut q,
+        state.config.http.max_page_size,
+    )?;
     q.finish()?;
     Ok(Json(SequenceList {
         items: sequences
@@ -231,7 +235,12 @@ async fn list_enrollments(
 ) -> ApiResult<Json<EnrollmentList>> {
     let id = path_id(&id, "lead")?;
     let items = state.service.enrollments(&p, id)?;
-    let (items, next_cursor) = page_of(items, |e| e.id.as_u128(), &mut q)?;
+    let (items, next_cursor) = page_of(
+        items,
+        |e| e.id.as_u128(),
+        &mut q,
+        state.config.http.max_page_size,
+    )?;
     q.finish()?;
     Ok(Json(EnrollmentList {
         items: items.iter().map(EnrollmentView::from).collect(),

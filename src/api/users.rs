@@ -49,7 +49,12 @@ async fn list_users(
     mut q: Params,
 ) -> ApiResult<Response> {
     let users = state.service.list_users(&p)?;
-    let (users, next_cursor) = page_of(users, |u| u.id.as_u128(), &mut q)?;
+    let (users, next_cursor) = page_of(
+        users,
+        |u| u.id.as_u128(),
+        &mut q,
+        state.config.http.max_page_size,
+    )?;
     q.finish()?;
     Ok(Json(UserList {
         items: users.iter().map(UserView::from).collect(),

@@ -143,7 +143,12 @@ async fn list_webhooks(
     mut q: Params,
 ) -> ApiResult<Json<WebhookList>> {
     let hooks = state.service.webhooks(&p)?;
-    let (hooks, next_cursor) = page_of(hooks, |w| w.id.as_u128(), &mut q)?;
+    let (hooks, next_cursor) = page_of(
+        hooks,
+        |w| w.id.as_u128(),
+        &mut q,
+        state.config.http.max_page_size,
+    )?;
     q.finish()?;
     Ok(Json(WebhookList {
         items: hooks.iter().map(|w| WebhookView::of(w, false)).collect(),

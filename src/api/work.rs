@@ -75,7 +75,12 @@ async fn list_pools(
     mut q: Params,
 ) -> ApiResult<Json<PoolList>> {
     let pools = state.service.pools()?;
-    let (pools, next_cursor) = page_of(pools, |p| p.id.as_u128(), &mut q)?;
+    let (pools, next_cursor) = page_of(
+        pools,
+        |p| p.id.as_u128(),
+        &mut q,
+        state.config.http.max_page_size,
+    )?;
     q.finish()?;
     Ok(Json(PoolList {
         items: pools.iter().map(PoolView::from).collect(),

@@ -365,7 +365,7 @@ pub fn default_score(
             .iter()
             .any(|t| t.eq_ignore_ascii_case(industry.trim()))
     {
-        add(Part::Profile, 10, "target industry");
+        add(Part::Profile, 10, "industry is a target industry");
     }
     if lead.flags.personal_email {
         add(Part::Profile, -10, "free or personal email domain");
@@ -406,7 +406,7 @@ pub fn default_score(
         Some("referral") => add(Part::Source, 20, "partner or referral"),
         Some("paid_search") => add(Part::Source, 10, "paid search"),
         Some("organic_search") => add(Part::Source, 8, "organic search"),
-        Some("event") => add(Part::Source, 15, "offline event or trade show"),
+        Some("event") => add(Part::Source, 15, "offline event / trade show"),
         _ => {}
     }
 

@@ -22,6 +22,9 @@ pub struct Tally {
 
 /// Counts and last times per activity kind and per page path. Field order is part of the
 /// stored format.
+/// The activity kind of a page view (tracking, or recorded through the API).
+pub const PAGE_VIEW: &str = "page_view";
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityStats {
     pub kinds: Vec<Tally>,
@@ -31,9 +34,14 @@ pub struct ActivityStats {
 }
 
 impl ActivityStats {
-    /// Counts one activity.
+    /// Counts one activity; a page view also counts for its page. Only page views do: a
+    /// note or an email click that carries a URL is no visit to that page.
     pub fn record(&mut self, a: &Activity) {
-        self.record_parts(&a.kind, activity_path(a).as_deref(), a.occurred_at);
+        let page = match a.kind == PAGE_VIEW {
+            true => activity_path(a),
+            false => None,
+        };
+        self.record_parts(&a.kind, page.as_deref(), a.occurred_at);
     }
 
     pub fn record_parts(&mut self, kind: &str, path: Option<&str>, at: Millis) {
@@ -210,12 +218,20 @@ mod tests {
             30,
         ));
         s.record(&activity("note", "{}", 20));
+        // A URL on anything but a page view is no visit.
+        s.record(&activity(
+            "note",
+            r#"{"url":"https://x.example/pricing"}"#,
+            25,
+        ));
+        s.record(&activity("email_click", r#"{"path":"/pricing"}"#, 26));
         assert_eq!(s.count("page_view"), 2);
-        assert_eq!(s.count("note"), 1);
+        assert_eq!(s.count("email_click"), 1);
+        assert_eq!(s.count("note"), 2);
         assert_eq!(s.count("call"), 0);
         assert_eq!(s.last("page_view"), Some(30));
         assert_eq!(s.last_at, Some(30));
-        assert_eq!(s.visits("/pricing"), 2);
+        assert_eq!(s.visits("/pricing"), 2, "the two page views");
         assert_eq!(s.visits("/PRICING/"), 2);
         assert_eq!(s.visits("/pricing/team"), 1);
         assert_eq!(s.visits("/pric"), 0);

@@ -142,7 +142,7 @@ row!(
     row_target_industry,
     json!({"email": "a@acme.com", "industry": "Manufacturing"}),
     [],
-    "target industry",
+    "industry is a target industry",
     10,
     "profile"
 );
@@ -197,7 +197,7 @@ row!(
     row_offline_event,
     json!({"email": "a@acme.com", "utm": {"source": "expo", "medium": "event"}}),
     [],
-    "offline event or trade show",
+    "offline event / trade show",
     15,
     "source"
 );
