@@ -74,9 +74,22 @@ pub fn valid_kind(kind: &str) -> bool {
 }
 
 impl ActivityInput {
-    /// `path_lead` is the lead named in the URL, if any; it wins over the body.
+    /// `path_lead` is the lead named in the URL, if any. A body that names another lead, or
+    /// names it by email besides, is refused rather than half read.
     pub fn validate(self, path_lead: Option<Uuid>) -> Result<NewActivity, Vec<FieldError>> {
         let mut p = Problems::default();
+        match (path_lead, self.lead_id, &self.email) {
+            (Some(path), Some(body), _) if path != body => p.push(
+                "lead_id",
+                "names another lead than the URL; leave it out of the body",
+            ),
+            (Some(_), None, Some(_)) => p.push(
+                "email",
+                "the lead is the one in the URL; leave email out of the body",
+            ),
+            (None, Some(_), Some(_)) => p.push("email", "give lead_id or email, not both"),
+            _ => {}
+        }
         let lead = match (path_lead.or(self.lead_id), self.email) {
             (Some(id), _) => Some(LeadRef::Id(id)),
             (None, Some(e)) => match Email::parse(&e) {

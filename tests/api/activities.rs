@@ -57,13 +57,21 @@ async fn activity_by_lead_id_attaches_to_that_lead() {
     assert_eq!(a["text"], "看了定价\n然后离开");
     assert_eq!(a["properties"]["path"], "/pricing");
 
-    // the path's lead wins over a lead_id in the body
+    // the body may name the path's lead again, not another one
     let other = app.create_lead(&rep, json!({"email": "b@acme.com"})).await;
+    let res = app
+        .post(
+            &format!("/v1/leads/{id}/activities"),
+            &rep,
+            &json!({"lead_id": other["id"], "kind": "note"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
     let b = record(
         &app,
         &rep,
         &format!("/v1/leads/{id}/activities"),
-        json!({"lead_id": other["id"], "kind": "custom.kind_2"}),
+        json!({"lead_id": id, "kind": "custom.kind_2"}),
     )
     .await;
     assert_eq!(b["lead_id"], id);
@@ -477,6 +485,11 @@ async fn invalid_activities_are_422_naming_the_field() {
             "occurred_at",
         ),
         (json!({"email": "not an email", "kind": "note"}), "email"),
+        // The lead named twice is refused, not half read.
+        (
+            json!({"lead_id": id, "email": "zz@q.com", "kind": "note"}),
+            "email",
+        ),
         (json!({"lead_id": "nope", "kind": "note"}), "lead_id"),
         (json!({"lead_id": id, "kind": "note", "extra": 1}), "extra"),
         (
@@ -493,17 +506,19 @@ async fn invalid_activities_are_422_naming_the_field() {
         let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(first_field(&problem), field, "{input} → {problem}");
     }
-    let res = app
-        .post(
-            &format!("/v1/leads/{id}/activities"),
-            &app.admin,
-            &json!({"kind": "bad kind"}),
-        )
-        .await;
-    assert_eq!(
-        first_field(&assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await),
-        "kind"
-    );
+    for (input, field) in [
+        (json!({"kind": "bad kind"}), "kind"),
+        (json!({"kind": "note", "email": "v@acme.com"}), "email"),
+    ] {
+        let res = app
+            .post(&format!("/v1/leads/{id}/activities"), &app.admin, &input)
+            .await;
+        assert_eq!(
+            first_field(&assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await),
+            field,
+            "{input}"
+        );
+    }
     let list = body(
         app.get(&format!("/v1/leads/{id}/activities"), &app.admin)
             .await,
