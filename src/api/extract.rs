@@ -593,11 +593,43 @@ pub fn idempotency(
     h.update([0]);
     h.update(path.as_bytes());
     h.update([0]);
-    h.update(body);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        // The same JSON is the same request, however it is spaced or its members ordered.
+        Ok(v) => hash_canonical(&mut h, &v),
+        Err(_) => h.update(body),
+    }
     Ok(Some(Idempotency {
         key: key.to_owned(),
         fingerprint: h.finalize().into(),
     }))
+}
+
+/// Feeds `v` to `h` as compact JSON with every object's members in key order.
+fn hash_canonical(h: &mut Sha256, v: &serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut members: Vec<_> = m.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            h.update(b"{");
+            for (k, v) in members {
+                h.update(Value::String(k.clone()).to_string().as_bytes());
+                h.update(b":");
+                hash_canonical(h, v);
+                h.update(b",");
+            }
+            h.update(b"}");
+        }
+        Value::Array(items) => {
+            h.update(b"[");
+            for v in items {
+                hash_canonical(h, v);
+                h.update(b",");
+            }
+            h.update(b"]");
+        }
+        other => h.update(other.to_string().as_bytes()),
+    }
 }
 
 /// Parses an id from the path; a malformed id is just an unknown one.

@@ -1081,6 +1081,18 @@ async fn idempotent_retry_replays_the_first_response_and_creates_nothing() {
         );
         assert_eq!(expect_json(again, StatusCode::CREATED).await, first_body);
     }
+    // The same JSON spaced and ordered otherwise is the same request.
+    let again = app
+        .client
+        .post(app.url("/v1/leads"))
+        .bearer_auth(&app.admin)
+        .header("idempotency-key", "key-1")
+        .header("content-type", "application/json")
+        .body("{ \"name\" : \"R\",\n  \"email\": \"retry@acme.com\" }")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect_json(again, StatusCode::CREATED).await, first_body);
     let id = id_of(&first_body);
     assert_eq!(all_ids(&app).await, vec![id.clone()]);
     // no merge happened either
