@@ -462,7 +462,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?;
     init_logging(config.log_format);
     for w in &warnings {
-        tracing::warn!("{w}");
+        // A log filtered above warnings (LEADLINE_LOG=error) must not hide a misspelling.
+        match tracing::enabled!(tracing::Level::WARN) {
+            true => tracing::warn!("{w}"),
+            false => eprintln!("warning: {w}"),
+        }
     }
     let app = match &args.test_clock {
         None => Application::build(config.clone(), Arc::new(SystemClock)).await?,

@@ -265,6 +265,27 @@ fn misspelled_env_var_is_reported() {
 }
 
 #[test]
+fn a_server_logging_only_errors_still_reports_a_misspelled_env_var() {
+    let dir = tempfile::tempdir().unwrap();
+    // A start that fails early (the search index's directory is a file) ends the process
+    // right after the warnings are given.
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/search"), "not a directory").unwrap();
+    let out = leadline()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("LEADLINE_LOG", "error")
+        .env("LEADLINE_LISTN", "127.0.0.1:1")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LEADLINE_LISTN") && err.contains("LEADLINE_LISTEN"),
+        "{err}"
+    );
+}
+
+#[test]
 fn starts_with_no_configuration_and_stops_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     // A first start that fails (the search index's directory is a file) creates no admin,
