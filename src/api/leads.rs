@@ -504,6 +504,18 @@ pub struct LeadExportView {
     /// Other keys that find this person: `e:` emails and `p:` phones of leads merged into
     /// this one, `m:` their ids, `r:` fingerprints of imported rows.
     pub other_keys: Vec<String>,
+    /// The score with its reasons and history, as `GET /v1/leads/{id}/score` shows it.
+    pub score: crate::service::ScoreView,
+    /// The SLA clock, as `GET /v1/leads/{id}/sla` shows it.
+    pub sla: super::work::SlaClockView,
+    pub tasks: Vec<super::tasks::TaskView>,
+    pub notifications: Vec<super::work::NotificationView>,
+    pub enrollments: Vec<super::nurture::EnrollmentView>,
+    /// Every email to the person, sent or not, with its text.
+    pub emails: Vec<super::nurture::EmailView>,
+    /// Webhook deliveries about the person, with their payloads: for admins; `null` for
+    /// others, who do not see webhooks.
+    pub webhook_deliveries: Option<Vec<super::webhooks::DeliveryView>>,
 }
 
 /// Export all data held about a lead (GDPR access).
@@ -516,8 +528,37 @@ async fn export_lead(
     Auth(p): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let e = state.service.export_lead(&p, path_id(&id, "lead")?)?;
+    let id = path_id(&id, "lead")?;
+    let e = state.service.export_lead(&p, id)?;
+    let now = state.service.now();
+    let smtp = !state.config.email.smtp_host.is_empty();
     let view = LeadExportView {
+        score: state.service.lead_score(&p, id)?,
+        sla: super::work::sla_clock_view(&state.service.lead_sla(&p, id)?),
+        tasks: e
+            .tasks
+            .iter()
+            .map(|t| super::tasks::TaskView::new(t, now))
+            .collect(),
+        notifications: e
+            .notifications
+            .iter()
+            .map(super::work::NotificationView::from)
+            .collect(),
+        enrollments: e
+            .enrollments
+            .iter()
+            .map(super::nurture::EnrollmentView::from)
+            .collect(),
+        emails: e
+            .emails
+            .iter()
+            .map(|m| super::nurture::email_view(m, smtp))
+            .collect(),
+        webhook_deliveries: e
+            .deliveries
+            .as_ref()
+            .map(|ds| ds.iter().map(super::webhooks::DeliveryView::from).collect()),
         lead: LeadView::from(&e.lead),
         activities: e.activities.iter().map(ActivityView::from).collect(),
         events: e

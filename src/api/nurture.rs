@@ -400,7 +400,7 @@ pub struct EmailView {
     pub html: Option<String>,
 }
 
-fn email_view(m: &OutMail, smtp: bool) -> EmailView {
+pub(super) fn email_view(m: &OutMail, smtp: bool) -> EmailView {
     let unsent = m.status == MailStatus::Unsent;
     EmailView {
         id: m.id,

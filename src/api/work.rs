@@ -323,9 +323,12 @@ async fn lead_sla(
     Path(id): Path<String>,
 ) -> ApiResult<Json<SlaClockView>> {
     let id = path_id(&id, "lead")?;
-    let v = state.service.lead_sla(&p, id)?;
+    Ok(Json(sla_clock_view(&state.service.lead_sla(&p, id)?)))
+}
+
+pub(super) fn sla_clock_view(v: &crate::service::SlaView) -> SlaClockView {
     let s = v.state.as_ref();
-    Ok(Json(SlaClockView {
+    SlaClockView {
         owner_id: s.map(|s| s.owner_id),
         policy: s.map(|s| s.policy),
         assigned_at: s.map(|s| to_rfc3339(s.assigned_at)),
@@ -343,7 +346,7 @@ async fn lead_sla(
             })
             .collect(),
         timers: v.timers.iter().map(TimerView::from).collect(),
-    }))
+    }
 }
 
 #[derive(Serialize, ToSchema)]

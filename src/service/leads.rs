@@ -50,6 +50,14 @@ pub struct LeadExport {
     /// Other keys that lead here: emails and phones of merged leads, merged lead ids,
     /// imported-row fingerprints (`e:`, `p:`, `m:`, `r:`).
     pub other_keys: Vec<String>,
+    pub tasks: Vec<crate::domain::work::Task>,
+    pub notifications: Vec<crate::domain::work::Notification>,
+    pub enrollments: Vec<crate::domain::sequence::Enrollment>,
+    /// Every email to the person, sent or not, with its text.
+    pub emails: Vec<crate::domain::mail::OutMail>,
+    /// Webhook deliveries about the person (their payloads hold its data); `None` for a
+    /// caller who may not see webhooks (admins only).
+    pub deliveries: Option<Vec<crate::domain::webhook::Delivery>>,
 }
 
 /// Who may own a lead the caller creates or reassigns: reps only themselves, managers
@@ -503,11 +511,20 @@ impl Service {
                 visitors.push((v, views));
             }
         }
+        let deliveries = match p.role() {
+            Role::Admin => Some(snap.deliveries_of_lead(id)?),
+            _ => None,
+        };
         Ok(LeadExport {
             activities: snap.activities_of(id)?,
             events: snap.events_of(id)?,
             visitors,
             other_keys: snap.alt_keys_of(id)?,
+            tasks: snap.tasks_of_lead(id)?,
+            notifications: snap.notifications_of_lead(id)?,
+            enrollments: snap.enrollments_of(id)?,
+            emails: snap.mails_of_lead(id)?,
+            deliveries,
             lead,
         })
     }

@@ -864,17 +864,42 @@ impl Snapshot {
     }
 
     pub fn tasks_of_lead(&self, lead: Uuid) -> StoreResult<Vec<crate::domain::work::Task>> {
-        let index = self.txn.open_table(TASK_BY_LEAD)?;
-        let tasks = self.txn.open_table(TASKS)?;
+        self.records_of_lead(TASK_BY_LEAD, TASKS, lead)
+    }
+
+    /// The records of `table` that `index` files under `lead`, in id order (oldest first).
+    pub(crate) fn records_of_lead<T: Record>(
+        &self,
+        index: redb::TableDefinition<(u128, u128), ()>,
+        table: redb::TableDefinition<u128, &[u8]>,
+        lead: Uuid,
+    ) -> StoreResult<Vec<T>> {
+        let index = self.txn.open_table(index)?;
+        let table = self.txn.open_table(table)?;
         let l = lead.as_u128();
         let mut out = Vec::new();
         for row in index.range((l, 0)..=(l, u128::MAX))? {
-            let (k, _) = row?;
-            if let Some(t) = get_record(&tasks, k.value().1)? {
-                out.push(t);
+            if let Some(r) = get_record(&table, row?.0.value().1)? {
+                out.push(r);
             }
         }
         Ok(out)
+    }
+
+    /// Notifications about `lead`, oldest first.
+    pub fn notifications_of_lead(
+        &self,
+        lead: Uuid,
+    ) -> StoreResult<Vec<crate::domain::work::Notification>> {
+        self.records_of_lead(NOTIFICATION_BY_LEAD, NOTIFICATIONS, lead)
+    }
+
+    /// Webhook deliveries about `lead`, oldest first.
+    pub fn deliveries_of_lead(
+        &self,
+        lead: Uuid,
+    ) -> StoreResult<Vec<crate::domain::webhook::Delivery>> {
+        self.records_of_lead(DELIVERY_BY_LEAD, DELIVERIES, lead)
     }
 
     /// A user's notifications, newest first, starting below `before` (an id).

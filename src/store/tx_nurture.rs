@@ -204,16 +204,12 @@ impl super::Snapshot {
 
     /// A lead's enrollments, oldest first.
     pub fn enrollments_of(&self, lead: Uuid) -> StoreResult<Vec<Enrollment>> {
-        let index = self.txn.open_table(ENROLLMENT_BY_LEAD)?;
-        let table = self.txn.open_table(ENROLLMENTS)?;
-        let l = lead.as_u128();
-        let mut out = Vec::new();
-        for row in index.range((l, 0)..=(l, u128::MAX))? {
-            if let Some(e) = get_record(&table, row?.0.value().1)? {
-                out.push(e);
-            }
-        }
-        Ok(out)
+        self.records_of_lead(ENROLLMENT_BY_LEAD, ENROLLMENTS, lead)
+    }
+
+    /// Every email to `lead`, sent or not, oldest first.
+    pub fn mails_of_lead(&self, lead: Uuid) -> StoreResult<Vec<OutMail>> {
+        self.records_of_lead(MAIL_BY_LEAD, MAILS, lead)
     }
 
     pub fn mail(&self, id: Uuid) -> StoreResult<Option<OutMail>> {

@@ -2440,3 +2440,69 @@ async fn export_holds_the_lead_its_activities_and_events() {
     let merged = events.iter().find(|e| e["kind"] == "merged").unwrap();
     assert_eq!(merged["data"]["conflicts"][0]["offered"], "CEO");
 }
+
+#[tokio::test]
+async fn export_holds_the_persons_score_work_nurture_and_webhook_deliveries() {
+    let app = spawn_app_with(|c| c.webhooks.allow_private_destinations = true).await;
+    // Nothing listens there: deliveries stay pending, and are held all the same.
+    let hook = app
+        .post(
+            "/v1/webhooks",
+            &app.admin,
+            &json!({"url": "http://127.0.0.1:9/hook", "events": ["lead.*"]}),
+        )
+        .await;
+    assert_eq!(hook.status(), StatusCode::CREATED);
+    let (_, rep) = app.rep("ana", None).await;
+    let lead = app
+        .create_lead(&rep, json!({"email": "me@acme.com", "title": "CTO"}))
+        .await;
+    let id = id_of(&lead);
+    let task = app
+        .post(
+            "/v1/tasks",
+            &rep,
+            &json!({"title": "Call back", "lead_id": id, "due_at": "2030-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(task.status(), StatusCode::CREATED);
+
+    let export_as = async |token: &str| {
+        expect_json(
+            app.get(&format!("{}/export", lead_path(&id)), token).await,
+            StatusCode::OK,
+        )
+        .await
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let export = loop {
+        let e = export_as(&app.admin).await;
+        if e["webhook_deliveries"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+        {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "no delivery: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let deliveries = export["webhook_deliveries"].as_array().unwrap();
+    assert!(
+        deliveries.iter().all(|d| d["lead_id"] == id.as_str()),
+        "{deliveries:?}"
+    );
+    assert_eq!(export["score"]["total"], 20, "{export}");
+    assert_eq!(
+        export["score"]["reasons"][0]["rule"],
+        "title is a decision maker"
+    );
+    assert_eq!(strings_of(&export["tasks"], "title"), ["Call back"]);
+    assert!(export["sla"].is_object(), "{export}");
+    for list in ["notifications", "enrollments", "emails"] {
+        assert!(export[list].is_array(), "{list}: {export}");
+    }
+    // A rep sees the person's data, not the webhooks'.
+    let by_rep = export_as(&rep).await;
+    assert!(by_rep["webhook_deliveries"].is_null(), "{by_rep}");
+    assert_eq!(strings_of(&by_rep["tasks"], "title"), ["Call back"]);
+}
