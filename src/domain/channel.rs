@@ -271,9 +271,44 @@ pub fn referrer_host(referrer: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_string())
 }
 
+/// Whether `referrer` is one of the business's own pages: its host is the host of `page` (the
+/// page the form was on) or of one of `own_origins` (the sites a form is embedded in). A
+/// visitor who clicked from the site's home page to its contact form was not referred by
+/// anyone; such a referrer says nothing of the channel.
+pub fn is_own_site(referrer: &str, page: Option<&str>, own_origins: &[String]) -> bool {
+    let Some(host) = referrer_host(referrer) else {
+        return false;
+    };
+    page.into_iter()
+        .chain(own_origins.iter().map(String::as_str))
+        .filter_map(referrer_host)
+        .any(|own| own == host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_referrer_from_the_business_s_own_site_is_its_own() {
+        let origins = ["https://shop.acme.example".to_owned()];
+        let page = Some("https://www.acme.example/contact");
+        assert!(
+            is_own_site("https://acme.example/", page, &origins),
+            "the form's own site"
+        );
+        assert!(
+            is_own_site("https://shop.acme.example/cart", None, &origins),
+            "a site the form is embedded in"
+        );
+        assert!(!is_own_site(
+            "https://partner.example/deals",
+            page,
+            &origins
+        ));
+        assert!(!is_own_site("not a url", page, &origins));
+        assert!(!is_own_site("https://acme.example/", None, &[]));
+    }
 
     fn defaults() -> Vec<ChannelRule> {
         let rules: Vec<String> = DEFAULT_CHANNEL_RULES

@@ -5,6 +5,7 @@
 use super::capture::{Capture, Via, apply_capture};
 use super::leads::CreateOutcome;
 use super::{Precondition, Service, ServiceError, ServiceResult};
+use crate::domain::channel::is_own_site;
 use crate::domain::form::{Form, FormInput, Submission};
 use crate::domain::time::Millis;
 use crate::domain::user::Principal;
@@ -206,7 +207,13 @@ impl Service {
             cap.properties.insert("page".into(), json!(page));
         }
         cap.visitor_id = visitor_id;
-        cap.referrer = referrer;
+        match referrer {
+            // Kept on the capture, but no signal of the channel.
+            Some(r) if is_own_site(&r, page.as_deref(), &form.allowed_origins) => {
+                cap.properties.insert("referrer".into(), json!(r));
+            }
+            r => cap.referrer = r,
+        }
         self.prepare_capture(&mut new, &cap);
         let system = Principal::system();
         let plugins = self.plugins.clone();

@@ -858,6 +858,51 @@ async fn the_channel_comes_from_utm_and_referrer_by_a_table_the_config_can_repla
 }
 
 #[tokio::test]
+async fn a_referrer_from_the_business_s_own_site_does_not_make_a_referral() {
+    let app = spawn_app().await;
+    let key = key_of(
+        &make_form(
+            &app,
+            json!({"allowed_origins": ["https://shop.acme.example"]}),
+        )
+        .await,
+    );
+    let url = app.url(&format!("/f/{key}"));
+    for (email, referrer, channel) in [
+        // From the home page to the signup page of the same site: nobody referred them.
+        ("own@acme.com", "https://acme.example/", "direct"),
+        // From a site the form is embedded in, too.
+        ("shop@acme.com", "https://shop.acme.example/cart", "direct"),
+        (
+            "partner@acme.com",
+            "https://partner.example/deals",
+            "referral",
+        ),
+    ] {
+        let res = app
+            .client
+            .post(&url)
+            .json(&json!({"name": "N", "email": email,
+                "_page": "https://www.acme.example/signup", "_ref": referrer}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let lead = leads(&app)
+            .await
+            .into_iter()
+            .find(|l| l["email"] == email)
+            .unwrap();
+        assert_eq!(lead["channel"], channel, "{referrer}");
+        let acts = activities(&app, lead["id"].as_str().unwrap()).await;
+        assert_eq!(
+            acts[0]["properties"]["referrer"], referrer,
+            "kept all the same"
+        );
+    }
+}
+
+#[tokio::test]
 async fn likely_duplicates_are_listed_and_merged_with_a_pointer_left_behind() {
     let app = spawn_app().await;
     // The only rep who can take leads gets all of them; another rep sees none.
