@@ -540,17 +540,35 @@ impl Service {
             return Ok((0, next));
         }
         let n = due.len();
-        let plugins = self.plugins.clone();
-        self.store
-            .write(move |tx| {
-                // A lead erased since the snapshot is simply skipped (erasure removes its
-                // review entry too).
-                for id in due {
-                    resettle(tx, id, None, &plugins, Trigger::Review)?;
+        // Scored from a snapshot, off the writer, and applied like a rescore: in shares that
+        // let other writes through, a lead changed since being scored here scored again in
+        // the write. A slow script must not hold the writer for a whole batch of reviews.
+        let loaded = self.plugins.current();
+        let (plugins, store, rules) = (self.plugins.clone(), self.store.clone(), loaded.clone());
+        let cards = tokio::task::spawn_blocking(move || -> ServiceResult<_> {
+            let snap = store.read()?;
+            let mut leads = Vec::with_capacity(due.len());
+            for id in due {
+                // A lead erased since is simply skipped (erasure removes its review too).
+                if let Some(lead) = snap.lead(id)? {
+                    leads.push(lead);
                 }
-                Ok(())
-            })
-            .await?;
+            }
+            leads.sort_by_key(|l| l.id);
+            let inputs = snap.scoring_inputs(&leads)?;
+            Ok(leads
+                .into_iter()
+                .zip(inputs)
+                .map(|(lead, (stats, _))| {
+                    let (card, _) =
+                        plugins.score(&rules, &Arc::new(lead.clone()), &Arc::new(stats), now);
+                    (lead.id, lead.version, card)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await
+        .map_err(|e| ServiceError::Store(StoreError::Storage(format!("score review: {e}"))))??;
+        self.apply_scores(cards, loaded, Trigger::Review).await?;
         Ok((n, next))
     }
 }
