@@ -73,25 +73,34 @@ impl Capture {
 
 /// Reads an API create: the lead, and the capture that records what was sent.
 pub fn api_capture(
-    mut input: LeadInput,
+    input: LeadInput,
     rules: &NormalizeRules,
 ) -> Result<(NewLead, Capture), Vec<FieldError>> {
-    let visitor_id = input.visitor_id.take();
     let raw = input.raw_values();
+    let (new, visitor_id) = validate_with_visitor(input, |i| i.validate(rules))?;
+    let mut cap = Capture::new(Via::Api, "capture", raw);
+    cap.visitor_id = visitor_id;
+    Ok((new, cap))
+}
+
+/// Validates `input` with `validate`, and its tracker `visitor_id` (set aside for stitching)
+/// besides, reporting the errors of both together.
+pub(super) fn validate_with_visitor(
+    mut input: LeadInput,
+    validate: impl FnOnce(LeadInput) -> Result<NewLead, Vec<FieldError>>,
+) -> Result<(NewLead, Option<String>), Vec<FieldError>> {
+    let visitor_id = input.visitor_id.take();
     let bad_visitor = visitor_id.as_deref().is_some_and(|v| !valid_visitor_id(v));
-    let new = match input.validate(rules) {
-        Ok(new) if !bad_visitor => new,
-        Ok(_) => return Err(vec![FieldError::new("visitor_id", VISITOR_ID_RULE)]),
+    match validate(input) {
+        Ok(new) if !bad_visitor => Ok((new, visitor_id)),
+        Ok(_) => Err(vec![FieldError::new("visitor_id", VISITOR_ID_RULE)]),
         Err(mut errors) => {
             if bad_visitor {
                 errors.push(FieldError::new("visitor_id", VISITOR_ID_RULE));
             }
-            return Err(errors);
+            Err(errors)
         }
-    };
-    let mut cap = Capture::new(Via::Api, "capture", raw);
-    cap.visitor_id = visitor_id;
-    Ok((new, cap))
+    }
 }
 
 const VISITOR_ID_RULE: &str = "must be 8 to 64 of a-z, A-Z, 0-9, - and _ (the id /t.js keeps)";

@@ -3,7 +3,7 @@
 //! numbers, progress, and a dry run that reports what would happen without writing.
 //! Re-importing a file creates nothing new: rows that match and add nothing leave no trace.
 
-use super::capture::{Capture, Via, apply_capture};
+use super::capture::{Capture, Via, apply_capture, validate_with_visitor};
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::FieldError;
 use crate::domain::lead::{BadEmail, NewLead};
@@ -95,14 +95,16 @@ impl Service {
             input,
         } = row;
         let item = input
-            .and_then(|mut input| {
-                input.visitor_id = None;
-                input.validate_with(&self.rules, BadEmail::Flag)
+            .and_then(|input| {
+                validate_with_visitor(input, |i| i.validate_with(&self.rules, BadEmail::Flag))
             })
-            .map(|mut new| {
+            .map(|(mut new, visitor_id)| {
                 let mut cap = Capture::new(Via::Import, "import", raw.clone());
                 cap.text = note;
                 cap.exported_id = id;
+                // The tracker's page views of this person become its activities, as with
+                // any other capture.
+                cap.visitor_id = visitor_id;
                 cap.properties.insert("file".into(), json!(origin));
                 cap.properties.insert("line".into(), json!(line));
                 self.prepare_capture(&mut new, &cap);

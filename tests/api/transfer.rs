@@ -335,6 +335,54 @@ async fn ndjson_imports_with_a_column_map_and_bad_lines_are_rejected_alone() {
 }
 
 #[tokio::test]
+async fn an_imported_row_with_a_visitor_id_takes_that_visitor_s_page_views() {
+    let app = spawn_app().await;
+    let vid = "0123456789abcdef0123456789abcdef";
+    let view =
+        json!({"visitor_id": vid, "url": "https://www.acme.example/pricing", "referrer": ""});
+    let res = app
+        .client
+        .post(app.url("/t"))
+        .header("content-type", "text/plain")
+        .body(view.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let body = format!(
+        "{{\"email\": \"seen@acme.com\", \"visitor_id\": \"{vid}\"}}\n\
+         {{\"email\": \"bad@acme.com\", \"visitor_id\": \"no spaces allowed\"}}\n"
+    );
+    let r = expect_json(
+        import(&app, &app.admin, &body, "", "application/x-ndjson").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_fields(
+        &r,
+        json!({"created": 1, "rejected": 1, "rejects.0.line": 2,
+            "rejects.0.errors.0.field": "visitor_id"}),
+    );
+    let lead = &all_leads(&app, &app.admin).await[0];
+    let acts = expect_json(
+        app.get(
+            &format!("/v1/leads/{}/activities", lead["id"].as_str().unwrap()),
+            &app.admin,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let kinds: Vec<&str> = acts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"page_view"), "{kinds:?}");
+}
+
+#[tokio::test]
 async fn a_reps_import_is_theirs() {
     let app = spawn_app().await;
     let (rep_id, rep) = app.rep("r", None).await;
