@@ -6,11 +6,12 @@
 use super::capture::{Capture, Via, apply_capture, validate_with_visitor};
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::FieldError;
+use crate::domain::lead::Lead;
 use crate::domain::lead::{BadEmail, NewLead};
 use crate::domain::user::Principal;
 use crate::transfer::{Format, Mapping, Row, RowReader, TransferError};
 use serde_json::{Map, Value, json};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use uuid::Uuid;
 
@@ -19,6 +20,43 @@ use uuid::Uuid;
 const CHUNK_ROWS: usize = 1000;
 /// Chunks queued on the writer at once, so parsing, validation and writing overlap.
 const CHUNKS_IN_FLIGHT: usize = 3;
+
+/// What a dry run has seen of the file so far: each person its rows reach (a stored lead, or
+/// one an earlier row would create) as those rows would leave it, found by email, phone,
+/// exported id or content key. A later row is judged against that, as the import would.
+#[derive(Default)]
+struct FileSoFar {
+    by_key: HashMap<String, usize>,
+    people: Vec<Person>,
+}
+
+struct Person {
+    lead: Lead,
+    /// Made by a row of this file, not in the store.
+    created: bool,
+    /// Notes the file's rows left on it.
+    notes: HashSet<String>,
+    /// Conflicts the file's rows recorded on it.
+    conflicts: HashSet<String>,
+}
+
+impl FileSoFar {
+    fn add(&mut self, lead: Lead, created: bool) -> usize {
+        self.people.push(Person {
+            lead,
+            created,
+            notes: HashSet::new(),
+            conflicts: HashSet::new(),
+        });
+        self.people.len() - 1
+    }
+
+    fn note(&mut self, person: usize, cap: &Capture) {
+        if let Some(t) = &cap.text {
+            self.people[person].notes.insert(t.clone());
+        }
+    }
+}
 
 /// What happened to one row.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,7 +192,7 @@ impl Service {
         &self,
         p: &Principal,
         rows: Vec<Prepared>,
-        seen: &mut HashSet<String>,
+        file: &mut FileSoFar,
     ) -> ServiceResult<Vec<(Prepared, RowOutcome)>> {
         let snap = self.store.read()?;
         let mut out = Vec::with_capacity(rows.len());
@@ -215,41 +253,61 @@ impl Service {
                             _ => snap.alt_key(k)?,
                         };
                     }
-                    let new_note = |id: Uuid| match &cap.text {
-                        Some(t) => snap
-                            .has_activity_text(id, &cap.activity_kind, t)
-                            .map(|there| !there),
-                        None => Ok(false),
+                    let known = keys.iter().find_map(|k| file.by_key.get(k).copied());
+                    let stored = match (known, existing) {
+                        (None, Some(id)) => snap.lead(id)?,
+                        _ => None,
                     };
-                    let earlier = keys.iter().any(|k| seen.contains(k));
-                    seen.extend(keys);
-                    match (existing, earlier) {
-                        (Some(id), _) => match snap.lead(id)? {
-                            // As the import would: a row may not touch a lead its importer
-                            // cannot see.
-                            Some(lead) if !p.can_see_lead(&lead) => {
+                    let person = match (known, stored) {
+                        (Some(i), _) => i,
+                        // As the import would: a row may not touch a lead its importer cannot
+                        // see.
+                        (None, Some(lead)) if !p.can_see_lead(&lead) => {
+                            out.push((
+                                row,
                                 RowOutcome::Rejected(vec![FieldError::new(
                                     "row",
                                     super::capture::ROW_OF_SOMEONE_ELSE,
-                                )])
+                                )]),
+                            ));
+                            continue;
+                        }
+                        (None, Some(lead)) => file.add(lead, false),
+                        (None, None) => {
+                            let person = file.add(new.clone().into_lead(Uuid::nil(), 0), true);
+                            file.note(person, &cap);
+                            for k in keys {
+                                file.by_key.insert(k, person);
                             }
-                            Some(mut lead) => {
-                                let before = lead.clone();
-                                super::leads::keep_placement(p, &lead, &mut new, owner_defaulted);
-                                let report = lead.absorb(new);
-                                let key = super::capture::conflicts_key(id, &report.conflicts);
-                                let new_conflicts =
-                                    !report.conflicts.is_empty() && snap.alt_key(&key)?.is_none();
-                                if lead == before && !new_note(id)? && !new_conflicts {
-                                    RowOutcome::Unchanged(id)
-                                } else {
-                                    RowOutcome::Merged(id)
-                                }
-                            }
-                            None => RowOutcome::Created(Uuid::nil()),
-                        },
-                        (None, true) => RowOutcome::Merged(Uuid::nil()),
-                        (None, false) => RowOutcome::Created(Uuid::nil()),
+                            out.push((row, RowOutcome::Created(Uuid::nil())));
+                            continue;
+                        }
+                    };
+                    for k in keys {
+                        file.by_key.entry(k).or_insert(person);
+                    }
+                    // The row meets the person as the file's earlier rows left it.
+                    let stored = !file.people[person].created;
+                    let lead = &mut file.people[person].lead;
+                    let id = lead.id;
+                    let before = lead.clone();
+                    super::leads::keep_placement(p, lead, &mut new, owner_defaulted);
+                    let report = lead.absorb(new);
+                    let conflicts = super::capture::conflicts_key(id, &report.conflicts);
+                    let recorded = stored && snap.alt_key(&conflicts)?.is_some();
+                    let new_conflicts = !report.conflicts.is_empty()
+                        && !recorded
+                        && file.people[person].conflicts.insert(conflicts);
+                    let new_note = match &cap.text {
+                        Some(t) if file.people[person].notes.contains(t) => false,
+                        Some(t) if stored => !snap.has_activity_text(id, &cap.activity_kind, t)?,
+                        Some(_) => true,
+                        None => false,
+                    };
+                    file.note(person, &cap);
+                    match file.people[person].lead == before && !new_note && !new_conflicts {
+                        true => RowOutcome::Unchanged(id),
+                        false => RowOutcome::Merged(id),
                     }
                 }
             };
@@ -308,7 +366,7 @@ impl Service {
         });
 
         let mut summary = ImportSummary::default();
-        let mut seen = HashSet::new();
+        let mut file = FileSoFar::default();
         let mut in_flight = VecDeque::new();
         let mut finish = |done: Vec<(Prepared, RowOutcome)>, summary: &mut ImportSummary| {
             for (row, outcome) in done {
@@ -333,7 +391,7 @@ impl Service {
                 }
             };
             if opts.dry_run {
-                match self.dry_run_chunk(p, chunk, &mut seen) {
+                match self.dry_run_chunk(p, chunk, &mut file) {
                     Ok(done) => finish(done, &mut summary),
                     Err(e) => {
                         failure = Some(e.into());

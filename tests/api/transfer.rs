@@ -282,6 +282,42 @@ async fn a_dry_run_reports_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_dry_run_says_what_the_import_then_does() {
+    let app = spawn_app().await;
+    app.create_lead(&app.admin, json!({"name": "Cy", "email": "cy@acme.com"}))
+        .await;
+    // Repeats that add nothing, rows that add to an earlier row or to a stored lead, and
+    // notes given once and again.
+    let file = "name,email,company,note\n\
+        Ann,ann@acme.com,,\n\
+        Ann,ann@acme.com,,\n\
+        Ann,ANN@acme.com,Acme,\n\
+        Bo,bo@acme.com,,hello\n\
+        Bo,bo@acme.com,,hello\n\
+        Bo,bo@acme.com,,again\n\
+        Cy,cy@acme.com,Initech,\n\
+        Cy,cy@acme.com,Initech,\n\
+        Cy,cy@acme.com,Globex,\n";
+    let counts =
+        |r: &Value| ["rows", "created", "merged", "unchanged", "rejected"].map(|k| r[k].as_u64());
+    let dry = expect_json(
+        import(&app, &app.admin, file, "?dry_run=true", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    let done = expect_json(
+        import(&app, &app.admin, file, "", "text/csv").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(counts(&dry), counts(&done), "dry run {dry}\nimport {done}");
+    assert_fields(
+        &done,
+        json!({"rows": 9, "created": 2, "merged": 4, "unchanged": 3}),
+    );
+}
+
+#[tokio::test]
 async fn ndjson_imports_with_a_column_map_and_bad_lines_are_rejected_alone() {
     let app = spawn_app().await;
     let body = "{\"Full\": \"Ann\", \"mail\": \"ann@acme.com\", \"tags\": [\"expo\"], \"utm\": {\"source\": \"linkedin\"}, \"Secret\": \"s\", \"Budget\": \"100\"}\n\
