@@ -145,7 +145,11 @@ impl Plugins {
                     dyn_args.insert(1.min(dyn_args.len()), obj);
                 }
                 dyn_args.resize(hook.arity(), Dynamic::UNIT);
-                self.raw(&mut out, &loaded, hook, dyn_args, now, |_| Ok(()));
+                // An answer the server would not carry out is shown as the error it is.
+                self.raw(&mut out, &loaded, hook, dyn_args, now, |d| match hook {
+                    Hook::OnEvent => super::nurture::actions(d.clone()).map(|_| ()),
+                    _ => Ok(()),
+                });
                 // The built-in `on_event` takes no action. (No built-in `stage_gate` answers
                 // yet: this build does not call it.)
                 if hook == Hook::OnEvent && (out.error.is_some() || out.result.is_null()) {

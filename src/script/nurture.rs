@@ -100,7 +100,19 @@ pub struct Library {
 pub enum Action {
     Enroll(String),
     Unenroll(String),
+    /// A task for the lead's owner, due this long (ms) from now if given.
+    Task {
+        title: String,
+        due_in: Option<i64>,
+    },
+    /// A notification to the lead's owner.
+    Notify(String),
 }
+
+/// The longest task title or notification an `on_event` action may carry.
+const MAX_ACTION_TEXT: usize = 500;
+/// The furthest ahead an `on_event` task may be due: a year.
+const MAX_DUE_IN_HOURS: i64 = 24 * 366;
 
 /// What happened to a lead, as `on_event` sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -154,7 +166,66 @@ pub(super) fn register_actions(engine: &mut Engine) {
             let mut m = Map::new();
             m.insert("unenroll".into(), Dynamic::from(name.to_owned()));
             m
+        })
+        .register_fn("task", |title: &str| -> Map {
+            let mut m = Map::new();
+            m.insert("task".into(), Dynamic::from(title.to_owned()));
+            m
+        })
+        .register_fn("task", |title: &str, due_in_hours: i64| -> Map {
+            let mut m = Map::new();
+            m.insert("task".into(), Dynamic::from(title.to_owned()));
+            m.insert("due_in_hours".into(), Dynamic::from_int(due_in_hours));
+            m
+        })
+        .register_fn("notify", |message: &str| -> Map {
+            let mut m = Map::new();
+            m.insert("notify".into(), Dynamic::from(message.to_owned()));
+            m
         });
+}
+
+const ACTION_SHAPES: &str = "an action is enroll(\"name\"), unenroll(\"name\"), \
+     task(\"title\"), task(\"title\", due_in_hours) or notify(\"message\")";
+
+/// One action map, as the action functions build it.
+fn action(m: &Map) -> Result<Action, String> {
+    let text = |k: &str| -> Option<Result<String, String>> {
+        let v = m.get(k)?;
+        Some(match v.clone().into_immutable_string() {
+            Ok(s) if s.trim().is_empty() => Err(format!("{k}: must not be empty")),
+            Ok(s) if s.chars().count() > MAX_ACTION_TEXT => {
+                Err(format!("{k}: at most {MAX_ACTION_TEXT} characters"))
+            }
+            Ok(s) => Ok(s.trim().to_owned()),
+            Err(t) => Err(format!("{k}: a string, not {t}")),
+        })
+    };
+    let only = |keys: &[&str]| m.keys().all(|k| keys.contains(&k.as_str()));
+    if let Some(name) = text("enroll").filter(|_| only(&["enroll"])) {
+        return name.map(Action::Enroll);
+    }
+    if let Some(name) = text("unenroll").filter(|_| only(&["unenroll"])) {
+        return name.map(Action::Unenroll);
+    }
+    if let Some(message) = text("notify").filter(|_| only(&["notify"])) {
+        return message.map(Action::Notify);
+    }
+    if let Some(title) = text("task").filter(|_| only(&["task", "due_in_hours"])) {
+        let due_in = match m.get("due_in_hours") {
+            None => None,
+            Some(h) => match h.as_int() {
+                Ok(h) if (0..=MAX_DUE_IN_HOURS).contains(&h) => Some(h * 3_600_000),
+                _ => {
+                    return Err(format!(
+                        "due_in_hours: a whole number of hours from 0 to {MAX_DUE_IN_HOURS}"
+                    ));
+                }
+            },
+        };
+        return title.map(|title| Action::Task { title, due_in });
+    }
+    Err(ACTION_SHAPES.into())
 }
 
 /// Reads `on_event`'s answer: `()`, one action, or an array of them.
@@ -177,17 +248,7 @@ pub(crate) fn actions(d: Dynamic) -> Result<Vec<Action>, String> {
                     type_name(&d)
                 ));
             }
-            let m = d.cast::<Map>();
-            let get = |k: &str| {
-                m.get(k)
-                    .and_then(|v| v.clone().into_immutable_string().ok())
-                    .map(|s| s.to_string())
-            };
-            match (get("enroll"), get("unenroll"), m.len()) {
-                (Some(s), None, 1) => Ok(Action::Enroll(s)),
-                (None, Some(s), 1) => Ok(Action::Unenroll(s)),
-                _ => Err("an action is enroll(\"name\") or unenroll(\"name\")".into()),
-            }
+            action(&d.cast::<Map>())
         })
         .collect()
 }
@@ -492,6 +553,46 @@ fn files(
 mod tests {
     use super::*;
     use crate::domain::lead::NewLead;
+
+    #[test]
+    fn an_answer_reads_as_actions_and_a_bad_one_says_what_an_action_is() {
+        let engine = crate::script::engine::build(&crate::script::Limits::default());
+        let answer = |src: &str| actions(engine.eval::<Dynamic>(src).expect(src));
+        assert_eq!(
+            answer(
+                r#"[enroll("welcome"), task(" Call back "), task("Demo", 2), notify("Hot lead")]"#
+            ),
+            Ok(vec![
+                Action::Enroll("welcome".into()),
+                Action::Task {
+                    title: "Call back".into(),
+                    due_in: None
+                },
+                Action::Task {
+                    title: "Demo".into(),
+                    due_in: Some(2 * 3_600_000)
+                },
+                Action::Notify("Hot lead".into()),
+            ])
+        );
+        assert_eq!(answer("()"), Ok(Vec::new()));
+        for bad in [
+            r#"task("")"#,
+            r#"task("x", -1)"#,
+            r#"task("x", 100000)"#,
+            r#"#{ task: "x", owner: "me" }"#,
+            r#"#{ notify: 5 }"#,
+            r#"#{ set: "stage" }"#,
+            r#""enroll""#,
+        ] {
+            assert!(answer(bad).is_err(), "{bad}");
+        }
+        assert!(
+            answer(r#"#{ later: 1 }"#)
+                .unwrap_err()
+                .contains("notify(\"message\")")
+        );
+    }
 
     fn lead(score: i32) -> Lead {
         let mut l = NewLead::default().into_lead(uuid::Uuid::nil(), 0);

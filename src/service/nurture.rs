@@ -66,9 +66,52 @@ pub(crate) fn on_event(
                     finish(tx, e, EnrollmentStatus::Exited, Some("unenrolled"))?;
                 }
             }
+            Action::Task { title, due_in } => {
+                if owner_task(tx, lead, &title, due_in)?.is_none() {
+                    tracing::debug!(lead = %lead.id, %title, "on_event task not made: the lead has no owner");
+                }
+            }
+            Action::Notify(message) => match lead.owner_id {
+                Some(owner) => super::work::notify(
+                    tx,
+                    "rule",
+                    owner,
+                    Some(lead.id),
+                    None,
+                    json!({"message": message, "event": event.kind}),
+                )?,
+                None => {
+                    tracing::debug!(lead = %lead.id, "on_event notification not left: the lead has no owner")
+                }
+            },
         }
     }
     Ok(())
+}
+
+/// Gives `lead`'s owner a task about it, due `due_in` ms from now if given (a rule's or a
+/// sequence step's). Returns its id; `None` when the lead has no owner to give it to.
+fn owner_task(tx: &mut Tx<'_>, lead: &Lead, title: &str, due_in: Option<i64>) -> R<Option<Uuid>> {
+    let Some(owner) = lead.owner_id else {
+        return Ok(None);
+    };
+    let task = Task {
+        id: tx.new_id(),
+        created_at: tx.now,
+        updated_at: tx.now,
+        version: 1,
+        lead_id: Some(lead.id),
+        owner_id: owner,
+        title: title.to_owned(),
+        due_at: due_in.map(|d| tx.now.saturating_add(d)),
+        done: false,
+        done_at: None,
+        created_by: None,
+    };
+    tx.put_task(None, &task)?;
+    super::tasks::schedule_reminder(tx, &task)?;
+    super::tasks::log_task(tx, &task, Op::Create)?;
+    Ok(Some(task.id))
 }
 
 /// How many times a day rules may put one lead into one sequence.
@@ -368,26 +411,8 @@ pub(crate) fn run(tx: &mut Tx<'_>, plugins: &Plugins, enrollment: Uuid) -> R<()>
                 let payload = json!({"sequence": e.sequence, "step": number, "enrollment_id": e.id, "event": event});
                 tx.emit_sequence_event(event, e.id, &lead, payload)?;
             }
-            Step::Task { title, due_in } => match lead.owner_id {
-                Some(owner) => {
-                    let task = Task {
-                        id: tx.new_id(),
-                        created_at: tx.now,
-                        updated_at: tx.now,
-                        version: 1,
-                        lead_id: Some(lead.id),
-                        owner_id: owner,
-                        title: title.clone(),
-                        due_at: due_in.map(|d| tx.now.saturating_add(d)),
-                        done: false,
-                        done_at: None,
-                        created_by: None,
-                    };
-                    tx.put_task(None, &task)?;
-                    super::tasks::schedule_reminder(tx, &task)?;
-                    super::tasks::log_task(tx, &task, Op::Create)?;
-                    data["task_id"] = json!(task.id);
-                }
+            Step::Task { title, due_in } => match owner_task(tx, &lead, title, *due_in)? {
+                Some(task) => data["task_id"] = json!(task),
                 None => data["skipped"] = json!("the lead has no owner"),
             },
             Step::Set(fields) => {

@@ -950,3 +950,61 @@ async fn a_merging_capture_that_changes_the_score_is_one_new_version() {
         .count();
     assert_eq!(updates, 1);
 }
+
+#[tokio::test]
+async fn on_event_can_give_the_owner_a_task_and_a_notification() {
+    let app = spawn_app_with(with_plugin(
+        "nurture.rhai",
+        r#"fn on_event(event, lead) {
+            if event.kind == "lead.created" && lead.title == "CTO" {
+                [task("Call the CTO", 2), notify("A CTO just came in")]
+            }
+        }"#,
+    ))
+    .await;
+    let (rep_id, rep) = app.rep("ana", None).await;
+    let lead = app
+        .create_lead(&rep, json!({"email": "cto@acme.com", "title": "CTO"}))
+        .await;
+    assert_eq!(lead["owner_id"], rep_id.as_str(), "{lead}");
+    let other = app
+        .create_lead(&rep, json!({"email": "dev@acme.com", "title": "Dev"}))
+        .await;
+    let tasks = expect_json(app.get("/v1/tasks", &rep).await, StatusCode::OK).await;
+    let tasks = tasks["items"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0]["title"], "Call the CTO");
+    assert_eq!(tasks[0]["lead_id"], lead["id"]);
+    let due = tasks[0]["due_at"].as_str().expect("due");
+    let created = lead["created_at"].as_str().unwrap();
+    let hours = |t: &str| leadline::domain::time::parse_rfc3339(t).unwrap() / 3_600_000;
+    assert_eq!(hours(due) - hours(created), 2, "{due} vs {created}");
+    let notes = expect_json(app.get("/v1/notifications", &rep).await, StatusCode::OK).await;
+    let rule: Vec<&Value> = notes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "rule")
+        .collect();
+    assert_eq!(rule.len(), 1, "{notes}");
+    assert_eq!(rule[0]["lead_id"], lead["id"]);
+    assert_eq!(rule[0]["data"]["message"], "A CTO just came in", "{notes}");
+    assert_ne!(rule[0]["lead_id"], other["id"]);
+    // A dry run shows the answer as actions.
+    let d = expect_json(
+        app.post(
+            "/v1/admin/plugins/dry-run",
+            &app.admin,
+            &json!({"hook": "on_event", "lead": {"email": "x@acme.com", "title": "CTO"},
+                    "args": [{"kind": "lead.created"}]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(d["error"].is_null(), "{d}");
+    assert_eq!(
+        d["result"],
+        json!([{"task": "Call the CTO", "due_in_hours": 2}, {"notify": "A CTO just came in"}])
+    );
+}
