@@ -247,6 +247,17 @@ fn unhurried() -> Limits {
     }
 }
 
+/// A dry run of `score` on `lead` with no activity.
+fn dry_score(plugins: &Plugins, lead: &Lead) -> dry_run::DryRun {
+    plugins.dry_run(
+        Hook::Score,
+        lead,
+        &ActivityStats::default(),
+        Vec::new(),
+        NOW,
+    )
+}
+
 fn last_line(plugins: &Plugins) -> Option<usize> {
     plugins.report().scripts[0]
         .last_error
@@ -289,13 +300,7 @@ fn a_limit_error_is_located_on_another_thread_and_later_ones_at_once() {
 fn a_dry_run_locates_a_limit_error_before_it_answers() {
     for (what, src, line) in RUNAWAYS {
         let (_dir, plugins) = with_file("scoring.rhai", src, unhurried());
-        let out = plugins.dry_run(
-            Hook::Score,
-            &lead(|_| {}),
-            &ActivityStats::default(),
-            Vec::new(),
-            NOW,
-        );
+        let out = dry_score(&plugins, &lead(|_| {}));
         let error = out.error.unwrap_or_else(|| panic!("{what}: no error"));
         assert_eq!(error.line, Some(line), "{what}: {}", error.message);
         assert_eq!(out.answered_by, "built-in");
@@ -308,12 +313,7 @@ fn each_dry_run_finds_where_its_own_call_ran_away() {
     let (_dir, plugins) = with_script(
         "fn score(lead, stats) {\n  if lead.title == () {\n    loop { }\n  }\n  let n = 0;\n  loop { n += 1; }\n}",
     );
-    let run = |l: &Lead| {
-        plugins
-            .dry_run(Hook::Score, l, &ActivityStats::default(), Vec::new(), NOW)
-            .error
-            .and_then(|e| e.line)
-    };
+    let run = |l: &Lead| dry_score(&plugins, l).error.and_then(|e| e.line);
     assert_eq!(run(&lead(|_| {})), Some(3));
     assert_eq!(run(&lead(|n| n.title = Some("CTO".into()))), Some(6));
     assert_eq!(run(&lead(|_| {})), Some(3), "not the line found last");
@@ -356,13 +356,7 @@ fn a_wall_clock_cutoff_is_located_too() {
         "fn score(lead, stats) {\n  let n = 0;\n  while true {\n    n = n + 1;\n  }\n}",
         limits,
     );
-    let out = plugins.dry_run(
-        Hook::Score,
-        &lead(|_| {}),
-        &ActivityStats::default(),
-        Vec::new(),
-        NOW,
-    );
+    let out = dry_score(&plugins, &lead(|_| {}));
     let error = out.error.expect("timed out");
     assert!(error.message.contains("timed out"), "{}", error.message);
     // Cut off while evaluating the loop's condition or its body.

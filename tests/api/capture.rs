@@ -51,16 +51,6 @@ async fn leads(app: &TestApp) -> Vec<Value> {
     page["items"].as_array().expect("items").clone()
 }
 
-async fn activities(app: &TestApp, lead: &str) -> Vec<Value> {
-    let page = expect_json(
-        app.get(&format!("/v1/leads/{lead}/activities"), &app.admin)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
-    page["items"].as_array().expect("items").clone()
-}
-
 async fn post_form(
     app: &TestApp,
     client: &reqwest::Client,

@@ -287,6 +287,17 @@ pub async fn spawn_app_with_clock(
 }
 
 /// Asserts `res` has `status`, returning its JSON body (shown when the status is wrong).
+/// A lead's activities as the admin sees them, newest first (the first page).
+pub async fn activities(app: &TestApp, lead: &str) -> Vec<Value> {
+    let page = expect_json(
+        app.get(&format!("/v1/leads/{lead}/activities"), &app.admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    page["items"].as_array().expect("items").clone()
+}
+
 pub async fn expect_json(res: Response, status: StatusCode) -> Value {
     let got = res.status();
     let body: Value = res.json().await.expect("json body");

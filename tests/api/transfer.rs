@@ -400,21 +400,8 @@ async fn an_imported_row_with_a_visitor_id_takes_that_visitor_s_page_views() {
             "rejects.0.errors.0.field": "visitor_id"}),
     );
     let lead = &all_leads(&app, &app.admin).await[0];
-    let acts = expect_json(
-        app.get(
-            &format!("/v1/leads/{}/activities", lead["id"].as_str().unwrap()),
-            &app.admin,
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
-    let kinds: Vec<&str> = acts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["kind"].as_str().unwrap())
-        .collect();
+    let acts = activities(&app, lead["id"].as_str().unwrap()).await;
+    let kinds: Vec<&str> = acts.iter().map(|a| a["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"page_view"), "{kinds:?}");
 }
 
