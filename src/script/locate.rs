@@ -13,8 +13,8 @@
 //!
 //! In the server the second run happens off the caller's thread (a writer must not wait twice
 //! for a runaway script), once per script version and error; later failures with the same
-//! error take the line found. Dry runs and rescores ([`Inline`]) run it in place, because
-//! their caller wants the answer for the very call.
+//! error take the line found. A dry run ([`Inline`]) runs it in place for each failure and a
+//! rescore for its first, because their callers want the answer for the very call.
 
 use super::engine::{self, LeadObj, Limits, StatsObj};
 use super::routing::RosterObj;
