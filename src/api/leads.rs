@@ -477,7 +477,7 @@ async fn patch_lead(
 /// Erase a lead with its activities and index entries (GDPR erasure). Honours `If-Match`.
 #[utoipa::path(delete, path = "/v1/leads/{id}", tag = "leads",
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 204, description = "Erased"), (status = 401, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem)),
+    responses((status = 204, description = "Erased"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem)),
     security(("bearer" = [])))]
 async fn delete_lead(
     State(state): State<AppState>,

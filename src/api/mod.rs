@@ -124,8 +124,81 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .merge(events::router())
         .merge(OpenApiRouter::new().routes(utoipa_axum::routes!(metrics::metrics)))
         .split_for_parts();
+    // The ordinary routes' layers: a body's deadline and the request timeout.
+    declare_layer_answers(
+        &mut doc,
+        &[("503", "The request took longer than the request timeout")],
+        &[("408", "The request body did not arrive in time")],
+        &[],
+    );
     doc.merge(bulk_doc);
+    declare_layer_answers(
+        &mut doc,
+        &[],
+        &[
+            (
+                "400",
+                "The body is not what the content type says (not JSON, not CSV)",
+            ),
+            ("413", "The body is larger than the limit"),
+            (
+                "415",
+                "The body's content type is not one this operation takes",
+            ),
+            ("422", "A field is invalid; `errors` names it"),
+        ],
+        &[("401", "No valid token")],
+    );
     (router, bulk, doc)
+}
+
+/// Declares on each operation the answers that come from layers and extractors rather than
+/// its handler, so `/openapi.json` lists every status an operation can give: `for_all` on
+/// every one, `for_bodies` on those that take a body, `for_secured` on those that need a
+/// token.
+fn declare_layer_answers(
+    doc: &mut utoipa::openapi::OpenApi,
+    for_all: &[(&str, &str)],
+    for_bodies: &[(&str, &str)],
+    for_secured: &[(&str, &str)],
+) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let problem = |what: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let body = op.request_body.is_some();
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let answers = for_all
+                .iter()
+                .chain(for_bodies.iter().filter(|_| body))
+                .chain(for_secured.iter().filter(|_| secured));
+            for (code, what) in answers {
+                op.responses
+                    .responses
+                    .entry((*code).to_owned())
+                    .or_insert_with(|| problem(what));
+            }
+        }
+    }
 }
 
 /// The complete application: routes, `/openapi.json`, fallbacks and middleware.

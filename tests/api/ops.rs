@@ -253,6 +253,31 @@ async fn every_documented_operation_is_served() {
             let status = res.status();
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
             assert!(!status.is_server_error(), "{m} {path} → {status}");
+            let declared = &item[method.as_str()]["responses"];
+            if !TEST_CLOCK_ONLY.contains(&path.as_str()) {
+                assert!(
+                    declared.get(status.as_str()).is_some(),
+                    "{m} {path} answered {status}, which /openapi.json does not list"
+                );
+            }
+            // A body of a type it does not take, and JSON that is not, get listed answers too.
+            if item[method.as_str()].get("requestBody").is_some() {
+                for (ct, body) in [("application/pdf", "%PDF"), ("application/json", "{nope")] {
+                    let res = app
+                        .req(m.clone(), &url, token)
+                        .header("content-type", ct)
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = res.status();
+                    assert!(
+                        declared.get(status.as_str()).is_some()
+                            || TEST_CLOCK_ONLY.contains(&path.as_str()),
+                        "{m} {path} with {ct} answered {status}, which /openapi.json does not list"
+                    );
+                }
+            }
             if TEST_CLOCK_ONLY.contains(&path.as_str()) {
                 assert_problem(res, StatusCode::NOT_FOUND).await;
             } else if status == StatusCode::NOT_FOUND {
