@@ -3,6 +3,8 @@
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::user::Principal;
 use crate::store::{ChangeEntry, Entity};
+use std::collections::HashMap;
+use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 pub struct ChangesPage {
@@ -36,13 +38,38 @@ impl Service {
         let rows = snap.changes_after(since, SCAN)?;
         let mut items = Vec::new();
         let mut next = since;
+        // Whether the caller may see each lead now, looked up once per lead per page.
+        let mut sees_lead: HashMap<Uuid, bool> = HashMap::new();
         for (seq, entry) in rows {
             if items.len() >= limit {
                 break;
             }
             next = seq;
             let visible = match entry.entity {
-                e if e.visible_by_lead() => p.can_see(entry.owner_id, entry.pool_id),
+                // A lead's rows show to whoever may see the lead now, as its reads and lists
+                // do: a rep who lost a lead no longer sees its history either. An erased
+                // lead's rows go by the owner and pool they record.
+                e if e.visible_by_lead() => {
+                    let lead = match e {
+                        Entity::Lead => Some(entry.id),
+                        _ => entry.lead_id,
+                    };
+                    match lead {
+                        _ if p.is_admin() => true,
+                        Some(id) => match sees_lead.get(&id) {
+                            Some(sees) => *sees,
+                            None => {
+                                let sees = match snap.lead(id)? {
+                                    Some(lead) => p.can_see_lead(&lead),
+                                    None => p.can_see(entry.owner_id, entry.pool_id),
+                                };
+                                sees_lead.insert(id, sees);
+                                sees
+                            }
+                        },
+                        None => p.can_see(entry.owner_id, entry.pool_id),
+                    }
+                }
                 Entity::User => p.is_admin() || entry.id == p.id(),
                 Entity::Form => p.is_admin(),
                 Entity::Pool => true,

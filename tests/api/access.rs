@@ -817,3 +817,50 @@ async fn admin_only_creates_are_403_for_others_whatever_the_body() {
         .await;
     assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
 }
+
+#[tokio::test]
+async fn a_rep_who_loses_a_lead_no_longer_sees_it_in_the_change_feed() {
+    let app = spawn_app().await;
+    let (_, a) = app.rep("alice", None).await;
+    let (b_id, b) = app.rep("bob", None).await;
+    let lead = app
+        .create_lead(&a, json!({"email": "moved@acme.com", "name": "Moved"}))
+        .await;
+    let id = id_of(&lead);
+    app.add_activity(&a, json!({"lead_id": id, "kind": "call"}))
+        .await;
+    assert!(change_ids(&app, &a).await.contains(&id), "alice's own lead");
+    let res = app
+        .post(
+            &format!("/v1/leads/{id}/assign"),
+            &app.admin,
+            &json!({"owner_id": b_id}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // As reads and lists: a 404 for alice, everywhere, its history included.
+    assert_eq!(
+        app.get(&format!("/v1/leads/{id}"), &a).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let feed = body(app.get("/v1/changes?since=0&limit=500", &a).await).await;
+    let about: Vec<&Value> = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == id.as_str() || c["lead_id"] == id.as_str())
+        .collect();
+    assert!(about.is_empty(), "{about:?}");
+    // Bob sees all of it, the rows from before he had it too.
+    let feed = body(app.get("/v1/changes?since=0&limit=500", &b).await).await;
+    let about = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == id.as_str() || c["lead_id"] == id.as_str())
+        .count();
+    assert!(
+        about >= 3,
+        "the create, the call and the assignment: {feed}"
+    );
+}
