@@ -114,7 +114,7 @@ impl Plugins {
         now: Millis,
     ) -> Result<T, HookFailure> {
         parse(result?).map_err(|m| {
-            let failure = shape(hook, m, now);
+            let failure = shape(hook, m, script.hook_line(hook), now);
             self.record_failure(script, failure.clone());
             failure
         })
@@ -127,11 +127,13 @@ pub struct EnrichOutcome {
     pub fields: Vec<String>,
 }
 
-fn shape(hook: Hook, message: String, now: Millis) -> HookFailure {
+/// An answer of the wrong shape, at the line of the hook that gave it (the answer itself has
+/// no line: it may have been built anywhere in the function).
+fn shape(hook: Hook, message: String, line: Option<usize>, now: Millis) -> HookFailure {
     HookFailure {
         hook: hook.name().to_owned(),
         message: format!("returned the wrong shape: {message}"),
-        line: None,
+        line,
         at: now,
     }
 }

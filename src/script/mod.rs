@@ -135,6 +135,14 @@ pub struct Script {
 }
 
 impl Script {
+    /// The line where `hook`'s function starts: where an answer of the wrong shape comes from.
+    pub(crate) fn hook_line(&self, hook: Hook) -> Option<usize> {
+        self.ast
+            .iter_fn_def()
+            .find(|f| f.name == hook.name() && f.params.len() == hook.arity())
+            .and_then(|f| f.body.start_position().line())
+    }
+
     fn constant_i32(&self, name: &str) -> Option<i32> {
         self.scope
             .get_value::<i64>(name)

@@ -199,6 +199,20 @@ fn hostile_scripts_get_the_built_in_rule() {
 }
 
 #[test]
+fn a_wrong_shape_is_reported_at_the_line_of_its_hook() {
+    let (_dir, plugins) = with_script(
+        "const X = 1;\n\nfn helper() { 2 }\nfn score(lead, stats) {\n  \"very high\"\n}",
+    );
+    match score_of(&plugins, &lead(|_| {}), &ActivityStats::default()).1 {
+        hooks::Source::Fallback(_, f) => {
+            assert!(f.message.contains("wrong shape"), "{}", f.message);
+            assert_eq!(f.line, Some(4));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn a_busy_loop_is_cut_off_by_the_wall_clock_too() {
     let limits = Limits {
         max_operations: u64::MAX,
