@@ -99,6 +99,16 @@ impl ActivityStats {
         self.kinds.iter().find(|t| t.key == kind).map(|t| t.last_at)
     }
 
+    /// When a page whose path is `prefix` or lies under it was last viewed (see [`Self::visits`]).
+    pub fn last_visit(&self, prefix: &str) -> Option<Millis> {
+        let prefix = prefix.trim_end_matches('/').to_lowercase();
+        self.pages
+            .iter()
+            .filter(|t| path_under(&t.key, &prefix))
+            .map(|t| t.last_at)
+            .max()
+    }
+
     /// Views of pages whose path is `prefix` or lies under it (`/pricing` covers
     /// `/pricing/team`, not `/pricingx`). Case-insensitive.
     pub fn visits(&self, prefix: &str) -> u32 {
@@ -232,6 +242,8 @@ mod tests {
         assert_eq!(s.last("page_view"), Some(30));
         assert_eq!(s.last_at, Some(30));
         assert_eq!(s.visits("/pricing"), 2, "the two page views");
+        assert_eq!(s.last_visit("/Pricing"), Some(30));
+        assert_eq!(s.last_visit("/elsewhere"), None);
         assert_eq!(s.visits("/PRICING/"), 2);
         assert_eq!(s.visits("/pricing/team"), 1);
         assert_eq!(s.visits("/pric"), 0);

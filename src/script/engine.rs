@@ -256,6 +256,20 @@ fn register_stats(engine: &mut Engine) {
                 Dynamic::from_float(days_between(at, s.now))
             })
         })
+        .register_fn("last_at", |s: &mut StatsObj, kind: &str| -> Dynamic {
+            opt_ms(s.stats.last(kind))
+        })
+        .register_fn("last_visit_at", |s: &mut StatsObj, path: &str| -> Dynamic {
+            opt_ms(s.stats.last_visit(path))
+        })
+        .register_fn(
+            "days_since_visit",
+            |s: &mut StatsObj, path: &str| -> Dynamic {
+                s.stats.last_visit(path).map_or(Dynamic::UNIT, |at| {
+                    Dynamic::from_float(days_between(at, s.now))
+                })
+            },
+        )
         .register_get("days_since_last_activity", |s: &mut StatsObj| {
             days_between(s.last_activity(), s.now)
         })

@@ -199,6 +199,27 @@ fn hostile_scripts_get_the_built_in_rule() {
 }
 
 #[test]
+fn scripts_read_when_a_kind_happened_and_a_page_was_last_seen() {
+    let (_dir, plugins) = with_script(
+        r#"fn score(lead, stats) {
+            let r = [];
+            if stats.days_since_visit("/pricing") == 2.0 { r += #{rule: "a", points: 1, part: "engagement"}; }
+            if stats.last_visit_at("/pricing") == stats.last_at("page_view") { r += #{rule: "b", points: 2, part: "engagement"}; }
+            if stats.last_visit_at("/nowhere") == () && stats.days_since_visit("/x") == () && stats.last_at("chat") == () {
+                r += #{rule: "c", points: 4, part: "engagement"};
+            }
+            r
+        }"#,
+    );
+    let mut stats = ActivityStats::default();
+    stats.record_parts("page_view", Some("/pricing/team"), NOW - 2 * DAY_MS);
+    stats.record_parts("page_view", Some("/blog"), NOW - 3 * DAY_MS);
+    let (card, source) = score_of(&plugins, &lead(|_| {}), &stats);
+    assert!(matches!(source, hooks::Source::Script(_)), "{source:?}");
+    assert_eq!(card.score().total, 7);
+}
+
+#[test]
 fn a_wrong_shape_is_reported_at_the_line_of_its_hook() {
     let (_dir, plugins) = with_script(
         "const X = 1;\n\nfn helper() { 2 }\nfn score(lead, stats) {\n  \"very high\"\n}",
