@@ -443,6 +443,10 @@ pub(crate) fn run(tx: &mut Tx<'_>, plugins: &Plugins, enrollment: Uuid) -> R<()>
             break None;
         }
     };
+    if lead != before {
+        // A `set` step changed the lead: its score follows, as after any change.
+        super::scoring::settle_change(tx, plugins, &mut lead)?;
+    }
     write_lead(tx, &before, &mut lead)?;
     match outcome {
         None => {

@@ -1344,3 +1344,53 @@ async fn merging_in_a_do_not_contact_lead_stops_the_survivors_marketing_mail() {
     .await;
     assert_eq!(mail["status"], "suppressed", "{mail}");
 }
+
+#[tokio::test]
+async fn a_set_step_rescores_the_lead_it_changes() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = spawn_app_with_clock(clock.clone(), |c| {
+        c.plugins.watch = false;
+        std::fs::create_dir_all(c.plugins_dir.join("sequences")).expect("dir");
+        std::fs::write(
+            c.plugins_dir.join("scoring.rhai"),
+            r#"fn score(lead, stats) {
+                if lead.has_tag("vip") { [#{rule: "a VIP", points: 50, part: "profile"}] } else { [] }
+            }"#,
+        )
+        .expect("write scoring");
+        std::fs::write(
+            c.plugins_dir.join("sequences/crown.toml"),
+            "description = \"make a VIP\"\n[[step]]\nset = { tags = \"vip\" }\n",
+        )
+        .expect("write sequence");
+    })
+    .await;
+    let id = lead(&app, json!({"email": "king@acme.com"})).await;
+    expect_json(
+        app.post(
+            &format!("/v1/leads/{id}/enrollments"),
+            &app.admin,
+            &json!({"sequence": "crown"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let l = eventually("the set step", async || {
+        let l = expect_json(
+            app.get(&format!("/v1/leads/{id}"), &app.admin).await,
+            StatusCode::OK,
+        )
+        .await;
+        l["tags"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("vip")))
+            .then_some(l)
+    })
+    .await;
+    assert_eq!(
+        l["score"]["total"], 50,
+        "scored with the tag it was given: {l}"
+    );
+    assert_eq!(l["stage"], "mql");
+}
