@@ -495,6 +495,64 @@ async fn rate_limits_answer_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_form_s_own_limit_holds_across_clients_and_leaves_other_forms_alone() {
+    let app = spawn_app_with(|c| {
+        c.capture.form_submits_per_form_per_minute = 3;
+        // The test's client is the proxy: X-Forwarded-For names each "client".
+        c.capture.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let busy = key_of(&make_form(&app, json!({})).await);
+    let quiet = key_of(&make_form(&app, json!({})).await);
+    let submit = async |key: &str, n: u32| {
+        app.client
+            .post(app.url(&format!("/f/{key}")))
+            .header("x-forwarded-for", format!("203.0.113.{n}"))
+            .json(&json!({"name": "A", "email": format!("a{n}@acme.com")}))
+            .send()
+            .await
+            .unwrap()
+    };
+    for n in 1..=3 {
+        assert_eq!(submit(&busy, n).await.status(), StatusCode::CREATED);
+    }
+    let res = submit(&busy, 4).await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(submit(&quiet, 5).await.status(), StatusCode::CREATED);
+    assert_eq!(leads(&app).await.len(), 4);
+}
+
+#[tokio::test]
+async fn an_anonymous_visitor_keeps_its_newest_200_page_views() {
+    let app = spawn_app().await;
+    let vid = "v0123456789abcdefcap";
+    for n in 1..=205 {
+        let view = json!({"visitor_id": vid, "url": format!("https://site.example/p{n}")});
+        let res = app
+            .client
+            .post(app.url("/t"))
+            .body(view.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
+    let v = expect_json(
+        app.get(&format!("/v1/visitors/{vid}"), &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    let views = v["page_views"].as_array().unwrap();
+    assert_eq!(views.len(), 200);
+    assert_eq!(
+        views[0]["url"], "https://site.example/p6",
+        "the oldest five went"
+    );
+    assert_eq!(views[199]["url"], "https://site.example/p205");
+}
+
+#[tokio::test]
 async fn cors_is_granted_only_to_the_forms_origins() {
     let app = spawn_app().await;
     let key = key_of(
