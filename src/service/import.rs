@@ -235,28 +235,14 @@ impl Service {
                         .chain(exported)
                         .chain(content)
                         .collect();
-                    // The lead a key finds: by email, phone, exported id or content.
-                    let mut existing: Option<Uuid> = None;
-                    for k in &keys {
-                        if existing.is_some() {
-                            break;
-                        }
-                        let (kind, value) = k.split_at(2);
-                        existing = match kind {
-                            "e:" => snap.lead_id_by_email(value)?,
-                            "p:" => snap.lead_id_by_phone(value)?,
-                            "i:" => match Uuid::parse_str(value) {
-                                Ok(id) if snap.lead(id)?.is_some() => Some(id),
-                                Ok(id) => snap.alt_key(&format!("m:{id}"))?,
-                                Err(_) => None,
-                            },
-                            _ => snap.alt_key(k)?,
-                        };
-                    }
+                    // An earlier row's person, else the stored lead a key finds.
                     let known = keys.iter().find_map(|k| file.by_key.get(k).copied());
-                    let stored = match (known, existing) {
-                        (None, Some(id)) => snap.lead(id)?,
-                        _ => None,
+                    let stored = match known {
+                        Some(_) => None,
+                        None => match stored_match(&snap, &keys)? {
+                            Some(id) => snap.lead(id)?,
+                            None => None,
+                        },
                     };
                     let person = match (known, stored) {
                         (Some(i), _) => i,
@@ -287,20 +273,22 @@ impl Service {
                         file.by_key.entry(k).or_insert(person);
                     }
                     // The row meets the person as the file's earlier rows left it.
-                    let stored = !file.people[person].created;
+                    let in_store = !file.people[person].created;
                     let lead = &mut file.people[person].lead;
                     let id = lead.id;
                     let before = lead.clone();
                     super::leads::keep_placement(p, lead, &mut new, owner_defaulted);
                     let report = lead.absorb(new);
-                    let conflicts = super::capture::conflicts_key(id, &report.conflicts);
-                    let recorded = stored && snap.alt_key(&conflicts)?.is_some();
-                    let new_conflicts = !report.conflicts.is_empty()
-                        && !recorded
-                        && file.people[person].conflicts.insert(conflicts);
+                    let new_conflicts = !report.conflicts.is_empty() && {
+                        let key = super::capture::conflicts_key(id, &report.conflicts);
+                        let recorded = in_store && snap.alt_key(&key)?.is_some();
+                        !recorded && file.people[person].conflicts.insert(key)
+                    };
                     let new_note = match &cap.text {
                         Some(t) if file.people[person].notes.contains(t) => false,
-                        Some(t) if stored => !snap.has_activity_text(id, &cap.activity_kind, t)?,
+                        Some(t) if in_store => {
+                            !snap.has_activity_text(id, &cap.activity_kind, t)?
+                        }
                         Some(_) => true,
                         None => false,
                     };
@@ -432,6 +420,28 @@ impl Service {
             None => Ok(summary),
         }
     }
+}
+
+/// The stored lead one of a row's `keys` finds (email, phone, exported id or content), in
+/// the order the keys come.
+fn stored_match(snap: &crate::store::Snapshot, keys: &[String]) -> ServiceResult<Option<Uuid>> {
+    for k in keys {
+        let (kind, value) = k.split_at(2);
+        let found = match kind {
+            "e:" => snap.lead_id_by_email(value)?,
+            "p:" => snap.lead_id_by_phone(value)?,
+            "i:" => match Uuid::parse_str(value) {
+                Ok(id) if snap.lead(id)?.is_some() => Some(id),
+                Ok(id) => snap.alt_key(&format!("m:{id}"))?,
+                Err(_) => None,
+            },
+            _ => snap.alt_key(k)?,
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 async fn join(
