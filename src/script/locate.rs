@@ -116,36 +116,19 @@ pub trait HookArgs: FuncArgs + Send + 'static {
     fn detached(&self) -> Self;
 }
 
-/// One argument of a hook call; see [`HookArgs`].
-pub trait HookArg: Sized {
-    fn detached(&self) -> Self;
-}
-
-impl HookArg for LeadObj {
-    fn detached(&self) -> Self {
-        // Scripts only read the lead.
-        self.clone()
-    }
-}
-
-impl HookArg for StatsObj {
+/// One argument of a hook call; see [`HookArgs`]. A clone will do for all but the roster:
+/// scripts only read the lead and stats, and without closures (`no_closure`) a value shares
+/// nothing with its copy.
+pub trait HookArg: Clone {
     fn detached(&self) -> Self {
         self.clone()
     }
 }
 
-impl HookArg for Dynamic {
-    fn detached(&self) -> Self {
-        // Without closures (`no_closure`) a value shares nothing with its copy.
-        self.clone()
-    }
-}
-
-impl HookArg for Array {
-    fn detached(&self) -> Self {
-        self.clone()
-    }
-}
+impl HookArg for LeadObj {}
+impl HookArg for StatsObj {}
+impl HookArg for Dynamic {}
+impl HookArg for Array {}
 
 impl HookArg for RosterObj {
     fn detached(&self) -> Self {
@@ -154,7 +137,7 @@ impl HookArg for RosterObj {
     }
 }
 
-impl<A: HookArg + rhai::Variant + Clone> HookArgs for (A,) {
+impl<A: HookArg + rhai::Variant> HookArgs for (A,) {
     fn detached(&self) -> Self {
         (self.0.detached(),)
     }
@@ -162,8 +145,8 @@ impl<A: HookArg + rhai::Variant + Clone> HookArgs for (A,) {
 
 impl<A, B> HookArgs for (A, B)
 where
-    A: HookArg + rhai::Variant + Clone,
-    B: HookArg + rhai::Variant + Clone,
+    A: HookArg + rhai::Variant,
+    B: HookArg + rhai::Variant,
 {
     fn detached(&self) -> Self {
         (self.0.detached(), self.1.detached())
@@ -172,9 +155,9 @@ where
 
 impl<A, B, C> HookArgs for (A, B, C)
 where
-    A: HookArg + rhai::Variant + Clone,
-    B: HookArg + rhai::Variant + Clone,
-    C: HookArg + rhai::Variant + Clone,
+    A: HookArg + rhai::Variant,
+    B: HookArg + rhai::Variant,
+    C: HookArg + rhai::Variant,
 {
     fn detached(&self) -> Self {
         (self.0.detached(), self.1.detached(), self.2.detached())

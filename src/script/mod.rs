@@ -527,7 +527,7 @@ impl Plugins {
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         result.map_err(|e| {
             let failure = runtime_failure(hook, &e, self.limits(), now);
-            self.record_located(script, failure, copy)
+            self.record_located(script, hook, failure, copy)
         })
     }
 
@@ -566,46 +566,40 @@ impl Plugins {
     }
 
     /// Counts and logs a failed call with its line. Rhai gives limit errors none: the line is
-    /// known already for this error of this script version, or found now for a dry run
-    /// ([`locate::Inline`]), or else found on another thread, which fills it in to the
-    /// failure shown and logs it.
+    /// found now for a dry run ([`locate::Inline`]), or known already for this error of this
+    /// script version, or else found on another thread, which fills it in to the failure
+    /// shown and logs it.
     fn record_located(
         &self,
         script: &Arc<Script>,
+        hook: Hook,
         mut failure: HookFailure,
         args: impl HookArgs,
     ) -> HookFailure {
-        let hook = match failure.line {
-            None => Hook::parse(&failure.hook),
-            Some(_) => None,
-        };
-        let Some(hook) = hook else {
-            self.record_failure(script, failure.clone());
-            return failure;
-        };
-        let key = (hook, failure.message.clone());
-        if locate::take_inline() {
-            failure.line = self.stopped_at(script, hook, &failure, args);
-            remember_line(script, key, failure.line);
-            self.record_failure(script, failure.clone());
-            return failure;
-        }
-        let known = script
-            .metrics
-            .located
-            .lock()
-            .ok()
-            .and_then(|located| located.get(&key).copied());
-        match known {
-            Some(line) => failure.line = line,
-            None => {
-                // Shown before the search starts, so the line found has a failure to go to.
-                self.record_failure(script, failure.clone());
-                self.locate_later(script, key, &failure, args);
-                return failure;
+        let mut later = None;
+        if failure.line.is_none() {
+            let key = (hook, failure.message.clone());
+            if locate::take_inline() {
+                failure.line = self.stopped_at(script, hook, &failure, args);
+                remember_line(script, key, failure.line);
+            } else {
+                match script
+                    .metrics
+                    .located
+                    .lock()
+                    .ok()
+                    .and_then(|l| l.get(&key).copied())
+                {
+                    Some(line) => failure.line = line,
+                    None => later = Some((key, args)),
+                }
             }
         }
+        // Recorded before any search starts, so the line found has a failure to go to.
         self.record_failure(script, failure.clone());
+        if let Some((key, args)) = later {
+            self.locate_later(script, key, &failure, args);
+        }
         failure
     }
 
@@ -637,9 +631,8 @@ impl Plugins {
         }
     }
 
-    /// Where a second run of the call stops, stepping on the locating engine.
-    /// Where a second run of the call that failed with `failure` stops, if it stops with the
-    /// same error.
+    /// Where a second run of the call that failed with `failure` stops, stepping on the
+    /// locating engine, if it stops with the same error.
     fn stopped_at(
         &self,
         script: &Script,
