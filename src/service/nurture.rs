@@ -108,9 +108,7 @@ fn owner_task(tx: &mut Tx<'_>, lead: &Lead, title: &str, due_in: Option<i64>) ->
         done_at: None,
         created_by: None,
     };
-    tx.put_task(None, &task)?;
-    super::tasks::schedule_reminder(tx, &task)?;
-    super::tasks::log_task(tx, &task, Op::Create)?;
+    super::tasks::add_task(tx, &task)?;
     Ok(Some(task.id))
 }
 

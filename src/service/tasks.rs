@@ -95,6 +95,15 @@ fn check_lead(
     })
 }
 
+/// Stores a new task with its reminder and its changelog row (a person's, a rule's or a
+/// sequence step's).
+pub(crate) fn add_task(tx: &mut Tx<'_>, task: &Task) -> StoreResult<()> {
+    tx.put_task(None, task)?;
+    schedule_reminder(tx, task)?;
+    log_task(tx, task, Op::Create)?;
+    Ok(())
+}
+
 /// Drops the task's reminder and sets a new one if it is open and due: an hour before, or at
 /// once when that moment has passed.
 pub(crate) fn schedule_reminder(tx: &mut Tx<'_>, task: &Task) -> StoreResult<()> {
@@ -203,9 +212,7 @@ impl Service {
                 done_at: new.done.then_some(tx.now),
                 created_by: p.actor(),
             };
-            tx.put_task(None, &task)?;
-            schedule_reminder(tx, &task)?;
-            log_task(tx, &task, Op::Create)?;
+            add_task(tx, &task)?;
             Ok(Ok(task))
         })
         .await
