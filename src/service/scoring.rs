@@ -560,8 +560,8 @@ impl Service {
                 .into_iter()
                 .zip(inputs)
                 .map(|(lead, (stats, _))| {
-                    let (card, _) =
-                        plugins.score(&rules, &Arc::new(lead.clone()), &Arc::new(stats), now);
+                    let lead = Arc::new(lead);
+                    let (card, _) = plugins.score(&rules, &lead, &Arc::new(stats), now);
                     (lead.id, lead.version, card)
                 })
                 .collect::<Vec<_>>())
@@ -595,11 +595,12 @@ fn read_chunk(
     ))
 }
 
-/// Scores a chunk of leads on every core.
 /// A lead scored by a rescore: its new card, whether its stored reasons or review date
 /// differ, and the script's failure when the built-in rule had to answer.
 type ScoredLead = (Arc<Lead>, ScoreCard, bool, Option<String>);
 
+/// Scores a chunk of leads on every core; `locate` is how many of its failures are to be
+/// located in place (see [`crate::script::LocateInline`]).
 fn score_chunk(
     plugins: &Plugins,
     loaded: &Arc<Loaded>,
