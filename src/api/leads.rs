@@ -533,8 +533,8 @@ async fn export_lead(
     let now = state.service.now();
     let smtp = !state.config.email.smtp_host.is_empty();
     let view = LeadExportView {
-        score: state.service.lead_score(&p, id)?,
-        sla: super::work::sla_clock_view(&state.service.lead_sla(&p, id)?),
+        score: e.score,
+        sla: super::work::sla_clock_view(&e.sla),
         tasks: e
             .tasks
             .iter()

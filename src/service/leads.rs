@@ -50,6 +50,8 @@ pub struct LeadExport {
     /// Other keys that lead here: emails and phones of merged leads, merged lead ids,
     /// imported-row fingerprints (`e:`, `p:`, `m:`, `r:`).
     pub other_keys: Vec<String>,
+    pub score: super::ScoreView,
+    pub sla: super::SlaView,
     pub tasks: Vec<crate::domain::work::Task>,
     pub notifications: Vec<crate::domain::work::Notification>,
     pub enrollments: Vec<crate::domain::sequence::Enrollment>,
@@ -520,6 +522,8 @@ impl Service {
             events: snap.events_of(id)?,
             visitors,
             other_keys: snap.alt_keys_of(id)?,
+            score: self.score_view(&snap, &lead)?,
+            sla: self.sla_view(&snap, &lead)?,
             tasks: snap.tasks_of_lead(id)?,
             notifications: snap.notifications_of_lead(id)?,
             enrollments: snap.enrollments_of(id)?,

@@ -277,28 +277,35 @@ impl Service {
     pub fn lead_sla(&self, p: &Principal, id: Uuid) -> ServiceResult<SlaView> {
         let snap = self.store.read()?;
         match snap.lead(id)? {
-            Some(l) if p.can_see_lead(&l) => {
-                // A clock runs for the lead's current owner only; a pooled or reassigned
-                // lead's earlier clock stopped when it left that owner.
-                let state = snap
-                    .sla_state(id)?
-                    .filter(|s| Some(s.owner_id) == l.owner_id);
-                let steps = match &state {
-                    Some(s) => {
-                        let team = snap.user(s.owner_id)?.and_then(|u| u.team);
-                        let hours = self.plugins.business_hours(team.as_deref());
-                        s.policy.steps(s.assigned_at, hours)
-                    }
-                    None => Vec::new(),
-                };
-                Ok(SlaView {
-                    state,
-                    steps,
-                    timers: snap.timers_of(id)?,
-                })
-            }
+            Some(l) if p.can_see_lead(&l) => self.sla_view(&snap, &l),
             _ => Err(ServiceError::NotFound("lead")),
         }
+    }
+
+    /// `lead`'s SLA clock and pending timers, read from `snap`.
+    pub(crate) fn sla_view(
+        &self,
+        snap: &crate::store::Snapshot,
+        lead: &crate::domain::lead::Lead,
+    ) -> ServiceResult<SlaView> {
+        // A clock runs for the lead's current owner only; a pooled or reassigned lead's
+        // earlier clock stopped when it left that owner.
+        let state = snap
+            .sla_state(lead.id)?
+            .filter(|s| Some(s.owner_id) == lead.owner_id);
+        let steps = match &state {
+            Some(s) => {
+                let team = snap.user(s.owner_id)?.and_then(|u| u.team);
+                let hours = self.plugins.business_hours(team.as_deref());
+                s.policy.steps(s.assigned_at, hours)
+            }
+            None => Vec::new(),
+        };
+        Ok(SlaView {
+            state,
+            steps,
+            timers: snap.timers_of(lead.id)?,
+        })
     }
 
     /// The caller's notifications, newest first, below `before`.

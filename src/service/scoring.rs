@@ -334,6 +334,16 @@ impl Service {
             Some(l) if p.can_see_lead(&l) => l,
             _ => return Err(ServiceError::NotFound("lead")),
         };
+        self.score_view(&snap, &lead)
+    }
+
+    /// `lead`'s score as `GET /v1/leads/{id}/score` shows it, read from `snap`.
+    pub(crate) fn score_view(
+        &self,
+        snap: &crate::store::Snapshot,
+        lead: &Lead,
+    ) -> ServiceResult<ScoreView> {
+        let id = lead.id;
         let details = snap.score_details(id)?.unwrap_or_default();
         Ok(ScoreView {
             lead_id: id,
