@@ -365,6 +365,7 @@ fn timer_v1() {
         TimerKind::Sla(SlaStep::Reclaim),
         TimerKind::FollowUp,
         TimerKind::TaskReminder,
+        TimerKind::RuleLater,
     ]
     .into_iter()
     .enumerate()

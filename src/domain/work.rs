@@ -136,6 +136,9 @@ pub enum TimerKind {
     TaskReminder,
     /// The next step of a nurture enrollment (`subject`).
     Sequence,
+    /// An `on_event` action put off by `later` on a lead (`subject`); the lead's `rule_later`
+    /// event with the timer's id holds the action.
+    RuleLater,
 }
 
 impl TimerKind {
@@ -149,6 +152,7 @@ impl TimerKind {
             TimerKind::FollowUp => "sla.follow_up",
             TimerKind::TaskReminder => "task.reminder",
             TimerKind::Sequence => "sequence.step",
+            TimerKind::RuleLater => "rule.later",
         }
     }
 }

@@ -107,6 +107,56 @@ pub enum Action {
     },
     /// A notification to the lead's owner.
     Notify(String),
+    /// One field of the lead set to a value, as a sequence's `set` step sets it: `status`,
+    /// `stage`, `tags` (adds one) or `fields.<name>`.
+    Set {
+        field: String,
+        value: serde_json::Value,
+    },
+    /// Another action, carried out this long (ms) from now on the lead as it is then.
+    Later {
+        after: i64,
+        action: Box<Action>,
+    },
+}
+
+impl Action {
+    /// The action as the map its function builds (`#{ enroll: "welcome" }`), in JSON: how a
+    /// `later` action is kept until it is due.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Action::Enroll(name) => json!({ "enroll": name }),
+            Action::Unenroll(name) => json!({ "unenroll": name }),
+            Action::Task {
+                title,
+                due_in: None,
+            } => json!({ "task": title }),
+            Action::Task {
+                title,
+                due_in: Some(ms),
+            } => json!({ "task": title, "due_in_hours": ms / 3_600_000 }),
+            Action::Notify(message) => json!({ "notify": message }),
+            Action::Set { field, value } => json!({ "set": field, "value": value }),
+            Action::Later { after, action } => {
+                let after = if after % 3_600_000 == 0 {
+                    json!(after / 3_600_000)
+                } else {
+                    json!(format!("{}m", after / 60_000))
+                };
+                json!({ "later": after, "action": action.to_json() })
+            }
+        }
+    }
+
+    /// Reads back what [`Action::to_json`] wrote.
+    pub fn from_json(v: &serde_json::Value) -> Result<Action, String> {
+        let d: Dynamic = rhai::serde::to_dynamic(v).map_err(|e| e.to_string())?;
+        match d.try_cast::<Map>() {
+            Some(m) => action(&m),
+            None => Err(format!("{v} is not an action")),
+        }
+    }
 }
 
 /// The longest task title or notification an `on_event` action may carry.
@@ -182,11 +232,100 @@ pub(super) fn register_actions(engine: &mut Engine) {
             let mut m = Map::new();
             m.insert("notify".into(), Dynamic::from(message.to_owned()));
             m
+        })
+        .register_fn("later", |after: i64, action: Map| -> Map {
+            let mut m = Map::new();
+            m.insert("later".into(), Dynamic::from_int(after));
+            m.insert("action".into(), Dynamic::from_map(action));
+            m
+        })
+        .register_fn("later", |after: &str, action: Map| -> Map {
+            let mut m = Map::new();
+            m.insert("later".into(), Dynamic::from(after.to_owned()));
+            m.insert("action".into(), Dynamic::from_map(action));
+            m
+        })
+        .register_fn("set", |field: &str, value: Dynamic| -> Map {
+            let mut m = Map::new();
+            m.insert("set".into(), Dynamic::from(field.to_owned()));
+            m.insert("value".into(), value);
+            m
         });
 }
 
 const ACTION_SHAPES: &str = "an action is enroll(\"name\"), unenroll(\"name\"), \
-     task(\"title\"), task(\"title\", due_in_hours) or notify(\"message\")";
+     task(\"title\"), task(\"title\", due_in_hours), notify(\"message\"), \
+     set(\"field\", value) or later(hours or \"duration\", action)";
+
+/// Reads a `later` action: how long from now (whole hours, or a duration such as `"30m"` or
+/// `"2d"`, at least a minute when given as one) and the action to carry out then.
+fn later_action(after: &Dynamic, inner: Option<&Dynamic>) -> Result<Action, String> {
+    const USAGE: &str = "later: give hours or a duration, then an action, as in \
+         later(24, enroll(\"pricing_roi\")) or later(\"30m\", notify(\"…\"))";
+    let max = MAX_DUE_IN_HOURS * 3_600_000;
+    let after = if let Ok(hours) = after.as_int() {
+        if !(0..=MAX_DUE_IN_HOURS).contains(&hours) {
+            return Err(format!(
+                "later: a whole number of hours from 0 to {MAX_DUE_IN_HOURS}, not {hours}"
+            ));
+        }
+        hours * 3_600_000
+    } else if let Ok(text) = after.clone().into_immutable_string() {
+        match crate::domain::sequence::parse_duration(&text) {
+            Ok(ms) if (60_000..=max).contains(&ms) => ms,
+            Ok(_) => return Err(format!("later: `{text}` is not from a minute to a year")),
+            Err(e) => return Err(format!("later: `{text}` {e}")),
+        }
+    } else {
+        return Err(USAGE.into());
+    };
+    let Some(inner) = inner.and_then(|d| d.clone().try_cast::<Map>()) else {
+        return Err(USAGE.into());
+    };
+    match action(&inner)? {
+        Action::Later { .. } => Err("later: the action to carry out later cannot be another \
+             later(…); add the hours up"
+            .into()),
+        a => Ok(Action::Later {
+            after,
+            action: Box::new(a),
+        }),
+    }
+}
+
+/// Checks what a `set` action would write: a field it may set, with a value that field takes.
+fn set_action(field: String, value: Option<&Dynamic>) -> Result<Action, String> {
+    if !crate::domain::sequence::settable(&field) {
+        return Err(format!(
+            "set: `{field}` cannot be set (use status, stage, tags or fields.<name>)"
+        ));
+    }
+    let Some(value) = value else {
+        return Err(format!(
+            "set: give `{field}` a value, as in set(\"{field}\", value)"
+        ));
+    };
+    let value: serde_json::Value =
+        rhai::serde::from_dynamic(value).map_err(|e| format!("set: {field}: {e}"))?;
+    let text = value.as_str();
+    let fits = match field.as_str() {
+        "status" => text.and_then(crate::domain::lead::Status::parse).is_some(),
+        "stage" => text.and_then(crate::domain::lead::Stage::parse).is_some(),
+        "tags" => text.is_some_and(|t| !t.trim().is_empty() && t.chars().count() <= 100),
+        _ => true,
+    };
+    if !fits {
+        return Err(format!(
+            "set: {value} is not a value `{field}` takes ({})",
+            match field.as_str() {
+                "status" => "a status such as \"nurturing\"",
+                "stage" => "a stage such as \"mql\"",
+                _ => "a tag of 1 to 100 characters",
+            }
+        ));
+    }
+    Ok(Action::Set { field, value })
+}
 
 /// One action map, as the action functions build it.
 fn action(m: &Map) -> Result<Action, String> {
@@ -210,6 +349,12 @@ fn action(m: &Map) -> Result<Action, String> {
     }
     if let Some(message) = text("notify").filter(|_| only(&["notify"])) {
         return message.map(Action::Notify);
+    }
+    if let Some(after) = m.get("later").filter(|_| only(&["later", "action"])) {
+        return later_action(after, m.get("action"));
+    }
+    if let Some(field) = text("set").filter(|_| only(&["set", "value"])) {
+        return set_action(field?, m.get("value"));
     }
     if let Some(title) = text("task").filter(|_| only(&["task", "due_in_hours"])) {
         let due_in = match m.get("due_in_hours") {
@@ -576,6 +721,25 @@ mod tests {
             ])
         );
         assert_eq!(answer("()"), Ok(Vec::new()));
+        assert_eq!(
+            answer(
+                r#"[set("stage", "sql"), set("fields.budget", #{ amount: 5000 }), set("tags", "vip")]"#
+            ),
+            Ok(vec![
+                Action::Set {
+                    field: "stage".into(),
+                    value: serde_json::json!("sql")
+                },
+                Action::Set {
+                    field: "fields.budget".into(),
+                    value: serde_json::json!({"amount": 5000})
+                },
+                Action::Set {
+                    field: "tags".into(),
+                    value: serde_json::json!("vip")
+                },
+            ])
+        );
         for bad in [
             r#"task("")"#,
             r#"task("x", -1)"#,
@@ -583,15 +747,73 @@ mod tests {
             r#"#{ task: "x", owner: "me" }"#,
             r#"#{ notify: 5 }"#,
             r#"#{ set: "stage" }"#,
+            r#"set("owner_id", "x")"#,
+            r#"set("stage", "won")"#,
+            r#"set("status", 5)"#,
+            r#"set("tags", "  ")"#,
+            r#"#{ set: "tags", value: "a", notify: "b" }"#,
             r#""enroll""#,
         ] {
             assert!(answer(bad).is_err(), "{bad}");
         }
         assert!(
-            answer(r#"#{ later: 1 }"#)
+            answer(r#"#{ remind: 1 }"#)
                 .unwrap_err()
                 .contains("notify(\"message\")")
         );
+    }
+
+    #[test]
+    fn later_takes_hours_or_a_duration_and_any_other_action_and_keeps_as_json() {
+        let engine = crate::script::engine::build(&crate::script::Limits::default());
+        let answer = |src: &str| actions(engine.eval::<Dynamic>(src).expect(src));
+        let got = answer(
+            r#"[later(24, enroll("pricing_roi")), later("90m", set("fields.stage_hint", 3)),
+                later(0, task("Now", 2))]"#,
+        )
+        .expect("actions");
+        assert_eq!(
+            got,
+            vec![
+                Action::Later {
+                    after: 24 * 3_600_000,
+                    action: Box::new(Action::Enroll("pricing_roi".into()))
+                },
+                Action::Later {
+                    after: 90 * 60_000,
+                    action: Box::new(Action::Set {
+                        field: "fields.stage_hint".into(),
+                        value: serde_json::json!(3)
+                    })
+                },
+                Action::Later {
+                    after: 0,
+                    action: Box::new(Action::Task {
+                        title: "Now".into(),
+                        due_in: Some(2 * 3_600_000)
+                    })
+                },
+            ]
+        );
+        for a in &got {
+            let Action::Later { action, .. } = a else {
+                unreachable!()
+            };
+            assert_eq!(Action::from_json(&action.to_json()).as_ref(), Ok(&**action));
+            assert_eq!(Action::from_json(&a.to_json()).as_ref(), Ok(a));
+        }
+        for (bad, says) in [
+            (r#"later(-1, notify("x"))"#, "hours from 0"),
+            (r#"later("30s", notify("x"))"#, "a minute to a year"),
+            (r#"later("soon", notify("x"))"#, "later: `soon`"),
+            (r#"later(1, later(1, notify("x")))"#, "another"),
+            (r#"later(1, notify(""))"#, "must not be empty"),
+            (r#"#{ later: 1 }"#, "then an action"),
+            (r#"#{ later: 1, action: "notify" }"#, "then an action"),
+        ] {
+            let e = answer(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     fn lead(score: i32) -> Lead {

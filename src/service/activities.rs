@@ -106,11 +106,11 @@ impl Service {
                 super::nurture::on_event(
                     tx,
                     &plugins,
-                    &lead,
+                    &mut lead,
                     crate::script::nurture::LeadEventIn::of("lead.created"),
                 )?;
             }
-            super::nurture::on_activity(tx, &plugins, &lead, &activity)?;
+            super::nurture::on_activity(tx, &plugins, &mut lead, &activity)?;
             if lead != before {
                 lead.version += 1;
                 lead.updated_at = tx.now;

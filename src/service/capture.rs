@@ -248,9 +248,14 @@ fn capture(
     settle_change(tx, plugins, &mut outcome.lead)?;
     if !outcome.merged {
         super::work::place_new(tx, plugins, &mut outcome.lead, p.actor())?;
-        super::nurture::on_event(tx, plugins, &outcome.lead, LeadEventIn::of("lead.created"))?;
+        super::nurture::on_event(
+            tx,
+            plugins,
+            &mut outcome.lead,
+            LeadEventIn::of("lead.created"),
+        )?;
     } else {
-        super::nurture::on_activity(tx, plugins, &outcome.lead, &activity)?;
+        super::nurture::on_activity(tx, plugins, &mut outcome.lead, &activity)?;
     }
     if outcome.lead != before {
         if outcome.merged && outcome.changed {

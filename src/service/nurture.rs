@@ -5,16 +5,16 @@
 
 use super::work::write_lead;
 use super::{ServiceError, ServiceResult};
-use crate::domain::activity::Activity;
+use crate::domain::activity::{Activity, LeadEvent};
 use crate::domain::lead::{Lead, Stage, Status};
 use crate::domain::mail::{MailStatus, OutMail, track_links};
 use crate::domain::sequence::{
     DAY_MS, Enrollment, EnrollmentStatus, ExitCondition, MAX_STEPS_PER_RUN, Step,
 };
 use crate::domain::time::Millis;
-use crate::domain::work::{Task, TimerKind};
+use crate::domain::work::{Task, Timer, TimerKind};
 use crate::script::nurture::{Action, LeadEventIn, SequenceRt, render};
-use crate::script::{Hook, Plugins};
+use crate::script::{Hook, Loaded, Plugins};
 use crate::store::{Entity, Op, StoreError, Tx};
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -22,18 +22,32 @@ use uuid::Uuid;
 
 type R<T> = Result<T, StoreError>;
 
-/// Asks `on_event` what `event` means for `lead` and does it. The lead itself is not changed
-/// here, so this may run while a caller still holds an unwritten version of it.
+/// Asks `on_event` what `event` means for `lead` and does it. A `set` changes `lead` in
+/// place (and rescores it); the caller writes it, as it writes its own changes.
 pub(crate) fn on_event(
     tx: &mut Tx<'_>,
     plugins: &Plugins,
-    lead: &Lead,
+    lead: &mut Lead,
     mut event: LeadEventIn,
 ) -> R<()> {
     let loaded = plugins.current();
     let enrollments = tx.enrollments_of(lead.id)?;
     event.sequences = enrollments.iter().map(|e| e.sequence.clone()).collect();
-    for action in plugins.on_event(&loaded, &event, lead, tx.now) {
+    let actions = plugins.on_event(&loaded, &event, lead, tx.now);
+    carry_out(tx, plugins, &loaded, lead, &event, &enrollments, actions)
+}
+
+/// Carries out `on_event`'s answer to `event`, in order.
+fn carry_out(
+    tx: &mut Tx<'_>,
+    plugins: &Plugins,
+    loaded: &Loaded,
+    lead: &mut Lead,
+    event: &LeadEventIn,
+    enrollments: &[Enrollment],
+    actions: Vec<Action>,
+) -> R<()> {
+    for action in actions {
         match action {
             Action::Enroll(name) => {
                 // A rule that enrolls a lead again each time the sequence completes loops
@@ -45,7 +59,7 @@ pub(crate) fn on_event(
                     .count();
                 if recent >= MAX_RULE_ENROLLMENTS_PER_DAY {
                     plugins.refuse_answer(
-                        &loaded,
+                        loaded,
                         Hook::OnEvent,
                         format!(
                             "enroll(\"{name}\") on {}: the lead entered `{name}` {recent} times in the last day, so it is not enrolled again (a loop?)",
@@ -84,9 +98,124 @@ pub(crate) fn on_event(
                     tracing::debug!(lead = %lead.id, "on_event notification not left: the lead has no owner")
                 }
             },
+            Action::Set { field, value } => {
+                let depth = RuleSetDepth::enter();
+                if depth.too_deep() {
+                    plugins.refuse_answer(
+                        loaded,
+                        Hook::OnEvent,
+                        format!(
+                            "set(\"{field}\", {value}) on {}: rules have set fields {MAX_RULE_SET_DEPTH} times over in this write, each setting off the next, so it is not done (a loop?)",
+                            event.kind
+                        ),
+                        tx.now,
+                    );
+                    continue;
+                }
+                let before = lead.clone();
+                set_field(lead, &field, &value);
+                if *lead != before {
+                    tx.event(
+                        lead.id,
+                        "rule_set",
+                        None,
+                        json!({"field": field, "value": value, "event": event.kind}),
+                    )?;
+                    // What a rule set is scored like any change (and may set off `lead.scored`).
+                    super::scoring::settle_change(tx, plugins, lead)?;
+                }
+            }
+            Action::Later { after, action } => {
+                let due = tx.now.saturating_add(after);
+                // The timeline event keeps the action, under the timer's id, until it is due.
+                let timer = tx.add_timer(TimerKind::RuleLater, due, lead.id)?;
+                tx.put_event(&LeadEvent {
+                    id: timer.id,
+                    lead_id: lead.id,
+                    at: tx.now,
+                    kind: "rule_later".into(),
+                    actor_id: None,
+                    data: json!({
+                        "action": action.to_json(),
+                        "due_at": crate::domain::time::to_rfc3339(due),
+                        "event": event.kind,
+                    })
+                    .to_string(),
+                })?;
+            }
         }
     }
     Ok(())
+}
+
+/// Carries out an action a rule put off with `later`, on the lead as it is now. The lead's
+/// `rule_later` event, under the timer's id, holds the action.
+pub(crate) fn rule_later_due(tx: &mut Tx<'_>, plugins: &Plugins, timer: &Timer) -> R<()> {
+    let Some(mut lead) = tx.lead(timer.subject)? else {
+        return Ok(());
+    };
+    let kept = tx
+        .lead_event(lead.id, timer.id)?
+        .and_then(|e| serde_json::from_str::<Value>(&e.data).ok());
+    let Some(kept) = kept else {
+        tracing::warn!(lead = %lead.id, timer = %timer.id, "a rule's later action has no rule_later event to read it from; skipped");
+        return Ok(());
+    };
+    let action = match Action::from_json(&kept["action"]) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(lead = %lead.id, action = %kept["action"], error = %e, "a rule's later action no longer reads as an action; skipped");
+            return Ok(());
+        }
+    };
+    let loaded = plugins.current();
+    let enrollments = tx.enrollments_of(lead.id)?;
+    let event = LeadEventIn {
+        kind: kept["event"].as_str().unwrap_or("rule.later").to_owned(),
+        sequences: enrollments.iter().map(|e| e.sequence.clone()).collect(),
+        ..Default::default()
+    };
+    let before = lead.clone();
+    carry_out(
+        tx,
+        plugins,
+        &loaded,
+        &mut lead,
+        &event,
+        &enrollments,
+        vec![action],
+    )?;
+    write_lead(tx, &before, &mut lead)?;
+    Ok(())
+}
+
+/// How many `set` actions deep rules may set each other off in one write: a rule that sets a
+/// field on `lead.scored`, which rescores the lead, which runs the rule again...
+const MAX_RULE_SET_DEPTH: u32 = 4;
+
+thread_local! {
+    static RULE_SET_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// One level of `set` actions running inside another's rescore; leaving drops the level
+/// (also when the write fails part way).
+struct RuleSetDepth;
+
+impl RuleSetDepth {
+    fn enter() -> Self {
+        RULE_SET_DEPTH.with(|d| d.set(d.get() + 1));
+        RuleSetDepth
+    }
+
+    fn too_deep(&self) -> bool {
+        RULE_SET_DEPTH.with(|d| d.get() > MAX_RULE_SET_DEPTH)
+    }
+}
+
+impl Drop for RuleSetDepth {
+    fn drop(&mut self) {
+        RULE_SET_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
 }
 
 /// Gives `lead`'s owner a task about it, due `due_in` ms from now if given (a rule's or a
@@ -119,7 +248,7 @@ const MAX_RULE_ENROLLMENTS_PER_DAY: usize = 5;
 pub(crate) fn on_activity(
     tx: &mut Tx<'_>,
     plugins: &Plugins,
-    lead: &Lead,
+    lead: &mut Lead,
     activity: &Activity,
 ) -> R<()> {
     let path = serde_json::from_str::<Value>(&activity.properties)
@@ -445,7 +574,6 @@ pub(crate) fn run(tx: &mut Tx<'_>, plugins: &Plugins, enrollment: Uuid) -> R<()>
         // A `set` step changed the lead: its score follows, as after any change.
         super::scoring::settle_change(tx, plugins, &mut lead)?;
     }
-    write_lead(tx, &before, &mut lead)?;
     match outcome {
         None => {
             e.updated_at = tx.now;
@@ -460,7 +588,7 @@ pub(crate) fn run(tx: &mut Tx<'_>, plugins: &Plugins, enrollment: Uuid) -> R<()>
                 on_event(
                     tx,
                     plugins,
-                    &lead,
+                    &mut lead,
                     LeadEventIn {
                         kind: "sequence.completed".into(),
                         sequence: Some(name),
@@ -470,6 +598,7 @@ pub(crate) fn run(tx: &mut Tx<'_>, plugins: &Plugins, enrollment: Uuid) -> R<()>
             }
         }
     }
+    write_lead(tx, &before, &mut lead)?;
     Ok(())
 }
 
@@ -477,30 +606,36 @@ pub(crate) fn run(tx: &mut Tx<'_>, plugins: &Plugins, enrollment: Uuid) -> R<()>
 fn set_fields(lead: &mut Lead, fields: &std::collections::BTreeMap<String, Value>) -> Vec<String> {
     let mut changed = Vec::new();
     for (name, value) in fields {
-        let done = match (name.as_str(), value) {
-            ("status", Value::String(s)) => Status::parse(s).map(|st| lead.status = st),
-            ("stage", Value::String(s)) => Stage::parse(s).map(|st| lead.stage = st),
-            ("tags", Value::String(t)) => {
-                let t = t.trim().to_owned();
-                if !t.is_empty() && !lead.tags.contains(&t) {
-                    lead.tags.push(t);
-                }
-                Some(())
-            }
-            (f, v) => f.strip_prefix("fields.").map(|key| {
-                let mut obj = serde_json::from_str::<serde_json::Map<String, Value>>(&lead.fields)
-                    .unwrap_or_default();
-                obj.insert(key.to_owned(), v.clone());
-                lead.fields = Value::Object(obj).to_string();
-            }),
-        };
-        if done.is_some() {
+        if set_field(lead, name, value) {
             changed.push(name.clone());
         } else {
             tracing::warn!(field = %name, value = %value, "a sequence `set` value does not fit the field; skipped");
         }
     }
     changed
+}
+
+/// Sets one field as a `set` step or action does: `status`, `stage`, `tags` (adds the tag)
+/// or `fields.<name>`. Returns false when the value does not fit the field.
+fn set_field(lead: &mut Lead, name: &str, value: &Value) -> bool {
+    let done = match (name, value) {
+        ("status", Value::String(s)) => Status::parse(s).map(|st| lead.status = st),
+        ("stage", Value::String(s)) => Stage::parse(s).map(|st| lead.stage = st),
+        ("tags", Value::String(t)) => {
+            let t = t.trim().to_owned();
+            if !t.is_empty() && !lead.tags.contains(&t) {
+                lead.tags.push(t);
+            }
+            Some(())
+        }
+        (f, v) => f.strip_prefix("fields.").map(|key| {
+            let mut obj = serde_json::from_str::<serde_json::Map<String, Value>>(&lead.fields)
+                .unwrap_or_default();
+            obj.insert(key.to_owned(), v.clone());
+            lead.fields = Value::Object(obj).to_string();
+        }),
+    };
+    done.is_some()
 }
 
 /// A fresh secret for a message's links: the time in hex, then 24 random bytes, URL-safe.

@@ -304,7 +304,11 @@ impl Service {
         Ok(SlaView {
             state,
             steps,
-            timers: snap.timers_of(lead.id)?,
+            timers: snap
+                .timers_of(lead.id)?
+                .into_iter()
+                .filter(|t| super::work::is_sla_timer(t.kind))
+                .collect(),
         })
     }
 

@@ -269,7 +269,7 @@ fn record_system_activity(
     let mut lead = before.clone();
     lead.last_activity_at = Some(tx.now);
     super::scoring::settle_change(tx, plugins, &mut lead)?;
-    super::nurture::on_activity(tx, plugins, &lead, &activity)?;
+    super::nurture::on_activity(tx, plugins, &mut lead, &activity)?;
     write_lead(tx, &before, &mut lead)?;
     Ok(Some(lead))
 }

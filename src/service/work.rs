@@ -198,7 +198,7 @@ pub(crate) fn to_pool(
     Ok(())
 }
 
-fn is_sla_timer(k: TimerKind) -> bool {
+pub(crate) fn is_sla_timer(k: TimerKind) -> bool {
     matches!(k, TimerKind::Sla(_) | TimerKind::FollowUp)
 }
 
@@ -384,6 +384,7 @@ pub(crate) fn fire(tx: &mut Tx<'_>, plugins: &Plugins, timer: &Timer) -> R<()> {
         TimerKind::FollowUp => follow_up_missed(tx, timer.subject, timer.due),
         TimerKind::TaskReminder => task_due(tx, timer.subject),
         TimerKind::Sequence => super::nurture::run(tx, plugins, timer.subject),
+        TimerKind::RuleLater => super::nurture::rule_later_due(tx, plugins, timer),
     }
 }
 

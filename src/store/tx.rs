@@ -385,6 +385,13 @@ impl<'t> Tx<'t> {
         }
         // Events written since the move (an enrollment ended by the merge) go along too.
         self.move_activities(gone.id, into)?;
+        // What rules put off for later is still to be done, to the survivor; its
+        // `rule_later` events moved with the rest, keeping their (the timers') ids.
+        for t in self.timers_of(gone.id)? {
+            if t.kind == crate::domain::work::TimerKind::RuleLater {
+                self.move_timer(&t, into)?;
+            }
+        }
         // Its webhook deliveries stay filed under its own id; the survivor's `m:` key finds
         // them when that person is erased.
         self.remove_lead(gone)
@@ -672,6 +679,14 @@ impl<'t> Tx<'t> {
         self.lead_events
             .insert((e.lead_id.as_u128(), e.id.as_u128()), encode(e).as_slice())?;
         Ok(())
+    }
+
+    /// One event of a lead's timeline.
+    pub fn lead_event(&self, lead: Uuid, id: Uuid) -> StoreResult<Option<LeadEvent>> {
+        match self.lead_events.get((lead.as_u128(), id.as_u128()))? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
     }
 
     /// Records a system event on a lead's timeline.

@@ -189,6 +189,22 @@ impl Tx<'_> {
         Ok(out)
     }
 
+    /// Gives a pending timer another subject, keeping its id and due time.
+    pub fn move_timer(&mut self, t: &Timer, subject: Uuid) -> StoreResult<()> {
+        if self.remove_timer(t)? {
+            let moved = Timer {
+                subject,
+                ..t.clone()
+            };
+            let id = moved.id.as_u128();
+            self.timers
+                .insert((moved.due, id), encode(&moved).as_slice())?;
+            self.timers_by_subject
+                .insert((subject.as_u128(), id), moved.due)?;
+        }
+        Ok(())
+    }
+
     /// Removes a timer; false if it was already gone (fired or cancelled).
     pub fn remove_timer(&mut self, t: &Timer) -> StoreResult<bool> {
         let id = t.id.as_u128();

@@ -949,6 +949,21 @@ async fn a_merging_capture_that_changes_the_score_is_one_new_version() {
     assert_eq!(updates, 1);
 }
 
+/// `on_event`'s answer for a new CTO, by the dry run.
+async fn dry_run_cto_created(app: &TestApp) -> Value {
+    expect_json(
+        app.post(
+            "/v1/admin/plugins/dry-run",
+            &app.admin,
+            &json!({"hook": "on_event", "lead": {"email": "x@acme.com", "title": "CTO"},
+                    "args": [{"kind": "lead.created"}]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn on_event_can_give_the_owner_a_task_and_a_notification() {
     let app = spawn_app_with(with_plugin(
@@ -989,20 +1004,233 @@ async fn on_event_can_give_the_owner_a_task_and_a_notification() {
     assert_eq!(rule[0]["data"]["message"], "A CTO just came in", "{notes}");
     assert_ne!(rule[0]["lead_id"], other["id"]);
     // A dry run shows the answer as actions.
-    let d = expect_json(
-        app.post(
-            "/v1/admin/plugins/dry-run",
-            &app.admin,
-            &json!({"hook": "on_event", "lead": {"email": "x@acme.com", "title": "CTO"},
-                    "args": [{"kind": "lead.created"}]}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    let d = dry_run_cto_created(&app).await;
     assert!(d["error"].is_null(), "{d}");
     assert_eq!(
         d["result"],
         json!([{"task": "Call the CTO", "due_in_hours": 2}, {"notify": "A CTO just came in"}])
     );
+}
+
+#[tokio::test]
+async fn on_event_can_set_fields_which_rescore_the_lead_in_the_same_write() {
+    // One file holds both hooks: tagging a CTO "vip" is worth 50 points, which the same
+    // write scores, and a loop (a rule that sets a field every time the score moves) stops.
+    let app = spawn_app_with(with_plugin(
+        "rules.rhai",
+        r#"fn score(lead, stats) {
+            let reasons = [];
+            if lead.has_tag("vip") { reasons.push(#{ rule: "vip", points: 50, part: "profile" }); }
+            if lead.has_tag("loop") { reasons.push(#{ rule: "loop", points: lead.tags.len(), part: "profile" }); }
+            reasons
+        }
+        fn on_event(event, lead) {
+            if event.kind == "lead.created" && lead.title == "CTO" {
+                [set("tags", "vip"), set("status", "nurturing"), set("fields.persona", "exec")]
+            } else if event.kind == "lead.created" && lead.title == "loop" {
+                set("tags", "loop")
+            } else if event.kind == "lead.scored" && lead.has_tag("loop") {
+                set("tags", "loop" + lead.tags.len())
+            }
+        }"#,
+    ))
+    .await;
+    let lead = app
+        .create_lead(&app.admin, json!({"email": "cto@acme.com", "title": "CTO"}))
+        .await;
+    assert_eq!(lead["tags"], json!(["vip"]), "{lead}");
+    assert_eq!(lead["status"], "nurturing");
+    assert_eq!(lead["fields"]["persona"], "exec");
+    assert_eq!(
+        lead["score"]["total"], 50,
+        "scored in the write that set the tag"
+    );
+    assert_eq!(lead["stage"], "mql");
+    assert_eq!(lead["version"], 1, "one write");
+    let id = lead["id"].as_str().unwrap();
+    let items = timeline_kinds(&app, id).await;
+    let sets = events_of(&items, "rule_set");
+    assert_eq!(sets.len(), 3, "{items:?}");
+    assert_eq!(
+        sets.iter().filter(|e| e["data"]["field"] == "tags").count(),
+        1
+    );
+    assert!(sets.iter().all(|e| e["data"]["event"] == "lead.created"));
+    // The loop: each set adds a tag, which moves the score, which runs the rule again.
+    let looped = app
+        .create_lead(&app.admin, json!({"email": "l@acme.com", "title": "loop"}))
+        .await;
+    let tags = looped["tags"].as_array().unwrap().len();
+    assert!((2..=6).contains(&tags), "the loop stopped: {looped}");
+    let report = expect_json(
+        app.get("/v1/admin/plugins", &app.admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    let script = &report["scripts"][0];
+    assert_eq!(script["last_error"]["hook"], "on_event", "{report}");
+    assert!(
+        script["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a loop?")),
+        "{report}"
+    );
+    // A dry run shows the answer as actions.
+    let d = dry_run_cto_created(&app).await;
+    assert!(d["error"].is_null(), "{d}");
+    assert_eq!(
+        d["result"],
+        json!([{"set": "tags", "value": "vip"}, {"set": "status", "value": "nurturing"},
+               {"set": "fields.persona", "value": "exec"}])
+    );
+}
+
+#[tokio::test]
+async fn on_event_can_put_an_action_off_until_later_and_it_survives_a_merge() {
+    const HOUR: i64 = 3_600_000;
+    let clock = Arc::new(ManualClock::new(1_795_420_800_000));
+    let app = spawn_app_with_clock(
+        clock.clone(),
+        with_plugin(
+            "nurture.rhai",
+            r#"fn on_event(event, lead) {
+                if event.kind == "lead.created" && lead.title == "CTO" {
+                    [later(24, set("tags", "followed_up")), later("30m", task("Call the CTO"))]
+                }
+            }"#,
+        ),
+    )
+    .await;
+    let (_, rep) = app.rep("ana", None).await;
+    let cto = app
+        .create_lead(&rep, json!({"email": "cto@acme.com", "title": "CTO"}))
+        .await;
+    let id = cto["id"].as_str().unwrap().to_owned();
+    assert_eq!(cto["tags"], json!([]), "nothing yet: {cto}");
+    let items = timeline_kinds(&app, &id).await;
+    let later = events_of(&items, "rule_later");
+    assert_eq!(later.len(), 2, "{items:?}");
+    assert_eq!(later[0]["data"]["event"], "lead.created");
+    // The SLA view shows only the SLA's timers.
+    let sla = expect_json(
+        app.get(&format!("/v1/leads/{id}/sla"), &rep).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(
+        sla["timers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["kind"] != "rule.later"),
+        "{sla}"
+    );
+    let tasks = async || {
+        let t = expect_json(app.get("/v1/tasks", &rep).await, StatusCode::OK).await;
+        t["items"].as_array().cloned().unwrap_or_default()
+    };
+    assert!(tasks().await.is_empty());
+
+    // Half an hour on: the task, on the lead as it is then.
+    clock.advance(31 * 60_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tasks().await.is_empty() {
+        assert!(Instant::now() < deadline, "the later task never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = tasks().await;
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0]["title"], "Call the CTO");
+    assert_eq!(t[0]["lead_id"], id.as_str());
+
+    // Merged into another lead before the day is out: the survivor gets the tag.
+    let other = app
+        .create_lead(&app.admin, json!({"email": "other@acme.com"}))
+        .await;
+    let survivor = other["id"].as_str().unwrap().to_owned();
+    expect_json(
+        app.post(
+            &format!("/v1/leads/{survivor}/merge"),
+            &app.admin,
+            &json!({"other_id": id}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    clock.advance(24 * HOUR);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lead = expect_json(
+            app.get(&format!("/v1/leads/{survivor}"), &app.admin).await,
+            StatusCode::OK,
+        )
+        .await;
+        if lead["tags"] == json!(["followed_up"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the later set never came: {lead}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let items = timeline_kinds(&app, &survivor).await;
+    let set = events_of(&items, "rule_set");
+    assert_eq!(set.len(), 1, "{items:?}");
+    assert_eq!(set[0]["data"]["event"], "lead.created");
+    // It fires once.
+    assert_eq!(tasks().await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_erased_lead_takes_its_later_actions_with_it() {
+    let clock = Arc::new(ManualClock::new(1_795_420_800_000));
+    let app = spawn_app_with_clock(
+        clock.clone(),
+        with_plugin(
+            "nurture.rhai",
+            r#"fn on_event(event, lead) {
+                if event.kind == "lead.created" { later(1, notify("an hour on")) }
+            }"#,
+        ),
+    )
+    .await;
+    let (_, rep) = app.rep("ana", None).await;
+    let gone = app
+        .create_lead(&rep, json!({"email": "gone@acme.com"}))
+        .await;
+    let kept = app
+        .create_lead(&rep, json!({"email": "kept@acme.com"}))
+        .await;
+    let res = app
+        .delete(
+            &format!("/v1/leads/{}", gone["id"].as_str().unwrap()),
+            &app.admin,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    clock.advance(2 * 3_600_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rule_notes = loop {
+        let notes = expect_json(app.get("/v1/notifications", &rep).await, StatusCode::OK).await;
+        let rule: Vec<Value> = notes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["kind"] == "rule")
+            .cloned()
+            .collect();
+        if !rule.is_empty() {
+            break rule;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kept lead's notification never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(rule_notes.len(), 1, "{rule_notes:?}");
+    assert_eq!(rule_notes[0]["lead_id"], kept["id"]);
+    assert_eq!(rule_notes[0]["data"]["message"], "an hour on");
 }
