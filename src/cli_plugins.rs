@@ -223,6 +223,8 @@ struct TestCase {
     lead: toml::Table,
     #[serde(default)]
     stats: Option<toml::Table>,
+    /// The hook's other arguments, as the dry run takes them (`on_event`: the event).
+    args: Option<Vec<toml::Value>>,
     expect: Expect,
 }
 
@@ -233,6 +235,60 @@ struct Expect {
     parts: Option<toml::Table>,
     reasons: Option<Vec<String>>,
     stage: Option<String>,
+    /// The whole answer, as the dry run shows it; for any hook.
+    result: Option<toml::Value>,
+}
+
+impl Expect {
+    /// The score-only expectations this case sets, by name.
+    fn score_fields(&self) -> Vec<&'static str> {
+        [
+            ("total", self.total.is_some()),
+            ("parts", self.parts.is_some()),
+            ("reasons", self.reasons.is_some()),
+            ("stage", self.stage.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
+/// Where `got` differs from `want`, one line per difference, named by its path.
+fn json_diff(path: &str, want: &Value, got: &Value, out: &mut Vec<String>) {
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            for (k, wv) in w {
+                let p = format!("{path}.{k}");
+                match g.get(k) {
+                    Some(gv) => json_diff(&p, wv, gv, out),
+                    None => out.push(format!("{p}: expected {wv}, missing")),
+                }
+            }
+            for (k, gv) in g.iter().filter(|(k, _)| !w.contains_key(*k)) {
+                out.push(format!("{path}.{k}: not expected, got {gv}"));
+            }
+        }
+        (Value::Array(w), Value::Array(g)) => {
+            for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
+                json_diff(&format!("{path}[{i}]"), wv, gv, out);
+            }
+            if w.len() != g.len() {
+                out.push(format!(
+                    "{path}: expected {} items, got {}{}",
+                    w.len(),
+                    g.len(),
+                    match g.get(w.len()..) {
+                        Some(extra) if !extra.is_empty() =>
+                            format!(" (also {})", Value::from(extra)),
+                        _ => String::new(),
+                    }
+                ));
+            }
+        }
+        (w, g) if w == g => {}
+        (w, g) => out.push(format!("{path}: expected {w}, got {g}")),
+    }
 }
 
 /// Runs the cases in `plugins/tests/` and prints a readable difference for each failure.
@@ -310,12 +366,36 @@ fn run_case(
 ) -> anyhow::Result<(String, Vec<String>)> {
     let text = std::fs::read_to_string(path)?;
     let case: TestCase = toml::from_str(&text).map_err(|e| anyhow!("{e}"))?;
-    let hook = case.hook.as_deref().unwrap_or("score");
-    if hook != "score" {
+    let hook_name = case.hook.as_deref().unwrap_or("score");
+    let hook = Hook::parse(hook_name).ok_or_else(|| {
+        anyhow!(
+            "hook {hook_name:?}: not a hook (one of {})",
+            HOOKS
+                .iter()
+                .map(|h| h.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    if hook != Hook::Score && !case.expect.score_fields().is_empty() {
         return Err(anyhow!(
-            "hook {hook:?}: the test runner checks score cases only"
+            "[expect] {}: only for score cases; for {hook_name}, give `result`",
+            case.expect.score_fields().join(", ")
         ));
     }
+    if hook != Hook::Score && case.expect.result.is_none() {
+        return Err(anyhow!(
+            "[expect]: give the `result` {hook_name} should answer"
+        ));
+    }
+    let args: Vec<Value> = match &case.args {
+        Some(a) => serde_json::to_value(a)?
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    crate::script::check_dry_run_args(hook, &args).map_err(|e| anyhow!("args: {e}"))?;
     let now = match &case.now {
         Some(s) => parse_rfc3339(s).map_err(|_| anyhow!("now: not an RFC 3339 time"))?,
         None => now(),
@@ -340,17 +420,30 @@ fn run_case(
     };
     let lead = stats.lead_of(new, now);
     let stats = stats.into_stats(now);
-    let out = plugins.dry_run(Hook::Score, &lead, &stats, Vec::new(), now);
+    let out = plugins.dry_run(hook, &lead, &stats, args, now);
     let mut diffs = Vec::new();
     if let Some(e) = &out.error {
         let line = e.line.map(|l| format!(" at line {l}")).unwrap_or_default();
         diffs.push(format!(
-            "the score hook failed{line}: {} (the built-in rule answered)",
+            "the {hook_name} hook failed{line}: {} (the built-in rule answered)",
             e.message
         ));
     }
     let r = &out.result;
     let expect = case.expect;
+    if let Some(want) = &expect.result {
+        let want = serde_json::to_value(want)?;
+        // One action or an array of them: `on_event` means the same by both.
+        let got = match (hook, r) {
+            (Hook::OnEvent, Value::Object(_)) => json!([r]),
+            (Hook::OnEvent, Value::Null) => json!([]),
+            (Hook::OnEvent, Value::Array(a)) => {
+                Value::Array(a.iter().filter(|x| !x.is_null()).cloned().collect())
+            }
+            _ => r.clone(),
+        };
+        json_diff("result", &want, &got, &mut diffs);
+    }
     if let Some(t) = expect.total
         && r["total"].as_i64() != Some(t)
     {

@@ -541,7 +541,9 @@ fn plugins_check_and_test_pass_on_the_shipped_rules_and_show_a_diff_after_an_edi
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(plugins.join("tests")).unwrap();
-    std::fs::copy(shipped.join("scoring.rhai"), plugins.join("scoring.rhai")).unwrap();
+    for script in ["scoring.rhai", "routing.rhai", "sla.rhai", "nurture.rhai"] {
+        std::fs::copy(shipped.join(script), plugins.join(script)).unwrap();
+    }
     for case in std::fs::read_dir(shipped.join("tests")).unwrap() {
         let case = case.unwrap().path();
         std::fs::copy(&case, plugins.join("tests").join(case.file_name().unwrap())).unwrap();
@@ -552,7 +554,7 @@ fn plugins_check_and_test_pass_on_the_shipped_rules_and_show_a_diff_after_an_edi
     assert!(out.contains("scoring.rhai: hooks score"), "{out}");
     let (ok, out, err) = run(&["plugins", "test", "--plugins-dir", dir_arg], dir.path());
     assert!(ok, "{out}{err}");
-    assert!(out.contains("4 passed, 0 failed"), "{out}");
+    assert!(out.contains("9 passed, 0 failed"), "{out}");
 
     // The admin raises the demo rule to 35 points: the case that expects 30 fails, readably.
     let script = std::fs::read_to_string(plugins.join("scoring.rhai")).unwrap();
@@ -566,6 +568,30 @@ fn plugins_check_and_test_pass_on_the_shipped_rules_and_show_a_diff_after_an_edi
     assert!(!ok, "{out}");
     assert!(out.contains("FAIL cto_demo_request_is_sql.toml"), "{out}");
     assert!(out.contains("total: expected 60, got 65"), "{out}");
+
+    // Cases of the other hooks compare the whole answer and name what differs by its path.
+    let script = std::fs::read_to_string(plugins.join("nurture.rhai")).unwrap();
+    let edited = script.replace(
+        r#"enroll("high_intent")"#,
+        r#"[enroll("hot"), task("Call")]"#,
+    );
+    assert_ne!(edited, script);
+    std::fs::write(plugins.join("nurture.rhai"), edited).unwrap();
+    let (ok, out, _) = run(&["plugins", "test", "--plugins-dir", dir_arg], dir.path());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL crossing_60_is_high_intent.toml"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"result[0].enroll: expected "high_intent", got "hot""#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"result: expected 1 items, got 2 (also [{"task":"Call"}])"#),
+        "{out}"
+    );
+    assert!(out.contains("7 passed, 2 failed"), "{out}");
 
     // A script that does not compile fails the check with its line.
     std::fs::write(
