@@ -93,9 +93,16 @@ async fn lead(app: &TestApp, body: Value) -> String {
         .to_owned()
 }
 
-/// The stored message a received one is (by its X-Leadline-Mail-Id header).
+/// The stored message a received one is (by its X-Leadline-Mail-Id header), once the sender
+/// has recorded it as sent: the SMTP server has the message a moment before that write.
 async fn stored(app: &TestApp, m: &Received) -> Value {
     let id = m.header("X-Leadline-Mail-Id").expect("mail id header");
+    eventually("the message recorded as sent", async || {
+        let res = app.get(&format!("/v1/emails/{id}"), &app.admin).await;
+        let v = expect_json(res, StatusCode::OK).await;
+        (v["status"] != "unsent").then_some(())
+    })
+    .await;
     let res = app.get(&format!("/v1/emails/{id}"), &app.admin).await;
     let tag = res.headers().get("etag").cloned();
     let again = app.get(&format!("/v1/emails/{id}"), &app.admin).await;
