@@ -60,16 +60,33 @@
       if (!el) { el = d.createElement("input"); el.type = "hidden"; el.name = name; el.setAttribute("data-ll", ""); f.appendChild(el); }
       if (!el.value || el.hasAttribute("data-ll")) el.value = v || ""; // the site's own values win
     }
+    function target(f) {
+      // getAttribute, not f.action: an input named "action" shadows the property.
+      var href = abs(f.getAttribute("action") || "").href;
+      return href.indexOf(base + "/f/") === 0 ? href : null;
+    }
+    // A render token from the server, as the hosted page carries one: a submit sooner than
+    // a human could fill the form in is dropped as a bot's.
+    function stamp(f) {
+      try {
+        var href = target(f);
+        if (!href || !w.fetch || f.hasAttribute("data-ll-ts")) return;
+        f.setAttribute("data-ll-ts", "");
+        var key = href.slice(base.length + 3).split(/[?#\/]/)[0];
+        w.fetch(base + "/f/" + key + "/ts", { credentials: "omit" })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (j) { if (j && j._ts) field(f, "_ts", j._ts); })["catch"](function () {});
+      } catch (e) { /* the form still works without one */ }
+    }
     function tag(f) {
       try {
-        // getAttribute, not f.action: an input named "action" shadows the property.
-        if (abs(f.getAttribute("action") || "").href.indexOf(base + "/f/") !== 0) return;
+        if (!target(f)) return;
         var u = utm || ft.utm;
         field(f, "_vid", vid); field(f, "_page", w.location.href); field(f, "_ref", ft.referrer || ref);
         for (var j = 0; j < K.length; j++) if (u[K[j]]) field(f, "utm_" + K[j], u[K[j]]);
       } catch (e) { /* never block a submit */ }
     }
-    function tagAll() { for (var j = 0; j < d.forms.length; j++) tag(d.forms[j]); }
+    function tagAll() { for (var j = 0; j < d.forms.length; j++) { tag(d.forms[j]); stamp(d.forms[j]); } }
     if (d.addEventListener) {
       // Capture phase on document: covers forms added later, and runs before site handlers.
       d.addEventListener("submit", function (e) { if (e.target && e.target.tagName === "FORM") tag(e.target); }, true);

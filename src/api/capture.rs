@@ -34,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_forms, create_form))
         .routes(routes!(get_form, patch_form, delete_form))
         .routes(routes!(form_page, submit_form, form_preflight))
+        .routes(routes!(form_render_token))
         .routes(routes!(tracker_script))
         .routes(routes!(track, track_preflight))
         .routes(routes!(get_visitor))
@@ -324,6 +325,36 @@ async fn form_page(
     render_page(&form, &BTreeMap::new(), &hidden, &[], StatusCode::OK)
 }
 
+/// A render token for a form embedded in a page of the business's own site.
+#[derive(Serialize, ToSchema)]
+pub struct RenderToken {
+    /// Send it back as the `_ts` field of the submit: a submit sooner than
+    /// `capture.min_fill_secs` after the token was issued is taken for a bot.
+    #[serde(rename = "_ts")]
+    pub ts: String,
+}
+
+/// A fresh render token for `/f/{key}`, for a form embedded elsewhere (`/t.js` fetches one
+/// when the page loads), so the too-fast check covers it as it covers the hosted page.
+#[utoipa::path(get, path = "/f/{key}/ts", tag = "capture", params(("key" = String, Path)),
+    responses((status = 200, body = RenderToken), (status = 403, description = "Origin not allowed", body = Problem),
+        (status = 404, body = Problem)))]
+async fn form_render_token(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let form = state.service.public_form(&key)?;
+    let allowed = check_origin(&form, &headers)?;
+    let token = RenderToken {
+        ts: state.service.render_token(&form.key)?,
+    };
+    let mut res = axum::Json(token).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(with_cors(res, allowed.as_deref()))
+}
+
 /// Reads a urlencoded or JSON body into name → value.
 fn submitted_values(
     headers: &HeaderMap,
@@ -387,8 +418,9 @@ fn accepted(form: &Form, json: bool) -> ApiResult<Response> {
 
 /// Submit a form (public). `application/x-www-form-urlencoded` answers like a browser expects
 /// (303 to the redirect URL, a thank-you page, or the form again with errors); JSON answers 201
-/// or 422. A filled `_hp` honeypot, a submit sooner than `capture.min_fill_secs` after the
-/// hosted page was rendered, or a repeat within `capture.double_submit_secs` stores nothing
+/// or 422. A filled `_hp` honeypot, a submit sooner than `capture.min_fill_secs` after its
+/// `_ts` render token was issued (with the hosted page, or by `/f/{key}/ts` to `/t.js` for a
+/// form embedded in a site), or a repeat within `capture.double_submit_secs` stores nothing
 /// but answers the same.
 #[utoipa::path(post, path = "/f/{key}", tag = "capture", params(("key" = String, Path)),
     request_body(content = Object, content_type = "application/x-www-form-urlencoded"),

@@ -3,7 +3,8 @@
 //! pages and submits a plain HTML form to `/f/{key}`. The server must then hold both page
 //! views under the snippet's visitor id, stitch that visitor to the lead the form created,
 //! credit the lead to the first touch's UTM, and show views and submission in order on the
-//! lead's timeline.
+//! lead's timeline. The snippet also fetches the form a render token, so a submit sooner than
+//! a person could type is answered as usual and stores nothing.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (`.ci/run` installs them); without
 //! them the test fails rather than skipping, so a CI image that lost them cannot go green.
@@ -12,12 +13,14 @@ use crate::helpers::*;
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
+use leadline::clock::ManualClock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
@@ -317,7 +320,10 @@ async fn visitor_with_views(app: &TestApp, visitor: &str, n: usize) -> Value {
 
 #[tokio::test]
 async fn a_visitor_tracked_by_the_snippet_becomes_a_lead_through_a_form() {
-    let app = spawn_app().await;
+    // The server's clock stands still unless the test moves it, so "too fast" is decided by
+    // the test, not by how quickly the browser types.
+    let clock = Arc::new(ManualClock::new(1_795_420_800_000));
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
     let leadline = app.base.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -384,6 +390,7 @@ async fn a_visitor_tracked_by_the_snippet_becomes_a_lead_through_a_form() {
     assert_eq!(first["title"], "Pricing", "{v}");
     assert_eq!(first["utm"]["source"], "google", "{v}");
     assert_eq!(first["utm"]["medium"], "cpc", "{v}");
+    clock.advance(60_000);
 
     // 3. the same visitor (same id) moves on to the sign-up page
     browser.goto(&format!("{site}/signup")).await;
@@ -398,6 +405,35 @@ async fn a_visitor_tracked_by_the_snippet_becomes_a_lead_through_a_form() {
     let same = browser.execute("return window.leadline.visitorId;").await;
     assert_eq!(same, visitor.as_str(), "the id survives a page change");
 
+    // The snippet fetched the form a render token: a bot submitting at once gets the usual
+    // redirect, and nothing is stored.
+    let render_token = async || {
+        browser
+            .execute(
+                "var t = document.querySelector('input[name=_ts]'); return t ? t.value : null;",
+            )
+            .await
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    };
+    eventually("the form's render token", render_token).await;
+    browser.type_into("input[name=name]", "Bot").await;
+    browser
+        .type_into("input[name=email]", "bot@example-corp.cn")
+        .await;
+    browser.click("button[type=submit]").await;
+    let thanks = format!("{site}/thanks");
+    eventually("the bot's redirect", async || {
+        (browser.current_url().await == thanks).then_some(())
+    })
+    .await;
+    let all = expect_json(app.get("/v1/leads", &app.admin).await, StatusCode::OK).await;
+    assert_eq!(all["items"], json!([]), "a too-fast submit stores nothing");
+    browser.goto(&format!("{site}/signup")).await;
+    eventually("the form's render token", render_token).await;
+    clock.advance(30_000);
+
     // 4. they sign up; Leadline redirects them to the site's thank-you page
     browser.type_into("input[name=name]", "王小明").await;
     browser
@@ -405,7 +441,6 @@ async fn a_visitor_tracked_by_the_snippet_becomes_a_lead_through_a_form() {
         .await;
     browser.type_into("input[name=company]", "示例科技").await;
     browser.click("button[type=submit]").await;
-    let thanks = format!("{site}/thanks");
     let landed = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             if browser.current_url().await == thanks {

@@ -1154,3 +1154,67 @@ async fn likely_duplicates_are_listed_and_merged_with_a_pointer_left_behind() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_embedded_form_gets_a_render_token_so_too_fast_submits_are_dropped_there_too() {
+    let clock = Arc::new(ManualClock::new(START));
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let site = "https://www.acme.example";
+    let key = key_of(&make_form(&app, json!({"allowed_origins": [site]})).await);
+    let token_url = app.url(&format!("/f/{key}/ts"));
+    let fetch_token = async |origin: &str| {
+        app.client
+            .get(&token_url)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap()
+    };
+    let res = fetch_token(site).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["access-control-allow-origin"], site);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let token = expect_json(res, StatusCode::OK).await["_ts"]
+        .as_str()
+        .expect("_ts")
+        .to_owned();
+    // Other sites get no token, and an unknown form none either.
+    let res = fetch_token("https://evil.example").await;
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let res = app.client.get(app.url("/f/nope/ts")).send().await.unwrap();
+    assert_problem(res, StatusCode::NOT_FOUND).await;
+
+    let submit = async |email: &str, ts: &str| {
+        app.client
+            .post(app.url(&format!("/f/{key}")))
+            .header("origin", site)
+            .json(&json!({"name": "Ann", "email": email, "_ts": ts}))
+            .send()
+            .await
+            .unwrap()
+    };
+    // Sent a second after the page loaded: a normal answer, nothing stored.
+    clock.advance(1_000);
+    assert_eq!(
+        submit("bot@acme.com", &token).await.status(),
+        StatusCode::CREATED
+    );
+    assert!(leads(&app).await.is_empty());
+    // A forged token is dropped the same way.
+    let forged = format!("{}.{}", START - 60_000, "0".repeat(64));
+    assert_eq!(
+        submit("forger@acme.com", &forged).await.status(),
+        StatusCode::CREATED
+    );
+    assert!(leads(&app).await.is_empty());
+    // A person takes longer.
+    clock.advance(9_000);
+    assert_eq!(
+        submit("ann@acme.com", &token).await.status(),
+        StatusCode::CREATED
+    );
+    let all = leads(&app).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["email"], "ann@acme.com");
+}
