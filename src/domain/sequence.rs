@@ -201,6 +201,18 @@ pub fn settable(field: &str) -> bool {
             .is_some_and(|f| !f.is_empty() && f.len() <= 100)
 }
 
+/// Whether `field` (one [`settable`] names) takes `value` in a `set`: a known status or
+/// stage, a tag of 1 to 100 characters, anything for `fields.<name>`.
+pub fn set_value_fits(field: &str, value: &serde_json::Value) -> bool {
+    let text = value.as_str();
+    match field {
+        "status" => text.and_then(super::lead::Status::parse).is_some(),
+        "stage" => text.and_then(super::lead::Stage::parse).is_some(),
+        "tags" => text.is_some_and(|t| !t.trim().is_empty() && t.trim().chars().count() <= 100),
+        f => settable(f),
+    }
+}
+
 impl Sequence {
     /// Parses and checks one file. Errors name the step (1-based) and what is wrong.
     pub fn parse(name: &str, toml_text: &str) -> Result<Sequence, String> {
@@ -383,6 +395,28 @@ pub struct Enrollment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_takes_known_statuses_stages_short_tags_and_any_custom_value() {
+        use serde_json::json;
+        for (field, value) in [
+            ("status", json!("nurturing")),
+            ("stage", json!("mql")),
+            ("tags", json!(" vip ")),
+            ("fields.budget", json!({"amount": 5})),
+        ] {
+            assert!(set_value_fits(field, &value), "{field} = {value}");
+        }
+        for (field, value) in [
+            ("status", json!("won")),
+            ("stage", json!(3)),
+            ("tags", json!("  ")),
+            ("tags", json!("x".repeat(101))),
+            ("owner_id", json!("x")),
+        ] {
+            assert!(!set_value_fits(field, &value), "{field} = {value}");
+        }
+    }
 
     const WELCOME: &str = r#"
 description = "one email a week for 4 weeks"

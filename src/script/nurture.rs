@@ -307,14 +307,7 @@ fn set_action(field: String, value: Option<&Dynamic>) -> Result<Action, String> 
     };
     let value: serde_json::Value =
         rhai::serde::from_dynamic(value).map_err(|e| format!("set: {field}: {e}"))?;
-    let text = value.as_str();
-    let fits = match field.as_str() {
-        "status" => text.and_then(crate::domain::lead::Status::parse).is_some(),
-        "stage" => text.and_then(crate::domain::lead::Stage::parse).is_some(),
-        "tags" => text.is_some_and(|t| !t.trim().is_empty() && t.chars().count() <= 100),
-        _ => true,
-    };
-    if !fits {
+    if !crate::domain::sequence::set_value_fits(&field, &value) {
         return Err(format!(
             "set: {value} is not a value `{field}` takes ({})",
             match field.as_str() {

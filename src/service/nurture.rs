@@ -618,12 +618,15 @@ fn set_fields(lead: &mut Lead, fields: &std::collections::BTreeMap<String, Value
 /// Sets one field as a `set` step or action does: `status`, `stage`, `tags` (adds the tag)
 /// or `fields.<name>`. Returns false when the value does not fit the field.
 fn set_field(lead: &mut Lead, name: &str, value: &Value) -> bool {
+    if !crate::domain::sequence::set_value_fits(name, value) {
+        return false;
+    }
     let done = match (name, value) {
         ("status", Value::String(s)) => Status::parse(s).map(|st| lead.status = st),
         ("stage", Value::String(s)) => Stage::parse(s).map(|st| lead.stage = st),
         ("tags", Value::String(t)) => {
             let t = t.trim().to_owned();
-            if !t.is_empty() && !lead.tags.contains(&t) {
+            if !lead.tags.contains(&t) {
                 lead.tags.push(t);
             }
             Some(())

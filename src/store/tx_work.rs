@@ -164,12 +164,17 @@ impl Tx<'_> {
             subject,
             created_at: self.now,
         };
-        self.timers
-            .insert((due, t.id.as_u128()), encode(&t).as_slice())?;
-        self.timers_by_subject
-            .insert((subject.as_u128(), t.id.as_u128()), due)?;
-        self.earliest_timer = Some(self.earliest_timer.map_or(due, |e| e.min(due)));
+        self.put_timer(&t)?;
         Ok(t)
+    }
+
+    fn put_timer(&mut self, t: &Timer) -> StoreResult<()> {
+        let id = t.id.as_u128();
+        self.timers.insert((t.due, id), encode(t).as_slice())?;
+        self.timers_by_subject
+            .insert((t.subject.as_u128(), id), t.due)?;
+        self.earliest_timer = Some(self.earliest_timer.map_or(t.due, |e| e.min(t.due)));
+        Ok(())
     }
 
     /// The timers of a lead or task.
@@ -192,15 +197,10 @@ impl Tx<'_> {
     /// Gives a pending timer another subject, keeping its id and due time.
     pub fn move_timer(&mut self, t: &Timer, subject: Uuid) -> StoreResult<()> {
         if self.remove_timer(t)? {
-            let moved = Timer {
+            self.put_timer(&Timer {
                 subject,
                 ..t.clone()
-            };
-            let id = moved.id.as_u128();
-            self.timers
-                .insert((moved.due, id), encode(&moved).as_slice())?;
-            self.timers_by_subject
-                .insert((subject.as_u128(), id), moved.due)?;
+            })?;
         }
         Ok(())
     }
