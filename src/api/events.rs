@@ -98,6 +98,18 @@ impl Feed {
     }
 }
 
+/// One event of the stream, as its fields arrive.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the stream's frames for `/openapi.json`; axum's `Event` writes them.
+struct StreamEvent {
+    /// The changelog seq; send it back as `Last-Event-ID` to resume.
+    id: String,
+    /// `lead.created`, `task.updated`, a notification's kind such as `lead.assigned`, …
+    event: String,
+    /// A JSON object: `seq`, `at`, `entity`, `id`, `op`, `event`, `lead_id` and the event's `data`.
+    data: String,
+}
+
 /// The caller's visible changes and notifications as Server-Sent Events, as they commit: `id`
 /// is the changelog seq, `event` the event name webhooks use (`lead.created`, `task.updated`,
 /// a notification's kind such as `lead.assigned`), `data` a JSON object. Resume with
@@ -106,7 +118,7 @@ impl Feed {
 #[utoipa::path(get, path = "/v1/events", tag = "integration",
     params(("since" = Option<u64>, Query, description = "Start after this seq (Last-Event-ID wins)"),
         ("Last-Event-ID" = Option<u64>, Header, description = "The last event id received")),
-    responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = StreamEvent),
         (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn events(

@@ -168,7 +168,7 @@ async fn create_lead(
 #[serde(deny_unknown_fields)]
 pub struct BatchInput {
     /// At most 1000 leads, each as for `POST /v1/leads`.
-    #[schema(value_type = Vec<LeadInput>)]
+    #[schema(value_type = Vec<LeadInput>, min_items = 1, max_items = 1000)]
     pub leads: Vec<serde_json::Value>,
 }
 
@@ -359,18 +359,43 @@ fn parse_score(s: &str) -> Result<i32, String> {
     s.parse().map_err(|_| "must be a whole number".into())
 }
 
+/// The filters and sort of a lead list, as `/openapi.json` shows them (the handlers read them
+/// with [`Params`], which also refuses any parameter not listed here). All given filters hold.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Describes the query for the document; never built.
+pub struct LeadFilterParams {
+    stage: Option<Stage>,
+    status: Option<Status>,
+    /// A user id, or `none` for unowned leads.
+    #[param(pattern = "^(none|[0-9a-fA-F-]{32,36})$")]
+    owner_id: Option<String>,
+    pool_id: Option<Uuid>,
+    source: Option<String>,
+    channel: Option<String>,
+    campaign_id: Option<Uuid>,
+    tag: Option<String>,
+    min_score: Option<i32>,
+    max_score: Option<i32>,
+    /// RFC 3339: created after this moment.
+    #[param(format = DateTime)]
+    created_after: Option<String>,
+    /// RFC 3339: created before this moment.
+    #[param(format = DateTime)]
+    created_before: Option<String>,
+    /// RFC 3339: changed after this moment.
+    #[param(format = DateTime)]
+    updated_after: Option<String>,
+    /// `created_at`, `score` or `updated_at`, descending with a leading `-` (default
+    /// `-created_at`).
+    #[param(pattern = "^-?(created_at|score|updated_at)$")]
+    sort: Option<String>,
+}
+
 /// List leads the caller may see, filtered and sorted, a page at a time.
 #[utoipa::path(get, path = "/v1/leads", tag = "leads",
-    params(
-        ("stage" = Option<String>, Query), ("status" = Option<String>, Query),
-        ("owner_id" = Option<String>, Query, description = "A user id, or `none` for unowned leads"),
-        ("pool_id" = Option<Uuid>, Query), ("source" = Option<String>, Query), ("channel" = Option<String>, Query),
-        ("campaign_id" = Option<Uuid>, Query), ("tag" = Option<String>, Query),
-        ("min_score" = Option<i32>, Query), ("max_score" = Option<i32>, Query),
-        ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
-        ("updated_after" = Option<String>, Query),
-        ("sort" = Option<String>, Query, description = "created_at|-created_at|score|-score|updated_at|-updated_at (default -created_at)"),
-        ("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    params(LeadFilterParams,
+        ("limit" = Option<u32>, Query, description = "Default 50"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = LeadPage), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list_leads(

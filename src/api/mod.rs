@@ -127,41 +127,116 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
     // The ordinary routes' layers: a body's deadline and the request timeout.
     declare_layer_answers(
         &mut doc,
-        &[("503", "The request took longer than the request timeout")],
-        &[("408", "The request body did not arrive in time")],
-        &[],
+        &LayerAnswers {
+            all: &[("503", "The request took longer than the request timeout")],
+            bodies: &[("408", "The request body did not arrive in time")],
+            queries: &[],
+            secured: &[],
+        },
     );
     doc.merge(bulk_doc);
     declare_layer_answers(
         &mut doc,
-        &[],
-        &[
-            (
-                "400",
-                "The body is not what the content type says (not JSON, not CSV)",
-            ),
-            ("413", "The body is larger than the limit"),
-            (
-                "415",
-                "The body's content type is not one this operation takes",
-            ),
-            ("422", "A field is invalid; `errors` names it"),
-        ],
-        &[("401", "No valid token")],
+        &LayerAnswers {
+            all: &[],
+            bodies: &[
+                (
+                    "400",
+                    "The body is not what the content type says (not JSON, not CSV)",
+                ),
+                ("413", "The body is larger than the limit"),
+                (
+                    "415",
+                    "The body's content type is not one this operation takes",
+                ),
+                ("422", "A field is invalid; `errors` names it"),
+            ],
+            queries: &[(
+                "422",
+                "A query parameter is invalid or unknown; `errors` names it",
+            )],
+            secured: &[("401", "No valid token")],
+        },
     );
+    problems_as_problem_json(&mut doc);
     (router, bulk, doc)
 }
 
-/// Declares on each operation the answers that come from layers and extractors rather than
-/// its handler, so `/openapi.json` lists every status an operation can give: `for_all` on
-/// every one, `for_bodies` on those that take a body, `for_secured` on those that need a
-/// token.
-fn declare_layer_answers(
+/// Every operation of the document, whatever its method.
+fn operations_mut(
     doc: &mut utoipa::openapi::OpenApi,
-    for_all: &[(&str, &str)],
-    for_bodies: &[(&str, &str)],
-    for_secured: &[(&str, &str)],
-) {
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    doc.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
+/// A list's `limit` runs from 1 to the configured page size unless its operation says less.
+fn declare_page_limits(doc: &mut utoipa::openapi::OpenApi, max_page_size: u64) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{RefOr, Schema};
+    let max = usize::try_from(max_page_size).unwrap_or(usize::MAX);
+    for op in operations_mut(doc) {
+        for p in op.parameters.iter_mut().flatten() {
+            let RefOr::T(p) = p else { continue };
+            if p.name != "limit" || p.parameter_in != ParameterIn::Query {
+                continue;
+            }
+            if let Some(RefOr::T(Schema::Object(o))) = &mut p.schema {
+                o.minimum = Some(utoipa::Number::UInt(1));
+                o.maximum.get_or_insert(utoipa::Number::UInt(max));
+            }
+        }
+    }
+}
+
+/// Every error answer carries a problem+json body ([`error::ApiError`]); utoipa declares a
+/// `body = Problem` as `application/json`, so the document says what is really sent.
+fn problems_as_problem_json(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Ref, RefOr};
+    let problem = Ref::from_schema_name("Problem").ref_location;
+    for op in operations_mut(doc) {
+        for response in op.responses.responses.values_mut() {
+            let RefOr::T(response) = response else {
+                continue;
+            };
+            let is_problem = response.content.get("application/json").is_some_and(|c| {
+                matches!(c, RefOr::T(c)
+                    if matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location == problem))
+            });
+            if is_problem && let Some(c) = response.content.shift_remove("application/json") {
+                response.content.insert(PROBLEM_JSON.to_owned(), c);
+            }
+        }
+    }
+}
+
+/// The answers an operation gives from layers and extractors rather than its handler.
+struct LayerAnswers<'a> {
+    /// Every operation.
+    all: &'a [(&'a str, &'a str)],
+    /// Those that take a body.
+    bodies: &'a [(&'a str, &'a str)],
+    /// Those that take query parameters.
+    queries: &'a [(&'a str, &'a str)],
+    /// Those that need a token.
+    secured: &'a [(&'a str, &'a str)],
+}
+
+/// Declares each operation's [`LayerAnswers`], so `/openapi.json` lists every status an
+/// operation can give.
+fn declare_layer_answers(doc: &mut utoipa::openapi::OpenApi, answers: &LayerAnswers<'_>) {
+    use utoipa::openapi::path::ParameterIn;
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     let problem = |what: &str| {
         RefOr::T(
@@ -176,27 +251,25 @@ fn declare_layer_answers(
                 .build(),
         )
     };
-    for item in doc.paths.paths.values_mut() {
-        let ops = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for op in ops.into_iter().flatten() {
-            let body = op.request_body.is_some();
-            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
-            let answers = for_all
-                .iter()
-                .chain(for_bodies.iter().filter(|_| body))
-                .chain(for_secured.iter().filter(|_| secured));
-            for (code, what) in answers {
-                op.responses
-                    .responses
-                    .entry((*code).to_owned())
-                    .or_insert_with(|| problem(what));
-            }
+    for op in operations_mut(doc) {
+        let body = op.request_body.is_some();
+        let query = op
+            .parameters
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query));
+        let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+        let declared = answers
+            .all
+            .iter()
+            .chain(answers.bodies.iter().filter(|_| body))
+            .chain(answers.queries.iter().filter(|_| query))
+            .chain(answers.secured.iter().filter(|_| secured));
+        for (code, what) in declared {
+            op.responses
+                .responses
+                .entry((*code).to_owned())
+                .or_insert_with(|| problem(what));
         }
     }
 }
@@ -205,7 +278,8 @@ fn declare_layer_answers(
 pub fn app(state: AppState) -> Router {
     // Installed before the first request, so nothing recorded before a scrape is lost.
     metrics::handle();
-    let (router, bulk, doc) = routes();
+    let (router, bulk, mut doc) = routes();
+    declare_page_limits(&mut doc, state.config.http.max_page_size);
     let doc = Arc::new(doc);
     let max_body_bytes = state.config.http.max_body_bytes;
     let max_body = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);

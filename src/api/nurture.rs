@@ -127,7 +127,7 @@ pub struct SequenceList {
 /// The sequences loaded from `plugins/sequences/*.toml` (edit the files to change them; the
 /// server reloads on save).
 #[utoipa::path(get, path = "/v1/sequences", tag = "nurture",
-    params(("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    params(("limit" = Option<u32>, Query, description = "Default 50"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = SequenceList), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list_sequences(
@@ -450,7 +450,7 @@ fn parse_status(s: &str) -> Result<MailStatus, String> {
 /// most `store.list_scan_budget` messages, so with a `status` filter it may hold fewer than
 /// `limit` while `next_cursor` says more may follow.
 #[utoipa::path(get, path = "/v1/emails", tag = "nurture",
-    params(("lead_id" = Option<Uuid>, Query), ("status" = Option<String>, Query, description = "unsent, sent, failed or suppressed"),
+    params(("lead_id" = Option<Uuid>, Query), ("status" = Option<MailStatus>, Query),
         ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = EmailPage), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]

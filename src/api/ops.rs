@@ -43,7 +43,7 @@ pub struct ChangesView {
 /// Changes after `since`, limited to what the caller may see.
 #[utoipa::path(get, path = "/v1/changes", tag = "integration",
     params(("since" = Option<u64>, Query, description = "Last seq you have seen (default 0)"),
-        ("limit" = Option<u32>, Query, description = "1 to 500, default 50")),
+        ("limit" = Option<u32>, Query, description = "Default 50")),
     responses((status = 200, body = ChangesView), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn changes(

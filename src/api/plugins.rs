@@ -76,6 +76,7 @@ async fn reload(
 #[serde(deny_unknown_fields)]
 pub struct DryRunRequest {
     /// classify, enrich, score, route, sla, on_event or stage_gate.
+    #[schema(pattern = "^(classify|enrich|score|route|sla|on_event|stage_gate)$")]
     pub hook: String,
     /// A made-up lead (fields as in `POST /v1/leads`)...
     pub lead: Option<LeadInput>,

@@ -49,9 +49,12 @@ fn parse_format(s: &str) -> Result<Format, String> {
 /// see whose `created_at` is in `[from, to)`.
 #[utoipa::path(get, path = "/v1/reports/speed-to-lead", tag = "reports",
     params(
-        ("from" = Option<String>, Query, description = "RFC 3339; leads created at or after (default: all time)"),
-        ("to" = Option<String>, Query, description = "RFC 3339; leads created before (default: now)"),
-        ("format" = Option<String>, Query, description = "json (default) or csv")),
+        ("from" = Option<String>, Query, format = DateTime,
+            description = "RFC 3339; leads created at or after (default: all time)"),
+        ("to" = Option<String>, Query, format = DateTime,
+            description = "RFC 3339; leads created before (default: now)"),
+        ("format" = Option<String>, Query, description = "json (default) or csv",
+            pattern = "^(json|csv)$")),
     responses(
         (status = 200, content((SpeedToLeadView = "application/json"), (String = "text/csv"))),
         (status = 401, body = Problem), (status = 422, body = Problem)),

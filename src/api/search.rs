@@ -59,12 +59,16 @@ pub struct SearchResults {
 /// digits. Results and facets include only what the caller may see.
 #[utoipa::path(get, path = "/v1/search", tag = "search",
     params(("q" = Option<String>, Query, description = "The words; empty lists by the filters"),
-        ("type" = Option<String>, Query, description = "lead, activity or all (default)"),
-        ("stage" = Option<String>, Query), ("status" = Option<String>, Query), ("channel" = Option<String>, Query),
-        ("owner_id" = Option<String>, Query, description = "A user id, or `none`"), ("pool_id" = Option<String>, Query),
+        ("type" = Option<String>, Query, description = "lead, activity or all (default)",
+            pattern = "^(lead|activity|all)$"),
+        ("stage" = Option<Stage>, Query), ("status" = Option<Status>, Query), ("channel" = Option<String>, Query),
+        ("owner_id" = Option<String>, Query, description = "A user id, or `none`",
+            pattern = "^(none|[0-9a-fA-F-]{32,36})$"),
+        ("pool_id" = Option<uuid::Uuid>, Query),
         ("min_score" = Option<i64>, Query), ("max_score" = Option<i64>, Query),
-        ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"), ("cursor" = Option<String>, Query)),
+        ("created_after" = Option<String>, Query, format = DateTime),
+        ("created_before" = Option<String>, Query, format = DateTime),
+        ("limit" = Option<u32>, Query, description = "Default 20", maximum = 100), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = SearchResults), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn search(

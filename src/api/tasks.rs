@@ -189,7 +189,7 @@ async fn create_task(
         ("lead_id" = Option<Uuid>, Query),
         ("done" = Option<bool>, Query),
         ("overdue" = Option<bool>, Query, description = "true: only open tasks past their due time"),
-        ("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+        ("limit" = Option<u32>, Query, description = "Default 50"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = TaskPageView), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]

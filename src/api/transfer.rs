@@ -5,7 +5,7 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Params};
-use super::leads::filter_and_sort;
+use super::leads::{LeadFilterParams, filter_and_sort};
 use crate::domain::FieldError;
 use crate::service::{ImportError, ImportOptions, ImportSummary};
 use crate::transfer::{ExportWriter, Format, Mapping};
@@ -57,7 +57,8 @@ pub struct ImportResult {
 #[utoipa::path(post, path = "/v1/leads/import", tag = "leads",
     params(("dry_run" = Option<bool>, Query, description = "Report what would happen; write nothing"),
         ("map" = Option<String>, Query, description = "column=field, repeatable (e.g. map=E-mail=email)"),
-        ("format" = Option<String>, Query, description = "csv or ndjson (default: from Content-Type)")),
+        ("format" = Option<String>, Query, description = "csv or ndjson (default: from Content-Type)",
+            pattern = "^(csv|ndjson)$")),
     request_body(content = String, content_type = "text/csv"),
     responses((status = 200, body = ImportResult), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 415, body = Problem), (status = 422, body = Problem)),
@@ -160,13 +161,9 @@ impl Write for BodyWriter {
 /// Export the caller's leads as CSV or NDJSON, streamed, with the filters and sort of
 /// `GET /v1/leads`, from one consistent snapshot.
 #[utoipa::path(get, path = "/v1/leads/export", tag = "leads",
-    params(("format" = Option<String>, Query, description = "csv (default) or ndjson"),
-        ("stage" = Option<String>, Query), ("status" = Option<String>, Query), ("owner_id" = Option<String>, Query),
-        ("pool_id" = Option<String>, Query), ("source" = Option<String>, Query), ("channel" = Option<String>, Query),
-        ("campaign_id" = Option<String>, Query), ("tag" = Option<String>, Query),
-        ("min_score" = Option<i32>, Query), ("max_score" = Option<i32>, Query),
-        ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
-        ("updated_after" = Option<String>, Query), ("sort" = Option<String>, Query)),
+    params(("format" = Option<String>, Query, description = "csv (default) or ndjson",
+            pattern = "^(csv|ndjson)$"),
+        LeadFilterParams),
     responses((status = 200, description = "The leads", content_type = "text/csv"),
         (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]

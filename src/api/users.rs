@@ -40,7 +40,7 @@ pub struct UserList {
 
 /// Users the caller may see: admins all, managers their team, reps themselves.
 #[utoipa::path(get, path = "/v1/users", tag = "users",
-    params(("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    params(("limit" = Option<u32>, Query, description = "Default 50"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = UserList), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list_users(

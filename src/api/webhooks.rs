@@ -134,7 +134,7 @@ fn webhook_response(status: StatusCode, w: &Webhook, with_secret: bool) -> Respo
 
 /// List webhook subscriptions (admins).
 #[utoipa::path(get, path = "/v1/webhooks", tag = "integration",
-    params(("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    params(("limit" = Option<u32>, Query, description = "Default 50"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = WebhookList), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list_webhooks(
@@ -240,7 +240,8 @@ async fn delete_webhook(
 
 /// A webhook's delivery log, newest first: attempts, last status code and error, next attempt.
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "integration",
-    params(("id" = Uuid, Path), ("status" = Option<String>, Query, description = "pending, delivered or dead"),
+    params(("id" = Uuid, Path), ("status" = Option<String>, Query, description = "pending, delivered or dead",
+            pattern = "^(pending|delivered|dead)$"),
         ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = DeliveryPageView), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 422, body = Problem)),

@@ -66,7 +66,7 @@ pub struct PoolList {
 
 /// List pools (every role: reps claim from them).
 #[utoipa::path(get, path = "/v1/pools", tag = "work",
-    params(("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query)),
+    params(("limit" = Option<u32>, Query, description = "Default 50"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = PoolList), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list_pools(
@@ -239,6 +239,7 @@ async fn claim(
 #[serde(deny_unknown_fields)]
 pub struct ReleaseInput {
     /// Why the lead goes back (kept on its timeline).
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     pub reason: String,
 }
 
@@ -387,7 +388,7 @@ pub struct NotificationPage {
 /// sla.reminder, sla.escalated, task.due), newest first.
 #[utoipa::path(get, path = "/v1/notifications", tag = "work",
     params(("kind" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = NotificationPage), (status = 401, body = Problem)),
+    responses((status = 200, body = NotificationPage), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn notifications(
     State(state): State<AppState>,

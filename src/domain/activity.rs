@@ -39,6 +39,7 @@ pub struct ActivityInput {
     pub lead_id: Option<Uuid>,
     /// Finds the lead by email, creating it if none exists.
     pub email: Option<String>,
+    #[schema(pattern = "^[a-z0-9_.]{1,40}$")]
     pub kind: String,
     pub occurred_at: Option<String>,
     pub campaign_id: Option<Uuid>,

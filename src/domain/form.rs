@@ -68,14 +68,18 @@ pub struct Form {
 #[serde(deny_unknown_fields)]
 pub struct FormInput {
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub name: Option<String>,
     /// The public key in `/f/{key}`; made up when absent (3 to 40 of a-z, 0-9, -).
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub key: Option<String>,
     /// BCP 47 language of the page, e.g. `en` (default) or `zh-CN`.
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub language: Option<String>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub fields: Option<Vec<FormField>>,
     /// Where a browser goes after a successful submit; absent or `null`: a thank-you page.
     #[serde(default, deserialize_with = "patch_field")]
@@ -90,9 +94,11 @@ pub struct FormInput {
     pub allowed_origins: Option<Option<Vec<String>>>,
     /// The source given to leads from this form (default `web_form`).
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub source: Option<String>,
     /// The activity kind a submission records (default `form_submit`; e.g. `demo_request`).
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub activity_kind: Option<String>,
 }
 

@@ -702,8 +702,10 @@ pub struct LeadPatch {
     #[schema(value_type = Option<Uuid>)]
     pub campaign_id: Option<Option<Uuid>>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub stage: Option<Stage>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub status: Option<Status>,
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<Uuid>)]
@@ -718,6 +720,7 @@ pub struct LeadPatch {
     #[schema(value_type = Option<Object>)]
     pub fields: Option<Option<Map<String, Value>>>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub flags: Option<FlagsInput>,
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<String>)]

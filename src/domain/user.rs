@@ -193,6 +193,7 @@ const DEFAULT_CAPACITY: u32 = 50;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInput {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     pub email: Option<String>,
     pub role: Role,
@@ -330,11 +331,13 @@ impl NewUser {
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub role: Option<Role>,
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<String>)]
@@ -343,14 +346,19 @@ pub struct UserPatch {
     #[schema(value_type = Option<Uuid>)]
     pub manager_id: Option<Option<Uuid>>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub territories: Option<Vec<String>>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub product_lines: Option<Vec<String>>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub capacity: Option<u32>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub active: Option<bool>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub senior: Option<bool>,
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<String>)]

@@ -42,7 +42,9 @@ pub struct PageView {
 /// The body of `POST /t` (sent by `/t.js`).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct PageViewInput {
+    #[schema(pattern = "^[A-Za-z0-9_-]{8,64}$")]
     pub visitor_id: String,
+    #[schema(pattern = "^[hH][tT][tT][pP][sS]?://", max_length = 2048)]
     pub url: String,
     pub referrer: Option<String>,
     pub title: Option<String>,

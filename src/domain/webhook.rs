@@ -142,8 +142,10 @@ pub struct Webhook {
 #[serde(deny_unknown_fields)]
 pub struct WebhookInput {
     /// `http` or `https` URL the deliveries are POSTed to.
+    #[schema(pattern = "^[hH][tT][tT][pP][sS]?://", max_length = 2048)]
     pub url: String,
     /// Event names or patterns (`*`, `lead.*`).
+    #[schema(min_items = 1, max_items = 50)]
     pub events: Vec<String>,
     /// The signing secret (16–256 visible ASCII characters); generated when omitted.
     pub secret: Option<String>,
@@ -156,13 +158,17 @@ pub struct WebhookInput {
 #[serde(deny_unknown_fields)]
 pub struct WebhookPatch {
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub url: Option<String>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub events: Option<Vec<String>>,
     /// A new signing secret (rotation); never shown back.
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub secret: Option<String>,
     #[serde(default, deserialize_with = "patch_required")]
+    #[schema(nullable = false)]
     pub active: Option<bool>,
 }
 

@@ -25,6 +25,7 @@ const MAX_NAME: usize = 100;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolInput {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     /// Default 20.
     pub max_claims_per_rep: Option<u32>,
@@ -69,6 +70,7 @@ const MAX_TITLE: usize = 500;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskInput {
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     pub title: String,
     pub lead_id: Option<Uuid>,
     /// Default: the caller.

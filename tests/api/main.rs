@@ -5,6 +5,7 @@ mod access;
 mod activities;
 mod browser;
 mod capture;
+mod contract;
 mod helpers;
 mod leads;
 mod nurture;
