@@ -59,7 +59,7 @@ pub struct ImportResult {
         ("map" = Option<String>, Query, description = "column=field, repeatable (e.g. map=E-mail=email)"),
         ("format" = Option<String>, Query, description = "csv or ndjson (default: from Content-Type)",
             pattern = "^(csv|ndjson)$")),
-    request_body(content = String, content_type = "text/csv"),
+    request_body(content((String = "text/csv"), (String = "application/x-ndjson"))),
     responses((status = 200, body = ImportResult), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 415, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -164,7 +164,8 @@ impl Write for BodyWriter {
     params(("format" = Option<String>, Query, description = "csv (default) or ndjson",
             pattern = "^(csv|ndjson)$"),
         LeadFilterParams),
-    responses((status = 200, description = "The leads", content_type = "text/csv"),
+    responses((status = 200, description = "The leads",
+            content((String = "text/csv"), (String = "application/x-ndjson"))),
         (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn export_leads(
