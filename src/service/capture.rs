@@ -54,6 +54,9 @@ pub struct Capture {
     pub referrer: Option<String>,
     /// An import row's `id`: the lead it was exported from, if that lead is here.
     pub exported_id: Option<Uuid>,
+    /// The activity's properties as JSON text, rendered by [`Capture::seal`] before the
+    /// capture reaches the writer, so the one writer thread does not spend its time on it.
+    sealed: Option<String>,
 }
 
 impl Capture {
@@ -67,7 +70,41 @@ impl Capture {
             visitor_id: None,
             referrer: None,
             exported_id: None,
+            sealed: None,
         }
+    }
+
+    /// Renders the activity's properties (`properties` with `via`, `raw` and `referrer`) now;
+    /// only `merged` is left for the writer, which alone knows it. Takes `raw` and
+    /// `properties`.
+    pub fn seal(&mut self) {
+        let mut properties = std::mem::take(&mut self.properties);
+        properties.insert("via".into(), json!(self.via.as_str()));
+        properties.insert("raw".into(), Value::Object(std::mem::take(&mut self.raw)));
+        if let Some(r) = &self.referrer {
+            properties.insert("referrer".into(), json!(r));
+        }
+        self.sealed = Some(Value::Object(properties).to_string());
+    }
+
+    /// The activity's properties as JSON text, with `merged` when the capture merged.
+    fn activity_properties(&mut self, merged: bool) -> String {
+        let mut text = match self.sealed.take() {
+            Some(text) => text,
+            None => {
+                self.seal();
+                self.sealed.take().unwrap_or_default()
+            }
+        };
+        if merged {
+            // The sealed text is a JSON object without a `merged` member.
+            text.pop();
+            if text.len() > 1 {
+                text.push(',');
+            }
+            text.push_str("\"merged\":true}");
+        }
+        text
     }
 }
 
@@ -159,7 +196,7 @@ fn capture(
     plugins: &Plugins,
     p: &Principal,
     new: NewLead,
-    cap: Capture,
+    mut cap: Capture,
 ) -> Result<ServiceResult<CreateOutcome>, StoreError> {
     let campaign_id = new.campaign_id;
     let import = cap.via == Via::Import;
@@ -211,15 +248,7 @@ fn capture(
     if import && !outcome.changed && !new_note && !outcome.conflicts_recorded {
         return Ok(Ok(outcome));
     }
-    let mut properties = cap.properties;
-    properties.insert("via".into(), json!(cap.via.as_str()));
-    properties.insert("raw".into(), Value::Object(cap.raw));
-    if let Some(r) = &cap.referrer {
-        properties.insert("referrer".into(), json!(r));
-    }
-    if outcome.merged {
-        properties.insert("merged".into(), json!(true));
-    }
+    let properties = cap.activity_properties(outcome.merged);
     let activity = Activity {
         id: tx.new_id(),
         lead_id: outcome.lead.id,
@@ -229,7 +258,7 @@ fn capture(
         actor_id: p.actor(),
         campaign_id,
         text: cap.text,
-        properties: Value::Object(properties).to_string(),
+        properties,
     };
     tx.put_activity(&activity)?;
     tx.change(
@@ -404,7 +433,9 @@ impl Service {
         derive_channel(&self.rules, new, cap);
     }
 
-    pub(crate) fn prepare_capture(&self, new: &mut NewLead, cap: &Capture) {
+    /// What a capture needs before the writer, done on the caller's thread: enrichment, the
+    /// channel, and the activity's properties rendered.
+    pub(crate) fn prepare_capture(&self, new: &mut NewLead, cap: &mut Capture) {
         let loaded = self.plugins.current();
         let now = self.now();
         self.plugins.enrich(&loaded, new, now);
@@ -415,6 +446,7 @@ impl Service {
                 new.channel = Some(channel);
             }
         }
+        cap.seal();
     }
 }
 
@@ -427,10 +459,10 @@ impl Service {
         &self,
         p: &Principal,
         mut new: NewLead,
-        cap: Capture,
+        mut cap: Capture,
         idem: Option<(super::Idempotency, super::Render<CreateOutcome>)>,
     ) -> ServiceResult<super::Written<CreateOutcome>> {
-        self.prepare_capture(&mut new, &cap);
+        self.prepare_capture(&mut new, &mut cap);
         let principal = p.clone();
         let plugins = self.plugins.clone();
         self.write_idempotent(p.id(), idem, move |tx| {
@@ -683,7 +715,50 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
-    use super::channel_of_source;
+    use super::{Capture, Via, channel_of_source};
+    use serde_json::{Map, Value, json};
+
+    fn form_capture() -> Capture {
+        let mut raw = Map::new();
+        raw.insert("email".into(), json!("wang@example.cn"));
+        let mut cap = Capture::new(Via::Form, "form_submit", raw);
+        cap.properties.insert("form_key".into(), json!("demo"));
+        cap.referrer = Some("https://www.baidu.com/".into());
+        cap
+    }
+
+    #[test]
+    fn sealed_properties_are_the_ones_the_writer_would_render() {
+        let expected = json!({
+            "form_key": "demo",
+            "via": "form",
+            "raw": {"email": "wang@example.cn"},
+            "referrer": "https://www.baidu.com/",
+        });
+        for merged in [false, true] {
+            let mut sealed = form_capture();
+            sealed.seal();
+            let mut unsealed = form_capture();
+            let mut want = expected.clone();
+            if merged {
+                want["merged"] = json!(true);
+            }
+            for (what, text) in [
+                ("sealed", sealed.activity_properties(merged)),
+                ("unsealed", unsealed.activity_properties(merged)),
+            ] {
+                let got: Value = serde_json::from_str(&text).expect("JSON");
+                assert_eq!(got, want, "{what}, merged {merged}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_merge_mark_fits_an_object_with_no_other_member() {
+        let mut cap = Capture::new(Via::Api, "capture", Map::new());
+        cap.sealed = Some("{}".into());
+        assert_eq!(cap.activity_properties(true), r#"{"merged":true}"#);
+    }
 
     #[test]
     fn a_partner_or_event_source_names_its_channel() {

@@ -214,7 +214,7 @@ impl Service {
             }
             r => cap.referrer = r,
         }
-        self.prepare_capture(&mut new, &cap);
+        self.prepare_capture(&mut new, &mut cap);
         let system = Principal::system();
         let plugins = self.plugins.clone();
         self.store

@@ -145,7 +145,7 @@ impl Service {
                 cap.visitor_id = visitor_id;
                 cap.properties.insert("file".into(), json!(origin));
                 cap.properties.insert("line".into(), json!(line));
-                self.prepare_capture(&mut new, &cap);
+                self.prepare_capture(&mut new, &mut cap);
                 (new, cap)
             });
         Prepared { line, raw, item }
