@@ -194,6 +194,41 @@ async fn openapi_is_3_1_and_lists_every_route() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
 
+#[tokio::test]
+async fn openapi_declares_problem_bodies_and_the_configured_page_size() {
+    let app = spawn_app_with(|c| c.http.max_page_size = 200).await;
+    let res = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    let doc = body(res).await;
+    let list = &doc["paths"]["/v1/leads"]["get"];
+    let limit = list["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "limit"))
+        .expect("GET /v1/leads takes a limit");
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 200, "the configured page size");
+    let search_limit = doc["paths"]["/v1/search"]["get"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "limit"))
+        .expect("search takes a limit");
+    assert_eq!(search_limit["schema"]["maximum"], 100, "search's own bound");
+    let unprocessable = &list["responses"]["422"]["content"];
+    assert!(
+        unprocessable["application/problem+json"].is_object()
+            && unprocessable.get("application/json").is_none(),
+        "a 422 is problem+json: {unprocessable}"
+    );
+    let stage = list["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "stage"))
+        .expect("GET /v1/leads filters by stage");
+    assert_eq!(stage["schema"]["$ref"], "#/components/schemas/Stage");
+}
+
 /// A well-formed body for an operation that takes one (`{}` where any will do), so the probe
 /// reaches the handler rather than stopping at validation.
 fn probe_body(method: &Method, path: &str) -> Value {
