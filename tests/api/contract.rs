@@ -45,6 +45,8 @@ async fn every_answer_keeps_to_the_openapi_document() {
             "none",
             "--no-color",
         ])
+        // Hypothesis keeps a folder where it runs: the server's temporary one, not the checkout.
+        .current_dir(app.dir.path())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(300), run)
