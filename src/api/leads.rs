@@ -364,7 +364,7 @@ fn parse_score(s: &str) -> Result<i32, String> {
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // Describes the query for the document; never built.
-pub struct LeadFilterParams {
+pub(super) struct LeadFilterParams {
     stage: Option<Stage>,
     status: Option<Status>,
     /// A user id, or `none` for unowned leads.

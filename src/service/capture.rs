@@ -76,25 +76,28 @@ impl Capture {
 
     /// Renders the activity's properties (`properties` with `via`, `raw` and `referrer`) now;
     /// only `merged` is left for the writer, which alone knows it. Takes `raw` and
-    /// `properties`.
+    /// `properties`, so sealing again keeps the first rendering.
     pub fn seal(&mut self) {
+        if self.sealed.is_none() {
+            self.sealed = Some(self.render_properties());
+        }
+    }
+
+    fn render_properties(&mut self) -> String {
         let mut properties = std::mem::take(&mut self.properties);
         properties.insert("via".into(), json!(self.via.as_str()));
         properties.insert("raw".into(), Value::Object(std::mem::take(&mut self.raw)));
         if let Some(r) = &self.referrer {
             properties.insert("referrer".into(), json!(r));
         }
-        self.sealed = Some(Value::Object(properties).to_string());
+        Value::Object(properties).to_string()
     }
 
     /// The activity's properties as JSON text, with `merged` when the capture merged.
     fn activity_properties(&mut self, merged: bool) -> String {
         let mut text = match self.sealed.take() {
             Some(text) => text,
-            None => {
-                self.seal();
-                self.sealed.take().unwrap_or_default()
-            }
+            None => self.render_properties(),
         };
         if merged {
             // The sealed text is a JSON object without a `merged` member.

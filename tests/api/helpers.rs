@@ -90,6 +90,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 impl TestApp {
+    /// The server's `/openapi.json` (no token needed), after checking it is served.
+    pub async fn openapi(&self) -> Value {
+        let res = self
+            .client
+            .get(self.url("/openapi.json"))
+            .send()
+            .await
+            .expect("GET /openapi.json");
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.expect("/openapi.json is JSON")
+    }
+
     /// Stops the server gracefully and starts it again on the same data directory.
     pub async fn restart(&mut self) {
         self.stop().await;

@@ -170,14 +170,7 @@ async fn the_test_clock_moves_forward_within_reason_only() {
 #[tokio::test]
 async fn openapi_is_3_1_and_lists_every_route() {
     let app = spawn_app().await;
-    let res = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let doc = body(res).await;
+    let doc = app.openapi().await;
     let version = doc["openapi"].as_str().expect("openapi version");
     assert!(version.starts_with("3.1"), "openapi {version}");
     let paths = doc["paths"].as_object().expect("paths");
@@ -197,13 +190,7 @@ async fn openapi_is_3_1_and_lists_every_route() {
 #[tokio::test]
 async fn openapi_declares_problem_bodies_and_the_configured_page_size() {
     let app = spawn_app_with(|c| c.http.max_page_size = 200).await;
-    let res = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    let doc = body(res).await;
+    let doc = app.openapi().await;
     let list = &doc["paths"]["/v1/leads"]["get"];
     let limit = list["parameters"]
         .as_array()
@@ -253,14 +240,7 @@ const TEST_CLOCK_ONLY: &[&str] = &["/v1/admin/clock"];
 #[tokio::test]
 async fn every_documented_operation_is_served() {
     let app = spawn_app().await;
-    let doc = body(
-        app.client
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let doc = app.openapi().await;
     let (_, spare) = app
         .create_user(json!({"name": "prober", "role": "admin"}))
         .await;

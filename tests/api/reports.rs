@@ -229,15 +229,7 @@ async fn speed_to_lead_refuses_bad_parameters() {
 #[tokio::test]
 async fn task_and_report_routes_are_documented() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     let paths = &doc["paths"];
     for (path, method, tag) in [
         ("/v1/tasks", "get", "work"),
