@@ -455,6 +455,17 @@ impl Params {
         let tag = self.tag;
         self.parse("cursor", |s| tag.decode_key(s))
     }
+
+    /// [`Params::key_cursor`], read into a position by `read` (`None`: not one of ours).
+    pub fn cursor_as<T>(
+        &mut self,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Result<Option<T>, ApiError> {
+        let tag = self.tag;
+        self.parse("cursor", |s| {
+            read(&tag.decode_key(s)?).ok_or_else(not_a_cursor)
+        })
+    }
 }
 
 /// One page of a short list held whole in its stable order (users, pools, sequences,

@@ -15,6 +15,7 @@ use crate::service::{BatchItem, CreateOutcome, ListParams, ServiceError, Written
 use crate::store::IdempotentResponse;
 use crate::store::lead_index::SortKey;
 use crate::store::query::LeadFilter;
+use crate::store::query::Position;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -405,7 +406,7 @@ async fn list_leads(
 ) -> ApiResult<Response> {
     let (filter, sort, descending) = filter_and_sort(&mut q)?;
     let limit = q.limit(state.config.http.max_page_size)?;
-    let after = q.cursor()?;
+    let after = q.cursor_as(Position::from_bytes)?;
     let tag = q.finish()?;
     let page = state.service.list_leads(
         &p,
@@ -419,7 +420,7 @@ async fn list_leads(
     )?;
     Ok(Json(LeadPage {
         items: page.items.iter().map(LeadView::from).collect::<Vec<_>>(),
-        next_cursor: page.next.map(|pos| tag.cursor(pos)),
+        next_cursor: page.next.map(|pos| tag.key_cursor(&pos.to_bytes())),
     })
     .into_response())
 }

@@ -14,6 +14,7 @@ use crate::domain::work::{Notification, Pool, PoolInput, Timer};
 use crate::service::{ListParams, Target, Written};
 use crate::store::lead_index::SortKey;
 use crate::store::query::LeadFilter;
+use crate::store::query::Position;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -155,7 +156,7 @@ async fn pool_leads(
     let id = path_id(&id, "pool")?;
     state.service.pool(id)?;
     let limit = q.limit(state.config.http.max_page_size)?;
-    let after = q.cursor()?;
+    let after = q.cursor_as(Position::from_bytes)?;
     let tag = q.finish()?;
     let page = state.service.list_leads(
         &p,
@@ -173,7 +174,7 @@ async fn pool_leads(
     )?;
     Ok(Json(LeadPage {
         items: page.items.iter().map(LeadView::from).collect(),
-        next_cursor: page.next.map(|pos| tag.cursor(pos)),
+        next_cursor: page.next.map(|pos| tag.key_cursor(&pos.to_bytes())),
     })
     .into_response())
 }

@@ -36,7 +36,7 @@ pub struct ListParams {
     pub sort: SortKey,
     pub descending: bool,
     pub limit: usize,
-    pub after: Option<(i64, u128)>,
+    pub after: Option<crate::store::query::Position>,
 }
 
 /// Everything held about one person (`GET /v1/leads/{id}/export`).

@@ -6,6 +6,12 @@
 //! There are no all-leads rows: a list of every lead merges the six per-stage ranges. Such rows
 //! would be a third more rows to move on every score or update change, for lists that a merge of
 //! six ranges serves as well.
+//!
+//! Score order goes through `Field::StageScore`: one row per lead under its stage and score,
+//! sorted by creation. A list by score walks the scores some lead has, one range each (so
+//! ties are in creation order); a score range in creation order ("hot leads, newest first")
+//! merges the ranges of the scores in it. Either way only leads with a score in the range are
+//! read, whatever the creation window.
 
 use crate::domain::lead::Lead;
 use uuid::Uuid;
@@ -26,6 +32,9 @@ pub enum Field {
     Tag = 8,
     /// Unowned leads waiting in a pool: what reps and managers see besides their own.
     Pooled = 9,
+    /// Stage and score total (`stage_score`), sorted by creation only. Since format 3; it
+    /// replaced the stage rows sorted by score.
+    StageScore = 10,
 }
 
 /// The order an index row sorts by.
@@ -54,6 +63,41 @@ pub fn ordered_i64(v: i64) -> [u8; 8] {
 
 fn from_ordered_i64(b: [u8; 8]) -> i64 {
     (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+/// A `Field::StageScore` value: the stage, then the score total in bytes whose order is
+/// numeric order.
+pub fn stage_score(stage: u8, total: i32) -> [u8; 5] {
+    let [a, b, c, d] = ((total as u32) ^ (1 << 31)).to_be_bytes();
+    [stage, a, b, c, d]
+}
+
+/// The prefix of one stage's rows with one score.
+pub fn stage_score_prefix(stage: u8, total: i32) -> Vec<u8> {
+    prefix(
+        Field::StageScore,
+        &stage_score(stage, total),
+        SortKey::Created,
+    )
+}
+
+/// A key above every row of `stage_score_prefix(stage, total)` and below the next score's.
+pub fn stage_score_end(stage: u8, total: i32) -> Vec<u8> {
+    let mut k = stage_score_prefix(stage, total);
+    if let Some(sort) = k.last_mut() {
+        *sort += 1;
+    }
+    k
+}
+
+/// Stage and score total of a `Field::StageScore` row or prefix, if `key` is one.
+pub fn stage_score_of(key: &[u8]) -> Option<(u8, i32)> {
+    if key.first() != Some(&(Field::StageScore as u8)) || key.get(1..3) != Some(&[0, 5]) {
+        return None;
+    }
+    let stage = *key.get(3)?;
+    let b: [u8; 4] = key.get(4..8)?.try_into().ok()?;
+    Some((stage, (u32::from_be_bytes(b) ^ (1 << 31)) as i32))
 }
 
 /// `field | len(value) | value | sort`: the prefix every row of one (field, value, sort) shares.
@@ -117,7 +161,9 @@ pub fn rows(lead: &Lead) -> Vec<Vec<u8>> {
     let owner = uuid_value(lead.owner_id);
     for sort in all_sorts {
         let v = sort.value_of(lead);
-        out.push(row(Field::Stage, &stage, sort, v, id));
+        if sort != SortKey::Score {
+            out.push(row(Field::Stage, &stage, sort, v, id));
+        }
         out.push(row(Field::Owner, &owner, sort, v, id));
         if lead.owner_id.is_none() && lead.pool_id.is_some() {
             out.push(row(Field::Pooled, &[], sort, v, id));
@@ -128,6 +174,10 @@ pub fn rows(lead: &Lead) -> Vec<Vec<u8>> {
         out.push(row(field, value, SortKey::Created, created, id));
     };
     created_row(Field::Status, &[lead.status as u8]);
+    created_row(
+        Field::StageScore,
+        &stage_score(lead.stage as u8, lead.score.total),
+    );
     if let Some(pool) = lead.pool_id {
         created_row(Field::Pool, pool.as_bytes());
     }
@@ -212,8 +262,8 @@ mod tests {
     fn rows_cover_every_filter_and_diff_is_minimal() {
         let a = lead();
         let r = rows(&a);
-        // 3 sorts × (stage, owner) + status + source + 2 tags
-        assert_eq!(r.len(), 6 + 1 + 1 + 2);
+        // 3 sorts × owner + 2 sorts × stage + stage-score + status + source + 2 tags
+        assert_eq!(r.len(), 3 + 2 + 1 + 1 + 1 + 2);
         assert!(
             r.iter().all(|row| row[0] != Field::AllBeforeFormat2 as u8),
             "no all-leads rows"
@@ -229,6 +279,43 @@ mod tests {
         assert_eq!(added.len(), 3);
         let (removed, added) = diff(Some(&a), None);
         assert_eq!((removed.len(), added.len()), (r.len(), 0));
+    }
+
+    #[test]
+    fn stage_scores_sort_numerically_and_read_back() {
+        let vals = [i32::MIN, -20, -1, 0, 1, 40, i32::MAX];
+        for w in vals.windows(2) {
+            assert!(stage_score(1, w[0]) < stage_score(1, w[1]));
+            assert!(stage_score_end(1, w[0]) <= stage_score_prefix(1, w[1]));
+        }
+        assert!(stage_score(1, i32::MAX) < stage_score(2, i32::MIN));
+        for v in vals {
+            let p = stage_score_prefix(3, v);
+            assert_eq!(stage_score_of(&p), Some((3, v)));
+            let k = key(&p, 5, 7);
+            assert_eq!(stage_score_of(&k), Some((3, v)));
+            assert!(p.as_slice() < k.as_slice() && k < stage_score_end(3, v));
+        }
+        assert_eq!(
+            stage_score_of(&prefix(Field::Tag, b"abcde", SortKey::Created)),
+            None
+        );
+        assert_eq!(stage_score_of(&[Field::StageScore as u8, 0]), None);
+    }
+
+    #[test]
+    fn a_score_change_moves_the_rows_sorted_by_score() {
+        let a = lead();
+        let mut b = a.clone();
+        b.score.total = 45;
+        let (removed, added) = diff(Some(&a), Some(&b));
+        // the owner row sorted by score, and the stage-score row
+        assert_eq!((removed.len(), added.len()), (2, 2));
+        assert!(added.contains(&key(
+            &stage_score_prefix(a.stage as u8, 45),
+            a.created_at,
+            a.id.as_u128()
+        )));
     }
 
     #[test]

@@ -413,6 +413,47 @@ fn drop_all_leads_rows(txn: &redb::WriteTransaction) -> StoreResult<()> {
     Ok(())
 }
 
+/// Format 2 → 3: the stage rows sorted by score give way to one stage-score row per lead
+/// (sorted by creation within each score, so score ranges in creation order are index ranges
+/// too). One pass over the leads, once.
+fn add_stage_score_rows(txn: &redb::WriteTransaction) -> StoreResult<()> {
+    let started = std::time::Instant::now();
+    let leads = txn.open_table(LEADS)?;
+    let mut index = txn.open_table(LEAD_INDEX)?;
+    for stage in crate::domain::lead::Stage::ALL {
+        let from = lead_index::prefix(
+            lead_index::Field::Stage,
+            &[stage as u8],
+            lead_index::SortKey::Score,
+        );
+        let mut to = from.clone();
+        if let Some(sort) = to.last_mut() {
+            *sort += 1;
+        }
+        index.retain_in::<&[u8], _>(from.as_slice()..to.as_slice(), |_, _| false)?;
+    }
+    let mut added = 0u64;
+    for row in leads.iter()? {
+        let (_, value) = row?;
+        let lead: crate::domain::lead::Lead = decode(value.value())?;
+        let prefix = lead_index::stage_score_prefix(lead.stage as u8, lead.score.total);
+        index.insert(
+            lead_index::key(&prefix, lead.created_at, lead.id.as_u128()).as_slice(),
+            (),
+        )?;
+        added += 1;
+        if added.is_multiple_of(100_000) {
+            tracing::info!(added, "upgrading the store from format 2 to 3");
+        }
+    }
+    tracing::info!(
+        added,
+        ms = started.elapsed().as_millis() as u64,
+        "upgraded the store from format 2 to 3: leads sorted by score within their stage and score"
+    );
+    Ok(())
+}
+
 /// Creates every table and checks the format version (upgrading an older one); returns the
 /// last changelog seq.
 fn init_schema(db: &Database) -> StoreResult<u64> {
@@ -431,8 +472,11 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
                     supported: FORMAT_VERSION,
                 });
             }
-            Some(1) => {
-                drop_all_leads_rows(&txn)?;
+            Some(v @ (1 | 2)) => {
+                if v == 1 {
+                    drop_all_leads_rows(&txn)?;
+                }
+                add_stage_score_rows(&txn)?;
                 meta.insert("format_version", FORMAT_VERSION)?;
             }
             Some(_) => {}
@@ -1236,11 +1280,63 @@ mod tests {
         w.commit().expect("a commit");
 
         init_schema(&db).expect("the upgrade");
-        assert_eq!(format_version(&db), Some(2));
+        assert_eq!(format_version(&db), Some(FORMAT_VERSION));
         assert_eq!(index_rows(&db), vec![kept.clone()]);
         // Opening again changes nothing.
         init_schema(&db).expect("a second open");
         assert_eq!(index_rows(&db), vec![kept]);
+    }
+
+    #[test]
+    fn a_format_2_store_trades_its_stage_rows_by_score_for_stage_score_rows() {
+        let db = in_memory();
+        init_schema(&db).expect("a fresh schema");
+        let leads: Vec<crate::domain::lead::Lead> = [(1u128, 0), (2, 45), (3, -20)]
+            .into_iter()
+            .map(|(id, score)| {
+                let mut lead = crate::domain::lead::NewLead::default()
+                    .into_lead(Uuid::from_u128(id), 1_000 + id as i64);
+                lead.score.total = score;
+                lead
+            })
+            .collect();
+        let w = db.begin_write().expect("a write transaction");
+        {
+            w.open_table(META)
+                .expect("the meta table")
+                .insert("format_version", 2)
+                .expect("an insert");
+            let mut table = w.open_table(LEADS).expect("leads");
+            let mut index = w.open_table(LEAD_INDEX).expect("the index");
+            for lead in &leads {
+                table
+                    .insert(lead.id.as_u128(), codec::encode(lead).as_slice())
+                    .expect("a lead");
+                // Format 2 sorted each stage's rows by score, with no stage-score rows.
+                for row in lead_index::rows(lead) {
+                    if lead_index::stage_score_of(&row).is_none() {
+                        index.insert(row.as_slice(), ()).expect("a row");
+                    }
+                }
+                let by_score = lead_index::prefix(
+                    lead_index::Field::Stage,
+                    &[lead.stage as u8],
+                    lead_index::SortKey::Score,
+                );
+                let row =
+                    lead_index::key(&by_score, i64::from(lead.score.total), lead.id.as_u128());
+                index.insert(row.as_slice(), ()).expect("a row");
+            }
+        }
+        w.commit().expect("a commit");
+
+        init_schema(&db).expect("the upgrade");
+        assert_eq!(format_version(&db), Some(FORMAT_VERSION));
+        let mut want: Vec<Vec<u8>> = leads.iter().flat_map(lead_index::rows).collect();
+        want.sort();
+        assert_eq!(index_rows(&db), want, "every row a format 3 lead has");
+        init_schema(&db).expect("a second open");
+        assert_eq!(index_rows(&db), want, "opening again adds nothing");
     }
 
     #[test]

@@ -1480,6 +1480,48 @@ async fn list_filters_by_score_range() {
 }
 
 #[tokio::test]
+async fn hot_leads_newest_first_are_not_cut_short_by_the_scan_budget() {
+    // A page may examine 10 candidates; 3 paid-search leads (score 10) hide among 60.
+    let app = spawn_app_with(|c| c.store.list_scan_budget = 10).await;
+    let leads: Vec<Value> = (0..60)
+        .map(|i| match i {
+            5 | 30 | 55 => json!({"name": format!("hot{i}"), "channel": "paid_search"}),
+            _ => json!({"name": format!("cold{i}")}),
+        })
+        .collect();
+    let created: Vec<String> = batch(&app, json!(leads))
+        .await
+        .iter()
+        .map(|item| id_of(&item["lead"]))
+        .collect();
+    // In creation order a score range reads the rows of the scores in it: one page, the end.
+    for sort in ["-created_at", "created_at"] {
+        let (all, _) = walk(&app, &app.admin, &[("sort", sort)], 10).await;
+        let hot: Vec<String> = all
+            .into_iter()
+            .filter(|id| [5, 30, 55].iter().any(|i| *id == created[*i]))
+            .collect();
+        let page = list(&app, &[("min_score", "10"), ("sort", sort)]).await;
+        assert_eq!(ids(&page), hot, "{sort}");
+        assert!(page["next_cursor"].is_null(), "{sort}: {page}");
+    }
+    // Sorted by update time the score is checked per candidate: a page stops at the budget
+    // with what it found and a cursor, and walking on finds the rest.
+    let first = list(&app, &[("min_score", "10"), ("sort", "-updated_at")]).await;
+    assert!(names(&first).len() < 3, "{first}");
+    assert!(first["next_cursor"].is_string(), "{first}");
+    let (walked, pages) = walk(
+        &app,
+        &app.admin,
+        &[("min_score", "10"), ("sort", "-updated_at")],
+        50,
+    )
+    .await;
+    assert_eq!(walked.len(), 3);
+    assert!(pages >= 6, "60 candidates, 10 a page: {pages}");
+}
+
+#[tokio::test]
 async fn list_filters_by_created_window() {
     let app = spawn_app().await;
     let mut created = Vec::new();
