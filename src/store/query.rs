@@ -443,13 +443,6 @@ impl Iterator for ScoreWalk<'_> {
     }
 }
 
-/// Clamps an i64 bound to the i32 scores: `None` when no i32 lies within `lo..=hi`.
-fn score_window(lo: i64, hi: i64) -> Option<(i32, i32)> {
-    let lo = i32::try_from(lo.max(i64::from(i32::MIN))).ok()?;
-    let hi = i32::try_from(hi.min(i64::from(i32::MAX))).ok()?;
-    (lo <= hi).then_some((lo, hi))
-}
-
 pub fn list_leads(snap: &Snapshot, q: &LeadQuery) -> StoreResult<LeadPage> {
     let index = snap.txn().open_table(LEAD_INDEX)?;
     let leads = snap.txn().open_table(LEADS)?;
@@ -457,31 +450,28 @@ pub fn list_leads(snap: &Snapshot, q: &LeadQuery) -> StoreResult<LeadPage> {
     let prefixes = match plan(q) {
         Plan::Prefixes(p) => p,
         Plan::Scores { stages, min, max } if q.sort == SortKey::Score => {
-            // Score order: walk each stage's scores from the cursor's on.
-            let created = created_bounds(&q.filter);
-            if let Some((lo, hi)) = score_window(i64::from(min), i64::from(max)) {
+            // Score order: walk each stage's scores, from the cursor's if it has one.
+            let (first, bound) = if q.descending { (max, min) } else { (min, max) };
+            let first = q
+                .after
+                .and_then(|a| i32::try_from(a.sort).ok())
+                .filter(|s| {
+                    if q.descending {
+                        *s <= first
+                    } else {
+                        *s >= first
+                    }
+                })
+                .unwrap_or(first);
+            if min <= max {
                 for stage in stages {
-                    let (first, bound) = if q.descending { (hi, lo) } else { (lo, hi) };
-                    let first = match q.after {
-                        Some(a) => score_window(a.sort, a.sort)
-                            .map(|(s, _)| s)
-                            .filter(|s| {
-                                if q.descending {
-                                    *s <= first
-                                } else {
-                                    *s >= first
-                                }
-                            })
-                            .unwrap_or(first),
-                        None => first,
-                    };
                     streams.push(Box::new(ScoreWalk {
                         index: &index,
                         stage,
                         descending: q.descending,
                         from: Some(first),
                         bound,
-                        created,
+                        created: created_bounds(&q.filter),
                         resume: q.after,
                         current: None,
                     }));
