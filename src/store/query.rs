@@ -91,11 +91,11 @@ impl Position {
     }
 
     /// 32 bytes, for a cursor.
-    pub fn to_bytes(self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(32);
-        b.extend_from_slice(&self.sort.to_be_bytes());
-        b.extend_from_slice(&self.tie.to_be_bytes());
-        b.extend_from_slice(&self.id.to_be_bytes());
+    pub fn to_bytes(self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&self.sort.to_be_bytes());
+        b[8..16].copy_from_slice(&self.tie.to_be_bytes());
+        b[16..].copy_from_slice(&self.id.to_be_bytes());
         b
     }
 
@@ -303,9 +303,9 @@ fn scores_of_stage(
     Ok(Some(found))
 }
 
-/// The keys of one prefix between the creation times `lo` and `hi` (inclusive), after
-/// `resume` `(created, id)` if given, in the list's direction.
-fn created_range<'a>(
+/// The keys of one prefix with sort values from `lo` to `hi` (inclusive; creation times for a
+/// stage-score prefix), after `resume` `(sort value, id)` if given, in the list's direction.
+fn prefix_range<'a>(
     index: &'a IndexTable,
     prefix: &[u8],
     (lo, hi): (i64, i64),
@@ -427,7 +427,7 @@ impl ScoreWalk<'_> {
                 .filter(|r| r.sort == i64::from(score))
                 .map(|r| (r.tie, r.id));
             let p = lead_index::stage_score_prefix(self.stage, score);
-            match created_range(self.index, &p, self.created, resume, self.descending)? {
+            match prefix_range(self.index, &p, self.created, resume, self.descending)? {
                 Some(range) => self.current = Some((score, range, false)),
                 None => return Ok(Some((self.past(score), false))),
             }
@@ -504,7 +504,7 @@ pub fn list_leads(snap: &Snapshot, q: &LeadQuery) -> StoreResult<LeadPage> {
     let bounds = sort_bounds(q);
     let resume = q.after.map(|a| (a.sort, a.id));
     for p in prefixes {
-        if let Some(range) = created_range(&index, &p, bounds, resume, q.descending)? {
+        if let Some(range) = prefix_range(&index, &p, bounds, resume, q.descending)? {
             let to_pos = |row| tail_of(row).map(|(sort, id)| (Position::new(sort, id), true));
             if q.descending {
                 streams.push(Box::new(range.rev().map(to_pos)));
