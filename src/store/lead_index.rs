@@ -30,7 +30,9 @@ pub enum Field {
     Channel = 6,
     Campaign = 7,
     Tag = 8,
-    /// Unowned leads waiting in a pool: what reps and managers see besides their own.
+    /// Unowned leads waiting in a pool: what reps and managers see besides their own. Such a
+    /// lead has these rows instead of `Owner` rows (since format 4), so the unowned leads are
+    /// the `Owner` rows with no owner (leads not placed anywhere) and these, merged.
     Pooled = 9,
     /// Stage and score total (`stage_score`), sorted by creation only. Since format 3; it
     /// replaced the stage rows sorted by score.
@@ -152,6 +154,12 @@ pub fn uuid_value(id: Option<Uuid>) -> Vec<u8> {
     id.map(|u| u.as_bytes().to_vec()).unwrap_or_default()
 }
 
+/// Whether `lead` waits in a pool with no owner: it has `Field::Pooled` rows instead of
+/// `Field::Owner` ones (since format 4).
+pub fn is_pooled(lead: &Lead) -> bool {
+    lead.owner_id.is_none() && lead.pool_id.is_some()
+}
+
 /// Every index row a lead has.
 pub fn rows(lead: &Lead) -> Vec<Vec<u8>> {
     let id = lead.id.as_u128();
@@ -164,9 +172,12 @@ pub fn rows(lead: &Lead) -> Vec<Vec<u8>> {
         if sort != SortKey::Score {
             out.push(row(Field::Stage, &stage, sort, v, id));
         }
-        out.push(row(Field::Owner, &owner, sort, v, id));
-        if lead.owner_id.is_none() && lead.pool_id.is_some() {
+        // An unowned lead in a pool is listed under the pool's rows only: the unowned list
+        // merges them with the unplaced leads' owner rows (see `store::query::plan`).
+        if is_pooled(lead) {
             out.push(row(Field::Pooled, &[], sort, v, id));
+        } else {
+            out.push(row(Field::Owner, &owner, sort, v, id));
         }
     }
     let created = lead.created_at;
@@ -270,8 +281,23 @@ mod tests {
         );
         let mut pooled = a.clone();
         pooled.pool_id = Some(Uuid::now_v7());
-        // + 3 sorts × pooled + the pool itself
-        assert_eq!(rows(&pooled).len(), r.len() + 3 + 1);
+        // 3 sorts × pooled instead of owner, + the pool itself
+        let pooled_rows = rows(&pooled);
+        assert_eq!(pooled_rows.len(), r.len() + 1);
+        assert!(
+            pooled_rows.iter().all(|row| row[0] != Field::Owner as u8),
+            "a pooled lead is listed by its pool rows, not as unowned twice"
+        );
+        let mut owned = pooled.clone();
+        owned.owner_id = Some(Uuid::now_v7());
+        let (removed, added) = diff(Some(&pooled), Some(&owned));
+        assert!(removed.iter().all(|row| row[0] == Field::Pooled as u8));
+        assert!(added.iter().all(|row| row[0] == Field::Owner as u8));
+        assert_eq!(
+            (removed.len(), added.len()),
+            (3, 3),
+            "claimed: pool rows become owner rows"
+        );
         let mut b = a.clone();
         b.stage = Stage::Mql;
         let (removed, added) = diff(Some(&a), Some(&b));

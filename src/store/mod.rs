@@ -454,6 +454,42 @@ fn add_stage_score_rows(txn: &redb::WriteTransaction) -> StoreResult<()> {
     Ok(())
 }
 
+/// Format 3 → 4: an unowned lead in a pool keeps its pool rows and loses its owner rows with
+/// no owner, which said the same (a rescore or an update moved both). The pool rows name the
+/// leads, so no lead is read.
+fn drop_pooled_owner_rows(txn: &redb::WriteTransaction) -> StoreResult<()> {
+    use lead_index::{Field, SortKey};
+    let started = std::time::Instant::now();
+    let mut index = txn.open_table(LEAD_INDEX)?;
+    let mut removed = 0u64;
+    for sort in [SortKey::Created, SortKey::Score, SortKey::Updated] {
+        let pooled = lead_index::prefix(Field::Pooled, &[], sort);
+        let unowned = lead_index::prefix(Field::Owner, &[], sort);
+        // One sort's positions at a time: 24 bytes a pooled lead.
+        let positions = index
+            .range::<&[u8]>(pooled.as_slice()..)?
+            .map(|row| row.map(|(k, _)| k.value().to_vec()))
+            .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(&pooled)))
+            .map(|k| k.map(|k| lead_index::position(&k)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (sort_value, id) in positions.into_iter().flatten() {
+            let key = lead_index::key(&unowned, sort_value, id);
+            if index.remove(key.as_slice())?.is_some() {
+                removed += 1;
+                if removed.is_multiple_of(100_000) {
+                    tracing::info!(removed, "upgrading the store from format 3 to 4");
+                }
+            }
+        }
+    }
+    tracing::info!(
+        removed,
+        ms = started.elapsed().as_millis() as u64,
+        "upgraded the store from format 3 to 4: pooled leads are listed by their pool rows only"
+    );
+    Ok(())
+}
+
 /// Creates every table and checks the format version (upgrading an older one); returns the
 /// last changelog seq.
 fn init_schema(db: &Database) -> StoreResult<u64> {
@@ -472,11 +508,14 @@ fn init_schema(db: &Database) -> StoreResult<u64> {
                     supported: FORMAT_VERSION,
                 });
             }
-            Some(v @ (1 | 2)) => {
+            Some(v @ 1..=3) => {
                 if v == 1 {
                     drop_all_leads_rows(&txn)?;
                 }
-                add_stage_score_rows(&txn)?;
+                if v <= 2 {
+                    add_stage_score_rows(&txn)?;
+                }
+                drop_pooled_owner_rows(&txn)?;
                 meta.insert("format_version", FORMAT_VERSION)?;
             }
             Some(_) => {}
@@ -1337,6 +1376,77 @@ mod tests {
         assert_eq!(index_rows(&db), want, "every row a format 3 lead has");
         init_schema(&db).expect("a second open");
         assert_eq!(index_rows(&db), want, "opening again adds nothing");
+    }
+
+    #[test]
+    fn a_format_3_store_drops_the_owner_rows_of_pooled_leads() {
+        let db = in_memory();
+        init_schema(&db).expect("a fresh schema");
+        let (pool, rep) = (Uuid::from_u128(77), Uuid::from_u128(88));
+        // Pooled, placed nowhere, owned, and owned while still naming a pool.
+        let placements = [
+            (1u128, None, Some(pool)),
+            (2, None, None),
+            (3, Some(rep), None),
+            (4, Some(rep), Some(pool)),
+            (5, None, Some(pool)),
+        ];
+        let leads: Vec<crate::domain::lead::Lead> = placements
+            .into_iter()
+            .map(|(id, owner, pool)| {
+                let mut lead = crate::domain::lead::NewLead::default()
+                    .into_lead(Uuid::from_u128(id), 1_000 + id as i64);
+                lead.owner_id = owner;
+                lead.pool_id = pool;
+                lead.score.total = 10 * id as i32;
+                lead.updated_at = 5_000 - id as i64;
+                lead
+            })
+            .collect();
+        let w = db.begin_write().expect("a write transaction");
+        {
+            w.open_table(META)
+                .expect("the meta table")
+                .insert("format_version", 3)
+                .expect("an insert");
+            let mut table = w.open_table(LEADS).expect("leads");
+            let mut index = w.open_table(LEAD_INDEX).expect("the index");
+            for lead in &leads {
+                table
+                    .insert(lead.id.as_u128(), codec::encode(lead).as_slice())
+                    .expect("a lead");
+                for row in lead_index::rows(lead) {
+                    index.insert(row.as_slice(), ()).expect("a row");
+                }
+                // Format 3 gave a pooled lead owner rows with no owner as well.
+                if lead_index::is_pooled(lead) {
+                    for sort in [
+                        lead_index::SortKey::Created,
+                        lead_index::SortKey::Score,
+                        lead_index::SortKey::Updated,
+                    ] {
+                        let unowned = lead_index::prefix(lead_index::Field::Owner, &[], sort);
+                        let row = lead_index::key(&unowned, sort.value_of(lead), lead.id.as_u128());
+                        index.insert(row.as_slice(), ()).expect("a row");
+                    }
+                }
+            }
+        }
+        w.commit().expect("a commit");
+        let before = index_rows(&db).len();
+
+        init_schema(&db).expect("the upgrade");
+        assert_eq!(format_version(&db), Some(FORMAT_VERSION));
+        let mut want: Vec<Vec<u8>> = leads.iter().flat_map(lead_index::rows).collect();
+        want.sort();
+        assert_eq!(index_rows(&db), want, "every row a format 4 lead has");
+        assert_eq!(
+            before - want.len(),
+            6,
+            "three rows for each of the two pooled leads"
+        );
+        init_schema(&db).expect("a second open");
+        assert_eq!(index_rows(&db), want, "opening again changes nothing");
     }
 
     #[test]

@@ -163,6 +163,8 @@ pub fn plan(q: &LeadQuery) -> Plan {
     let prefixes = match (&f.owner, &q.visibility) {
         (Some(Some(o)), Visibility::Owners(list)) if !list.contains(o) => vec![],
         (Some(None), Visibility::Owners(_)) => vec![pooled()],
+        // Unowned: the leads placed nowhere and the pooled ones (which have no owner rows).
+        (Some(None), Visibility::All) => vec![owner_prefix(None), pooled()],
         (Some(o), _) => vec![owner_prefix(*o)],
         (None, Visibility::Owners(list)) => {
             let mut v: Vec<Vec<u8>> = list.iter().map(|o| owner_prefix(Some(*o))).collect();
@@ -749,33 +751,102 @@ mod tests {
 
     /// A store holding leads with these scores, created one millisecond apart in this order.
     fn store_with_scores(scores: &[i32]) -> (redb::Database, Vec<Lead>) {
+        let leads: Vec<Lead> = scores
+            .iter()
+            .enumerate()
+            .map(|(i, score)| {
+                let mut lead = crate::domain::lead::NewLead::default()
+                    .into_lead(Uuid::from_u128(1000 + i as u128), 1_000 + i as i64);
+                lead.score.total = *score;
+                lead
+            })
+            .collect();
+        (store_with(&leads), leads)
+    }
+
+    /// A store holding `leads` with their index rows.
+    fn store_with(leads: &[Lead]) -> redb::Database {
         let db = redb::Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .expect("an in-memory database");
         super::super::init_schema(&db).expect("a schema");
         let w = db.begin_write().expect("a write transaction");
-        let mut leads = Vec::new();
         {
             let mut table = w.open_table(LEADS).expect("leads");
             let mut index = w.open_table(LEAD_INDEX).expect("the index");
-            for (i, score) in scores.iter().enumerate() {
-                let mut lead = crate::domain::lead::NewLead::default()
-                    .into_lead(Uuid::from_u128(1000 + i as u128), 1_000 + i as i64);
-                lead.score.total = *score;
+            for lead in leads {
                 table
                     .insert(
                         lead.id.as_u128(),
-                        super::super::codec::encode(&lead).as_slice(),
+                        super::super::codec::encode(lead).as_slice(),
                     )
                     .expect("a lead");
-                for row in lead_index::rows(&lead) {
+                for row in lead_index::rows(lead) {
                     index.insert(row.as_slice(), ()).expect("a row");
                 }
-                leads.push(lead);
             }
         }
         w.commit().expect("a commit");
-        (db, leads)
+        db
+    }
+
+    #[test]
+    fn the_unowned_are_the_leads_placed_nowhere_and_the_pooled_ones() {
+        let (rep, pool) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        // Pooled, owned, placed nowhere, in turn; scores and update times out of creation order.
+        let leads: Vec<Lead> = (0..30u128)
+            .map(|i| {
+                let mut lead = crate::domain::lead::NewLead::default()
+                    .into_lead(Uuid::from_u128(1000 + i), 1_000 + i as i64);
+                match i % 3 {
+                    0 => lead.pool_id = Some(pool),
+                    1 => lead.owner_id = Some(rep),
+                    _ => {}
+                }
+                lead.score.total = (i * 7 % 11) as i32;
+                lead.updated_at = 9_000 - (i * 13 % 17) as i64;
+                lead
+            })
+            .collect();
+        let db = store_with(&leads);
+        let snap = snapshot(&db);
+        let unowned = LeadFilter {
+            owner: Some(None),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&q(unowned.clone(), SortKey::Created, Visibility::All)),
+            Plan::Prefixes(vec![
+                prefix(Field::Owner, &[], SortKey::Created),
+                prefix(Field::Pooled, &[], SortKey::Created)
+            ])
+        );
+        for sort in [SortKey::Created, SortKey::Score, SortKey::Updated] {
+            for (vis, kinds) in [
+                (Visibility::All, [0u128, 2].as_slice()),
+                (Visibility::Owners(vec![rep]), [0].as_slice()),
+            ] {
+                let mut want: Vec<&Lead> = leads
+                    .iter()
+                    .filter(|l| kinds.contains(&((l.id.as_u128() - 1000) % 3)))
+                    .collect();
+                want.sort_by_key(|l| (sort.value_of(l), l.id));
+                want.reverse();
+                let want: Vec<Uuid> = want.iter().map(|l| l.id).collect();
+                let mut query = q(unowned.clone(), sort, vis.clone());
+                query.limit = 4;
+                let mut walked = Vec::new();
+                loop {
+                    let page = list_leads(&snap, &query).expect("a page");
+                    walked.extend(page.items.iter().map(|l| l.id));
+                    match page.next {
+                        Some(after) => query.after = Some(after),
+                        None => break,
+                    }
+                }
+                assert_eq!(walked, want, "{sort:?} for {vis:?}");
+            }
+        }
     }
 
     fn snapshot(db: &redb::Database) -> Snapshot {

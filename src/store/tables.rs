@@ -85,7 +85,9 @@ pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets"
 /// The on-disk layout version; bumped with a migration when tables change shape.
 /// 2: `lead_index` has no all-leads rows (format 1's are removed on open).
 /// 3: `lead_index` has a creation-sorted row per lead under its score (added on open).
-pub const FORMAT_VERSION: u64 = 3;
+/// 4: an unowned lead in a pool has only its pool rows, not owner rows with no owner too
+///    (those are removed on open).
+pub const FORMAT_VERSION: u64 = 4;
 /// Lead id → encoded `ActivityStats`: counts and last times per activity kind and page path,
 /// kept current by every activity write (what the score hook reads).
 pub const LEAD_STATS: TableDefinition<u128, &[u8]> = TableDefinition::new("lead_stats");
