@@ -145,8 +145,7 @@ impl Application {
             shutdown.await;
             closing.close_event_streams();
         };
-        let mut state = AppState::new(self.service, self.config, self.search);
-        state.test_clock = self.test_clock;
+        let state = AppState::new(self.service, self.config, self.search, self.test_clock);
         let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

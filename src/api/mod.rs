@@ -44,9 +44,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-/// What every handler gets. Cheap to clone.
+/// What every handler gets: one shared [`AppParts`], so a clone (axum makes one per
+/// extractor of every request) is one reference count, not one for each of the service's
+/// parts.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     pub service: Service,
     pub config: Arc<Config>,
     pub guards: Arc<CaptureGuards>,
@@ -55,16 +60,29 @@ pub struct AppState {
     pub test_clock: Option<Arc<crate::clock::ManualClock>>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
 impl AppState {
-    pub fn new(service: Service, config: Arc<Config>, search: crate::search::Search) -> Self {
+    pub fn new(
+        service: Service,
+        config: Arc<Config>,
+        search: crate::search::Search,
+        test_clock: Option<Arc<crate::clock::ManualClock>>,
+    ) -> Self {
         let guards = Arc::new(capture::guards(&config));
-        AppState {
+        AppState(Arc::new(AppParts {
             service,
             config,
             guards,
             search,
-            test_clock: None,
-        }
+            test_clock,
+        }))
     }
 }
 

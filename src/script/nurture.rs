@@ -427,6 +427,10 @@ impl Plugins {
         lead: &Lead,
         now: Millis,
     ) -> Vec<Action> {
+        // No script: the built-in rule, without copying the lead for a call never made.
+        if loaded.script_for(Hook::OnEvent).is_none() {
+            return default_actions(event, lead);
+        }
         let args = (
             Dynamic::from(event.to_map()),
             LeadObj(Arc::new(lead.clone())),

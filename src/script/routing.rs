@@ -193,6 +193,9 @@ impl Plugins {
 
     /// The SLA policy of a lead: the `sla` hook, or the defaults. `None`: no SLA for it.
     pub fn sla(&self, loaded: &Loaded, lead: &Lead, now: Millis) -> Option<SlaPolicy> {
+        if loaded.script_for(Hook::Sla).is_none() {
+            return Some(SlaPolicy::default());
+        }
         let Some((script, result)) =
             self.call(loaded, Hook::Sla, (LeadObj(Arc::new(lead.clone())),), now)
         else {
