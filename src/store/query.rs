@@ -835,16 +835,7 @@ mod tests {
                 let want: Vec<Uuid> = want.iter().map(|l| l.id).collect();
                 let mut query = q(unowned.clone(), sort, vis.clone());
                 query.limit = 4;
-                let mut walked = Vec::new();
-                loop {
-                    let page = list_leads(&snap, &query).expect("a page");
-                    walked.extend(page.items.iter().map(|l| l.id));
-                    match page.next {
-                        Some(after) => query.after = Some(after),
-                        None => break,
-                    }
-                }
-                assert_eq!(walked, want, "{sort:?} for {vis:?}");
+                assert_eq!(walk(&snap, query, |_| {}), want, "{sort:?} for {vis:?}");
             }
         }
     }
@@ -853,6 +844,20 @@ mod tests {
         use redb::ReadableDatabase;
         Snapshot {
             txn: db.begin_read().expect("a read transaction"),
+        }
+    }
+
+    /// The ids of every page of `query` from where it starts, in order; `each` sees each page.
+    fn walk(snap: &Snapshot, mut query: LeadQuery, mut each: impl FnMut(&LeadPage)) -> Vec<Uuid> {
+        let mut walked = Vec::new();
+        loop {
+            let page = list_leads(snap, &query).expect("a page");
+            each(&page);
+            walked.extend(page.items.iter().map(|l| l.id));
+            match page.next {
+                Some(after) => query.after = Some(after),
+                None => return walked,
+            }
         }
     }
 
@@ -901,16 +906,7 @@ mod tests {
             .filter(|l| (60..=61).contains(&l.score.total) && l.created_at > 1_100)
             .map(|l| l.id)
             .collect();
-        let mut walked = Vec::new();
-        loop {
-            let page = list_leads(&snap, &query).expect("a page");
-            walked.extend(page.items.iter().map(|l| l.id));
-            match page.next {
-                Some(after) => query.after = Some(after),
-                None => break,
-            }
-        }
-        assert_eq!(walked, want);
+        assert_eq!(walk(&snap, query, |_| {}), want);
     }
 
     #[test]
@@ -960,17 +956,10 @@ mod tests {
                 want.reverse();
             }
             let want: Vec<Uuid> = want.iter().map(|l| l.id).collect();
-            let mut walked = Vec::new();
-            loop {
-                let page = list_leads(&snap, &query).expect("a page");
-                // Only the window's 100 leads are read: every page is full but the last.
+            // Only the window's 100 leads are read: every page is full but the last.
+            let walked = walk(&snap, query.clone(), |page| {
                 assert!(page.items.len() == 7 || page.next.is_none());
-                walked.extend(page.items.iter().map(|l| l.id));
-                match page.next {
-                    Some(after) => query.after = Some(after),
-                    None => break,
-                }
-            }
+            });
             assert_eq!(walked, want, "descending: {descending}");
         }
     }
@@ -991,17 +980,8 @@ mod tests {
         );
         query.scan_budget = 20;
         let want: Vec<Uuid> = leads[291..].iter().map(|l| l.id).collect();
-        let mut walked = Vec::new();
         let mut pages = 0;
-        loop {
-            let page = list_leads(&snap, &query).expect("a page");
-            pages += 1;
-            walked.extend(page.items.iter().map(|l| l.id));
-            match page.next {
-                Some(after) => query.after = Some(after),
-                None => break,
-            }
-        }
+        let walked = walk(&snap, query, |_| pages += 1);
         // Descending score is ascending age here: the newest leads have the lowest scores.
         assert_eq!(walked, want);
         assert!(pages >= 291 / 20, "the budget holds each page: {pages}");
