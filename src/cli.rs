@@ -682,6 +682,7 @@ async fn bench_ingest(
         "bench ingest: {leads} leads, {clients} clients, durable POST /v1/leads to {addr} (data in {})",
         tmp.path().display()
     );
+    let cpu_before = crate::cli_transfer::cpu_seconds();
     let report = drive_ingest(IngestOptions {
         addr,
         token,
@@ -691,6 +692,23 @@ async fn bench_ingest(
     })
     .await?;
     println!("{report}");
+    // Server, clients and every background thread share this process: its CPU time is what a
+    // created lead costs the machine in all.
+    if let (Some((u0, s0)), Some((u1, s1))) = (cpu_before, crate::cli_transfer::cpu_seconds()) {
+        let (user, system) = (u1 - u0, s1 - s0);
+        let secs = report.elapsed.as_secs_f64();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!(
+            "bench ingest: CPU {:.1} s (user {user:.1}, system {system:.1}), {:.0} µs a request, {:.2} of {cores} cores",
+            user + system,
+            (user + system) * 1e6 / report.sent.max(1) as f64,
+            if secs > 0.0 {
+                (user + system) / secs
+            } else {
+                0.0
+            },
+        );
+    }
     let _ = stop_tx.send(());
     server.await.context("server task")??;
     Ok(ExitCode::SUCCESS)

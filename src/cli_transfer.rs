@@ -423,6 +423,22 @@ pub(crate) fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time this process has used so far, user and system, in seconds, from /proc (Linux).
+pub(crate) fn cpu_seconds() -> Option<(f64, f64)> {
+    cpu_seconds_of(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// User and system seconds of a `/proc/<pid>/stat` line.
+fn cpu_seconds_of(stat: &str) -> Option<(f64, f64)> {
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis
+    // start with field 3, so utime and stime (fields 14 and 15) are the 12th and 13th.
+    let mut rest = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let user: f64 = rest.nth(11)?.parse().ok()?;
+    let system: f64 = rest.next()?.parse().ok()?;
+    // /proc counts in USER_HZ ticks, 100 a second on every Linux target this runs on.
+    Some((user / 100.0, system / 100.0))
+}
+
 /// Imports a generated CSV file (see [`generate`]) quietly, as the benchmarks do.
 pub(crate) async fn import_generated(
     service: &Service,
@@ -479,4 +495,19 @@ pub async fn bench_import(leads: usize, dir: Option<PathBuf>) -> anyhow::Result<
         )
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_seconds_of;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime …
+        let line =
+            "4242 (lead line (x)) R 1 4242 4242 0 -1 4194560 900 0 0 0 1534 287 0 0 20 0 9 0";
+        assert_eq!(cpu_seconds_of(line), Some((15.34, 2.87)));
+        assert_eq!(cpu_seconds_of("4242 (cut short) R 1 2"), None);
+        assert_eq!(cpu_seconds_of("no parenthesis at all"), None);
+    }
 }
