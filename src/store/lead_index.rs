@@ -85,7 +85,13 @@ pub fn stage_score_prefix(stage: u8, total: i32) -> Vec<u8> {
 
 /// A key above every row of `stage_score_prefix(stage, total)` and below the next score's.
 pub fn stage_score_end(stage: u8, total: i32) -> Vec<u8> {
-    let mut k = stage_score_prefix(stage, total);
+    prefix_end(&stage_score_prefix(stage, total))
+}
+
+/// A key above every row of `prefix` and below any row that does not start with it: a
+/// prefix ends with its sort byte, so the same prefix with the next sort byte bounds it.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
     if let Some(sort) = k.last_mut() {
         *sort += 1;
     }

@@ -426,10 +426,7 @@ fn add_stage_score_rows(txn: &redb::WriteTransaction) -> StoreResult<()> {
             &[stage as u8],
             lead_index::SortKey::Score,
         );
-        let mut to = from.clone();
-        if let Some(sort) = to.last_mut() {
-            *sort += 1;
-        }
+        let to = lead_index::prefix_end(&from);
         index.retain_in::<&[u8], _>(from.as_slice()..to.as_slice(), |_, _| false)?;
     }
     let mut added = 0u64;
@@ -466,11 +463,10 @@ fn drop_pooled_owner_rows(txn: &redb::WriteTransaction) -> StoreResult<()> {
         let pooled = lead_index::prefix(Field::Pooled, &[], sort);
         let unowned = lead_index::prefix(Field::Owner, &[], sort);
         // One sort's positions at a time: 24 bytes a pooled lead.
+        let end = lead_index::prefix_end(&pooled);
         let positions = index
-            .range::<&[u8]>(pooled.as_slice()..)?
-            .map(|row| row.map(|(k, _)| k.value().to_vec()))
-            .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(&pooled)))
-            .map(|k| k.map(|k| lead_index::position(&k)))
+            .range::<&[u8]>(pooled.as_slice()..end.as_slice())?
+            .map(|row| row.map(|(k, _)| lead_index::position(k.value())))
             .collect::<Result<Vec<_>, _>>()?;
         for (sort_value, id) in positions.into_iter().flatten() {
             let key = lead_index::key(&unowned, sort_value, id);

@@ -804,8 +804,7 @@ impl<'t> Tx<'t> {
             user.as_bytes(),
             lead_index::SortKey::Created,
         );
-        let mut hi = prefix.clone();
-        hi.push(0xff);
+        let hi = lead_index::prefix_end(&prefix);
         Ok(self
             .lead_index
             .range(prefix.as_slice()..hi.as_slice())?
